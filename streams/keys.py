@@ -1,0 +1,70 @@
+"""The Redis key layout: a public contract any Redis client can read (see README, "Redis keys").
+
+Every key starts with the optional ``key_prefix`` setting.
+
+>>> k = Keys("demo:")
+>>> k.recs("196"), k.explain("196"), k.neighbours("242")
+('demo:recs:196', 'demo:explain:196', 'demo:nbrs:242')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = ""
+
+    # --- public: what users read ----------------------------------------------------------------
+    def recs(self, user_id: str) -> str:
+        """Sorted set: member = item id, score = relevance (higher first); top-N."""
+        return f"{self.prefix}recs:{user_id}"
+
+    def explain(self, user_id: str) -> str:
+        """Hash: item id -> JSON {"because": [item ids], "source": "items"|"users"|"trending"}."""
+        return f"{self.prefix}explain:{user_id}"
+
+    def recs_meta(self, user_id: str) -> str:
+        """Hash: updated_at (epoch s, wall clock), event_ts, model (ranker version or "none")."""
+        return f"{self.prefix}recsmeta:{user_id}"
+
+    def neighbours(self, item_id: str) -> str:
+        """Sorted set: member = similar item id, score = similarity; top neighbour_cap."""
+        return f"{self.prefix}nbrs:{item_id}"
+
+    def item(self, item_id: str) -> str:
+        """Hash: title, year, genres (space-separated) — item metadata when known."""
+        return f"{self.prefix}item:{item_id}"
+
+    def item_sentiment(self, item_id: str) -> str:
+        """Hash: count, mean, recent — review sentiment aggregates of an item."""
+        return f"{self.prefix}sentiment:{item_id}"
+
+    @property
+    def trending(self) -> str:
+        """Sorted set: member = item id, score = popularity with time decay."""
+        return f"{self.prefix}trending"
+
+    # --- internal state: written atomically with the offsets it reflects -------------------------
+    def history(self, user_id: str) -> str:
+        return f"{self.prefix}hist:{user_id}"
+
+    @property
+    def offsets(self) -> str:
+        """Hash: "topic:partition" -> next offset to process."""
+        return f"{self.prefix}offsets"
+
+    @property
+    def deltas(self) -> str:
+        """Stream of committed co-occurrence increments, followed by every worker."""
+        return f"{self.prefix}deltas"
+
+    @property
+    def snapshot(self) -> str:
+        return f"{self.prefix}snapshot"
+
+    @property
+    def dirty_users(self) -> str:
+        """Set of users whose recommendations await the idle-time settle pass."""
+        return f"{self.prefix}dirty"
