@@ -44,8 +44,11 @@ def _finite(value: object) -> object:
 Id = Annotated[
     str, BeforeValidator(_id_to_str), Field(strict=True, min_length=1, max_length=MAX_ID_CHARS)
 ]
-Timestamp = Annotated[float, BeforeValidator(_finite), Field(ge=0, le=32503680000)]  # < year 3000
-Stars = Annotated[float, BeforeValidator(_finite), Field(ge=0.5, le=5)]
+# strict: JSON numbers only; true/false and numeric strings are not silently read as numbers.
+Timestamp = Annotated[
+    float, BeforeValidator(_finite), Field(strict=True, ge=0, le=32503680000)  # < year 3000
+]
+Stars = Annotated[float, BeforeValidator(_finite), Field(strict=True, ge=0.5, le=5)]
 
 
 class _Event(BaseModel):
@@ -68,8 +71,10 @@ class _Event(BaseModel):
 
 class Play(_Event):
     kind: ClassVar[EventKind] = "play"
-    duration_s: Annotated[float, BeforeValidator(_finite), Field(ge=0)] | None = None
-    completion: Annotated[float, BeforeValidator(_finite), Field(ge=0, le=1)] | None = None
+    duration_s: Annotated[float, BeforeValidator(_finite), Field(strict=True, ge=0)] | None = None
+    completion: Annotated[
+        float, BeforeValidator(_finite), Field(strict=True, ge=0, le=1)
+    ] | None = None
 
 
 class Rating(_Event):
