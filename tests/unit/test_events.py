@@ -1,0 +1,309 @@
+"""The event contract, property-based: valid events round-trip, invalid ones are rejected with a
+reason that names the field (or ``value`` for whole-message problems) and a machine code."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from streams.events import (
+    MAX_ID_CHARS,
+    MAX_TEXT_CHARS,
+    SCHEMA_BY_KIND,
+    Play,
+    Rating,
+    RejectedEvent,
+    Review,
+    decode_event,
+    encode_event,
+    parse_event,
+)
+from streams.keys import Keys
+
+MAX_TS = 32503680000
+KINDS = ("play", "rating", "review")
+REQUIRED = {
+    "play": ("user_id", "item_id", "ts"),
+    "rating": ("user_id", "item_id", "ts", "rating"),
+    "review": ("user_id", "item_id", "ts", "text"),
+}
+NUMERIC = {"ts", "rating", "duration_s", "completion"}
+STRINGS = {"user_id", "item_id", "event_id", "text"}
+
+# --- strategies over the schemas ------------------------------------------------------------------
+
+int64s = st.integers(min_value=-(2**63), max_value=2**63 - 1)  # what JSON encoders write
+ids = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.text(min_size=1, max_size=MAX_ID_CHARS),
+)
+timestamps = st.one_of(
+    st.integers(min_value=0, max_value=MAX_TS),
+    st.floats(min_value=0, max_value=MAX_TS, allow_nan=False),
+)
+stars = st.one_of(st.integers(min_value=1, max_value=5),
+                  st.floats(min_value=0.5, max_value=5, allow_nan=False))
+texts = st.text(min_size=1, max_size=300)
+
+
+def _base() -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {"user_id": ids, "item_id": ids, "ts": timestamps},
+        optional={"event_id": st.text(min_size=1, max_size=MAX_ID_CHARS),
+                  "unknown_extra": int64s},
+    )
+
+
+def _with(extra: dict[str, st.SearchStrategy[Any]],
+          optional: dict[str, st.SearchStrategy[Any]] | None = None
+          ) -> st.SearchStrategy[dict[str, Any]]:
+    return st.tuples(_base(), st.fixed_dictionaries(extra, optional=optional or {})).map(
+        lambda parts: {**parts[0], **parts[1]})
+
+
+VALID: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "play": _with({}, {"duration_s": st.floats(min_value=0, max_value=1e9, allow_nan=False),
+                       "completion": st.floats(min_value=0, max_value=1)}),
+    "rating": _with({"rating": stars}),
+    "review": _with({"text": texts}, {"rating": stars}),
+}
+valid_events = st.sampled_from(KINDS).flatmap(
+    lambda kind: st.tuples(st.just(kind), VALID[kind]))
+
+
+def _rejected(kind: str, raw: bytes, **kwargs: Any) -> RejectedEvent:
+    with pytest.raises(RejectedEvent) as info:
+        decode_event(kind, raw, **kwargs)
+    return info.value
+
+
+def _dumps(obj: object) -> bytes:
+    return orjson.dumps(obj)
+
+
+# --- valid events ---------------------------------------------------------------------------------
+
+@given(valid_events)
+def test_valid_events_round_trip(kind_and_obj: tuple[str, dict[str, Any]]) -> None:
+    kind, obj = kind_and_obj
+    event = decode_event(kind, _dumps(obj))
+    assert isinstance(event, SCHEMA_BY_KIND[kind])
+    assert decode_event(kind, encode_event(event)) == event
+    assert event.user_id == str(obj["user_id"]) and event.item_id == str(obj["item_id"])
+    assert "unknown_extra" not in orjson.loads(encode_event(event))
+
+
+@given(valid_events)
+def test_plural_topic_names_decode_the_same(kind_and_obj: tuple[str, dict[str, Any]]) -> None:
+    kind, obj = kind_and_obj
+    raw = _dumps(obj)
+    assert decode_event(kind + "s", raw) == decode_event(kind, raw)
+
+
+@given(valid_events)
+def test_dedup_id_is_stable(kind_and_obj: tuple[str, dict[str, Any]]) -> None:
+    kind, obj = kind_and_obj
+    event = decode_event(kind, _dumps(obj))
+    again = decode_event(kind, encode_event(event))
+    assert event.dedup_id() == again.dedup_id()
+    if "event_id" in obj:
+        assert event.dedup_id() == obj["event_id"]
+
+
+def test_longest_text_is_valid() -> None:
+    raw = _dumps({"user_id": 1, "item_id": 2, "ts": 3, "text": "x" * MAX_TEXT_CHARS})
+    assert len(decode_event("review", raw).text) == MAX_TEXT_CHARS
+
+
+METACHARACTER_IDS = ["*", "user:1", "a b", "line\nbreak", "{tag}", "?[]", "\\", "\x00", " "]
+
+
+@pytest.mark.parametrize("odd_id", METACHARACTER_IDS)
+def test_redis_metacharacters_are_valid_ids(odd_id: str) -> None:
+    raw = _dumps({"user_id": odd_id, "item_id": odd_id, "ts": 1, "rating": 4})
+    event = decode_event("rating", raw)
+    assert (event.user_id, event.item_id) == (odd_id, odd_id)
+    assert decode_event("rating", encode_event(event)) == event
+
+
+KEY_FAMILIES = ("recs", "explain", "recs_meta", "neighbours", "item", "item_sentiment", "history")
+
+
+@given(a=st.text(min_size=1, max_size=20), b=st.text(min_size=1, max_size=20),
+       prefix=st.sampled_from(["", "demo:", "t*"]))
+def test_key_layout_copes_with_any_id(a: str, b: str, prefix: str) -> None:
+    """Any two (family, id) pairs map to different keys: ids with ``:`` or ``*`` cannot collide."""
+    keys = Keys(prefix)
+    built = {(family, ident): getattr(keys, family)(ident)
+             for family in KEY_FAMILIES for ident in (a, b)}
+    assert len(set(built.values())) == len(built)
+
+
+# --- invalid events -------------------------------------------------------------------------------
+
+def _assert_names(exc: RejectedEvent, field: str, code: str) -> None:
+    assert exc.code == code, exc
+    assert field in exc.reason, exc.reason
+
+
+@given(valid_events, st.data())
+def test_missing_required_field(kind_and_obj: tuple[str, dict[str, Any]], data: st.DataObject
+                                ) -> None:
+    kind, obj = kind_and_obj
+    field = data.draw(st.sampled_from(REQUIRED[kind]))
+    del obj[field]
+    exc = _rejected(kind, _dumps(obj))
+    _assert_names(exc, field, "invalid")
+    assert "Field required" in exc.reason
+
+
+WRONG_FOR_NUMBER = st.one_of(st.booleans(), st.text(max_size=5), st.just("4"),
+                             st.lists(int64s, max_size=2),
+                             st.dictionaries(st.text(max_size=3), int64s, max_size=2))
+WRONG_FOR_STRING = st.one_of(st.booleans(), st.floats(allow_nan=False, allow_infinity=False),
+                             st.lists(st.text(max_size=3), max_size=2),
+                             st.dictionaries(st.text(max_size=3), int64s, max_size=2))
+
+
+@given(valid_events, st.data())
+def test_wrong_types(kind_and_obj: tuple[str, dict[str, Any]], data: st.DataObject) -> None:
+    kind, obj = kind_and_obj
+    fields = [f for f in SCHEMA_BY_KIND[kind].model_fields if f in NUMERIC | STRINGS]
+    field = data.draw(st.sampled_from(fields))
+    if field in NUMERIC:
+        obj[field] = data.draw(WRONG_FOR_NUMBER)
+    else:
+        obj[field] = data.draw(WRONG_FOR_STRING if field in {"user_id", "item_id"}
+                               else st.one_of(WRONG_FOR_STRING, int64s))
+    _assert_names(_rejected(kind, _dumps(obj)), field, "invalid")
+
+
+def test_null_required_field() -> None:
+    exc = _rejected("rating", _dumps({"user_id": None, "item_id": 1, "ts": 1, "rating": 3}))
+    _assert_names(exc, "user_id", "invalid")
+
+
+OUT_OF_RANGE = {
+    "ts": st.one_of(st.floats(max_value=-1e-9, allow_infinity=False),
+                    st.floats(min_value=MAX_TS + 1, allow_infinity=False),
+                    st.integers(max_value=-1), st.integers(min_value=MAX_TS + 1, max_value=2**63)),
+    "rating": st.one_of(st.floats(max_value=0.49, allow_infinity=False),
+                        st.floats(min_value=5.01, allow_infinity=False),
+                        st.integers(max_value=0), st.integers(min_value=6, max_value=2**63)),
+    "completion": st.one_of(st.floats(max_value=-1e-9, allow_infinity=False),
+                            st.floats(min_value=1.0001, allow_infinity=False)),
+    "duration_s": st.floats(max_value=-1e-9, allow_infinity=False),
+    "user_id": st.one_of(st.just(""), st.text(min_size=MAX_ID_CHARS + 1,
+                                               max_size=MAX_ID_CHARS + 5)),
+    "item_id": st.just(""),
+    "event_id": st.one_of(st.just(""), st.just("e" * (MAX_ID_CHARS + 1))),
+    "text": st.just(""),
+}
+
+
+@given(valid_events, st.data())
+def test_out_of_range(kind_and_obj: tuple[str, dict[str, Any]], data: st.DataObject) -> None:
+    kind, obj = kind_and_obj
+    field = data.draw(st.sampled_from(
+        [f for f in SCHEMA_BY_KIND[kind].model_fields if f in OUT_OF_RANGE]))
+    obj[field] = data.draw(OUT_OF_RANGE[field])
+    _assert_names(_rejected(kind, _dumps(obj)), field, "invalid")
+
+
+def test_text_over_limit() -> None:
+    raw = _dumps({"user_id": 1, "item_id": 2, "ts": 3, "text": "x" * (MAX_TEXT_CHARS + 1)})
+    _assert_names(_rejected("review", raw), "text", "invalid")
+
+
+@given(st.binary(min_size=1, max_size=64))
+def test_non_utf8_bytes(junk: bytes) -> None:
+    try:
+        junk.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        assume(False)
+    raw = b'{"user_id": "1", "item_id": "2", "ts": 3, "text": "' + junk + b'"}'
+    _assert_names(_rejected("review", raw), "value", "not_utf8")
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b'{"user_id": 1,}', b"not json", b"{'a': 1}",
+                                 b'{"user_id": 1} trailing', b'{"text": "\\ud800"}'])
+def test_invalid_json(raw: bytes) -> None:
+    _assert_names(_rejected("rating", raw), "value", "bad_json")
+
+
+@pytest.mark.parametrize("raw", [b"[]", b'[{"user_id": 1}]', b"1", b'"text"', b"null", b"true"])
+def test_json_that_is_not_an_object(raw: bytes) -> None:
+    _assert_names(_rejected("play", raw), "value", "not_object")
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400"])
+@pytest.mark.parametrize("field", ["ts", "rating"])
+def test_nan_and_infinity_in_json(literal: bytes, field: str) -> None:
+    base = {"user_id": "1", "item_id": "2", "ts": 1, "rating": 3}
+    base[field] = "@"
+    raw = _dumps(base).replace(b'"@"', literal)
+    _assert_names(_rejected("rating", raw), "value", "bad_json")
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("field", ["ts", "rating"])
+def test_nan_and_infinity_as_objects(value: float, field: str) -> None:
+    obj = {"user_id": "1", "item_id": "2", "ts": 1, "rating": 3, field: value}
+    with pytest.raises(RejectedEvent) as info:
+        parse_event("rating", obj)
+    _assert_names(info.value, field, "invalid")
+
+
+@pytest.mark.parametrize("digits", [30, 400])
+@pytest.mark.parametrize("field", ["user_id", "ts", "rating"])
+def test_huge_numbers(digits: int, field: str) -> None:
+    base = {"user_id": "1", "item_id": "2", "ts": 1, "rating": 3, field: "@"}
+    raw = _dumps(base).replace(b'"@"', b"9" * digits)
+    exc = _rejected("rating", raw)
+    # orjson reads a 30-digit integer as a float (wrong type or out of range for the field) and
+    # refuses a 400-digit one outright (whole message).
+    if digits == 30:
+        _assert_names(exc, field, "invalid")
+    else:
+        _assert_names(exc, "value", "bad_json")
+
+
+@pytest.mark.parametrize("depth", [50, 5000])
+def test_deeply_nested_json(depth: int) -> None:
+    nested = b"[" * depth + b"]" * depth
+    raw = b'{"user_id": "1", "item_id": "2", "ts": 1, "rating": ' + nested + b"}"
+    exc = _rejected("rating", raw)
+    if depth < 1000:
+        _assert_names(exc, "rating", "invalid")
+    else:
+        _assert_names(exc, "value", "bad_json")
+
+
+def test_oversize_message() -> None:
+    raw = _dumps({"user_id": 1, "item_id": 2, "ts": 3, "text": "x" * 2000})
+    _assert_names(_rejected("review", raw, max_bytes=1000), "value", "too_large")
+
+
+def test_tombstone_and_unknown_topic() -> None:
+    _assert_names(_rejected("ratings", None), "value", "empty")
+    _assert_names(_rejected("clicks", b"{}"), "topic", "unknown_topic")
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([Play, Rating, Review]), st.data())
+def test_reason_is_one_line(schema: type, data: st.DataObject) -> None:
+    obj = data.draw(st.dictionaries(st.sampled_from(["user_id", "item_id", "ts", "rating", "text"]),
+                                    st.one_of(st.none(), int64s, st.text(max_size=3)),
+                                    max_size=5))
+    try:
+        decode_event(schema.kind, _dumps(obj))
+    except RejectedEvent as exc:
+        assert "\n" not in exc.reason
+        assert exc.code == "invalid"
