@@ -1,0 +1,407 @@
+"""Incremental item–item co-occurrence: item-based collaborative filtering, learned per event.
+
+The model is split along the keys it aggregates by, so the stream workers can keep each part
+where recovery finds it:
+
+- `UserHistory` (keyed by user): the user's recent items with their affinity (sum of feedback,
+  clipped at zero), capped at ``history_cap`` items. `UserHistory.observe` turns one event into a
+  `Delta`: the change it makes to the item statistics. It depends only on the user's own history,
+  so a user's deltas are the same whichever worker computes them.
+- `ItemCooccurrence` (global): decayed co-occurrence ``C[i][j] = sum_u a_ui * a_uj * g(t)`` and
+  item norms ``N[i] = sum_u a_ui^2 * g(t)``, updated by applying deltas. Applying is a sum, so the
+  result does not depend on the order in which different users' deltas arrive (up to floating-point
+  rounding). Similarity is the (asymmetric) cosine ``C[i][j] / (N[i]^alpha * N[j]^(1 - alpha))``,
+  not raw counts, which would only rank popularity.
+
+Time decay is forward decay: an event at time ``t`` weighs ``g(t) = 2 ** ((t - epoch) / half_life)``,
+so newer co-occurrences count more without ever rescaling stored values.
+
+Memory is bounded by the caps: a user keeps at most ``history_cap`` items (~120 B each); an item
+keeps at most ``row_cap`` co-occurrence entries (~100 B each, pruned to the most similar when
+exceeded) plus a cached list of its ``neighbour_cap`` most similar items (~40 B each).
+
+>>> model = CooccurrenceRecommender(half_life_days=30)
+>>> for user, item in [("ann", "alien"), ("ann", "aliens"), ("bob", "alien"), ("bob", "aliens"),
+...                    ("bob", "heat"), ("cy", "alien")]:
+...     model.learn_one(user, item, weight=1.0, ts=0.0)
+>>> [(r.item_id, r.because) for r in model.recommend("cy", 2)]
+[('aliens', ('alien',)), ('heat', ('alien',))]
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+DAY_S = 86_400.0
+MAX_DECAY_EXPONENT = 900.0  # 2**900 is far inside float64; beyond it sums would overflow
+
+Source = Literal["items", "trending"]
+
+
+def decay_factor(ts: float, *, half_life_s: float, epoch: float) -> float:
+    """Forward-decay weight of an event at ``ts``: doubles every ``half_life_s`` after ``epoch``.
+
+    >>> decay_factor(86_400.0, half_life_s=86_400.0, epoch=0.0)
+    2.0
+    """
+    exponent = (ts - epoch) / half_life_s
+    if abs(exponent) > MAX_DECAY_EXPONENT:
+        raise ValueError(
+            f"ts={ts} is {exponent:.0f} half-lives from the decay epoch {epoch}; "
+            "move the decay epoch (TASTEMAKER_DECAY_EPOCH) closer to your data"
+        )
+    return 2.0**exponent
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """The change one event makes to the item statistics (all already multiplied by ``g(t)``)."""
+
+    item_id: str
+    others: tuple[str, ...]  # the user's other liked items ...
+    increments: tuple[float, ...]  # ... and the increment of C[item][other] = C[other][item]
+    norm: float  # increment of N[item]
+    popularity: float  # increment of the item's decayed popularity
+
+    def to_json(self) -> list:
+        return [self.item_id, list(self.others), list(self.increments), self.norm, self.popularity]
+
+    @classmethod
+    def from_json(cls, value: list) -> Delta:
+        item_id, others, increments, norm, popularity = value
+        return cls(str(item_id), tuple(map(str, others)), tuple(map(float, increments)),
+                   float(norm), float(popularity))
+
+
+class UserHistory:
+    """A user's recent items, oldest first: ``item -> [affinity, last ts]``, at most ``cap`` items.
+
+    Affinity is the sum of the user's feedback on the item, clipped at zero.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: dict[str, list[float]] | None = None) -> None:
+        self.items: dict[str, list[float]] = {} if items is None else items
+
+    def observe(self, item_id: str, weight: float, ts: float, *, cap: int, g: float) -> Delta | None:
+        """Record feedback ``weight`` on ``item_id`` at ``ts`` (decay weight ``g``); return the
+        delta to the item statistics, or None when the affinity did not change."""
+        previous = self.items.pop(item_id, None)
+        before = previous[0] if previous is not None else 0.0
+        after = max(0.0, before + weight)
+        last_ts = ts if previous is None else max(ts, previous[1])
+        self.items[item_id] = [after, last_ts]  # re-inserted: now the most recent
+        while len(self.items) > cap:
+            del self.items[next(iter(self.items))]
+        change = after - before
+        if change == 0.0:
+            return None
+        scale = change * g
+        others, increments = [], []
+        for j, (a, _) in self.items.items():
+            if a > 0.0 and j != item_id:
+                others.append(j)
+                increments.append(scale * a)
+        return Delta(item_id, tuple(others), tuple(increments),
+                     (after * after - before * before) * g, max(change, 0.0) * g)
+
+    def recent(self, limit: int) -> list[tuple[str, float]]:
+        """Up to ``limit`` liked items, newest first, with their affinity."""
+        out = []
+        for item_id in reversed(self.items):
+            affinity = self.items[item_id][0]
+            if affinity > 0.0:
+                out.append((item_id, affinity))
+                if len(out) == limit:
+                    break
+        return out
+
+    def to_state(self) -> list:
+        return [[item_id, a, t] for item_id, (a, t) in self.items.items()]
+
+    @classmethod
+    def from_state(cls, state: Iterable[list]) -> UserHistory:
+        return cls({str(i): [float(a), float(t)] for i, a, t in state})
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    item_id: str
+    score: float
+    because: tuple[str, ...]  # the user's items that contributed most, strongest first
+    source: Source
+
+
+@dataclass(slots=True)
+class _Neighbours:
+    churn_budget: float  # refresh once the row has changed by this much
+    ids: np.ndarray  # interned item indices, most similar first
+    sims: np.ndarray
+    by_id: dict[int, float]
+
+
+class ItemCooccurrence:
+    """Global item statistics built from `Delta`s; answers neighbour and scoring queries."""
+
+    def __init__(self, *, neighbour_cap: int = 100, row_cap: int = 1000, alpha: float = 0.5,
+                 staleness: float = 0.1) -> None:
+        if row_cap < neighbour_cap:
+            raise ValueError("row_cap must be >= neighbour_cap")
+        self.neighbour_cap = neighbour_cap
+        self.row_cap = row_cap
+        self.alpha = alpha
+        self.staleness = staleness  # neighbour lists are refreshed after this relative change
+        self._ids: list[str] = []
+        self._index: dict[str, int] = {}
+        self._rows: list[defaultdict[int, float]] = []
+        self._norm = np.zeros(64)
+        self._popularity = np.zeros(64)
+        self._churn = np.zeros(64)
+        self._neighbours: dict[int, _Neighbours] = {}
+
+    # --- learning -------------------------------------------------------------------------------
+    def _intern(self, item_id: str) -> int:
+        idx = self._index.get(item_id)
+        if idx is None:
+            idx = len(self._ids)
+            self._index[item_id] = idx
+            self._ids.append(item_id)
+            self._rows.append(defaultdict(float))
+            if idx >= len(self._norm):
+                grow = len(self._norm)
+                self._norm = np.concatenate([self._norm, np.zeros(grow)])
+                self._popularity = np.concatenate([self._popularity, np.zeros(grow)])
+                self._churn = np.concatenate([self._churn, np.zeros(grow)])
+        return idx
+
+    def apply(self, delta: Delta) -> None:
+        """Add one event's delta. Sums commute: deltas of different users may come in any order."""
+        i = self._intern(delta.item_id)
+        if delta.others:
+            rows, index, cap = self._rows, self._index, self.row_cap
+            row_i = rows[i]
+            touched = []
+            for other, inc in zip(delta.others, delta.increments):
+                j = index.get(other)
+                if j is None:
+                    j = self._intern(other)
+                row_i[j] += inc
+                row_j = rows[j]
+                row_j[i] += inc
+                if len(row_j) > cap:
+                    self._prune(j)
+                touched.append(j)
+            changes = np.abs(np.asarray(delta.increments))
+            self._churn[touched] += changes
+            self._churn[i] += changes.sum()
+            if len(row_i) > cap:
+                self._prune(i)
+        self._churn[i] += abs(delta.norm)
+        self._norm[i] += delta.norm
+        self._popularity[i] += delta.popularity
+
+    def _prune(self, i: int) -> None:
+        """Keep the row's ``row_cap // 2`` most similar entries: bounded memory, and room to grow."""
+        row = self._rows[i]
+        ids = np.fromiter(row.keys(), dtype=np.int64, count=len(row))
+        sims = self._similarities(i, ids, np.fromiter(row.values(), float, len(row)))
+        keep = np.argpartition(-sims, self.row_cap // 2)[: self.row_cap // 2]
+        self._rows[i] = defaultdict(float, {int(ids[k]): row[int(ids[k])] for k in keep})
+        self._neighbours.pop(i, None)
+
+    def _similarities(self, i: int, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        norm_i = self._norm[i]
+        norm_j = self._norm[ids]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sims = counts / (norm_i**self.alpha * norm_j ** (1.0 - self.alpha))
+        sims[~np.isfinite(sims)] = 0.0
+        return sims
+
+    # --- queries --------------------------------------------------------------------------------
+    def _neighbour_list(self, i: int, *, fresh: bool = False) -> _Neighbours:
+        cached = self._neighbours.get(i)
+        if cached is not None and not fresh and self._churn[i] <= cached.churn_budget:
+            return cached
+        row = self._rows[i]
+        ids = np.fromiter(row.keys(), dtype=np.int64, count=len(row))
+        counts = np.fromiter(row.values(), float, len(row))
+        sims = self._similarities(i, ids, counts)
+        positive = sims > 0.0
+        ids, sims = ids[positive], sims[positive]
+        if len(ids) > self.neighbour_cap:
+            top = np.argpartition(-sims, self.neighbour_cap)[: self.neighbour_cap]
+            ids, sims = ids[top], sims[top]
+        order = np.lexsort((np.array([self._ids[k] for k in ids.tolist()]), -sims))
+        ids, sims = ids[order], sims[order]
+        self._churn[i] = 0.0
+        total = float(np.abs(counts).sum()) + abs(float(self._norm[i]))
+        entry = _Neighbours(self.staleness * total, ids, sims, dict(zip(ids.tolist(), sims.tolist())))
+        self._neighbours[i] = entry
+        return entry
+
+    def neighbours(self, item_id: str, *, fresh: bool = False) -> list[tuple[str, float]]:
+        """The item's most similar items, most similar first (ties by id)."""
+        i = self._index.get(item_id)
+        if i is None:
+            return []
+        entry = self._neighbour_list(i, fresh=fresh)
+        return [(self._ids[k], float(s)) for k, s in zip(entry.ids.tolist(), entry.sims.tolist())]
+
+    def trending(self, n: int, *, exclude: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, float]]:
+        """Most popular items with time decay (ties by id)."""
+        m = len(self._ids)
+        if m == 0:
+            return []
+        pop = self._popularity[:m]
+        k = min(m, n + len(exclude))
+        top = np.argpartition(-pop, k - 1)[:k] if k < m else np.arange(m)
+        ranked = sorted(((-float(pop[t]), self._ids[t]) for t in top if pop[t] > 0.0))
+        return [(item, -neg) for neg, item in ranked if item not in exclude][:n]
+
+    def score(self, recent: list[tuple[str, float]], n: int, *, exclude: Iterable[str] = (),
+              recency_half_life: float = 50.0, explain_items: int = 3, fresh: bool = False,
+              backfill: bool = True) -> list[Recommendation]:
+        """Top ``n`` items for a user whose liked items, newest first, are ``recent``.
+
+        An item's score sums its similarity to each recent item, weighted by the user's affinity
+        and by recency (half-life ``recency_half_life`` positions). Items in ``exclude`` are left
+        out. When fewer than ``n`` items score, trending items fill the list.
+        """
+        m = len(self._ids)
+        excluded = set(exclude)
+        scores = np.zeros(m)
+        weights: list[tuple[int, float]] = []
+        for rank, (item_id, affinity) in enumerate(recent):
+            j = self._index.get(item_id)
+            if j is None:
+                continue
+            w = affinity * 0.5 ** (rank / recency_half_life)
+            entry = self._neighbour_list(j, fresh=fresh)
+            if len(entry.ids):
+                scores[entry.ids] += w * entry.sims
+            weights.append((j, w))
+        for item_id in excluded:
+            k = self._index.get(item_id)
+            if k is not None:
+                scores[k] = 0.0
+        candidates = np.flatnonzero(scores > 0.0)
+        if len(candidates) > n:
+            # a margin beyond n so that ties at the cut are broken by id, not by index
+            cut = np.partition(scores[candidates], len(candidates) - n)[len(candidates) - n]
+            candidates = candidates[scores[candidates] >= cut]
+        ranked = sorted((-float(scores[k]), self._ids[k], int(k)) for k in candidates)[:n]
+        out = [
+            Recommendation(item_id, -neg, self._because(k, weights, explain_items), "items")
+            for neg, item_id, k in ranked
+        ]
+        if backfill and len(out) < n:
+            taken = excluded | {r.item_id for r in out}
+            out += [Recommendation(item_id, 0.0, (), "trending")
+                    for item_id, _ in self.trending(n - len(out), exclude=taken)]
+        return out
+
+    def _because(self, k: int, weights: list[tuple[int, float]], limit: int) -> tuple[str, ...]:
+        if limit == 0:
+            return ()
+        contributions = []
+        for j, w in weights:
+            sim = self._neighbours[j].by_id.get(k)
+            if sim is not None:
+                contributions.append((-w * sim, self._ids[j]))
+        contributions.sort()
+        return tuple(item_id for _, item_id in contributions[:limit])
+
+    # --- state ----------------------------------------------------------------------------------
+    @property
+    def n_items(self) -> int:
+        return len(self._ids)
+
+    def n_entries(self) -> int:
+        return sum(len(r) for r in self._rows)
+
+    def to_state(self) -> dict:
+        """JSON-safe snapshot: item ids and their rows (no pickle)."""
+        m = len(self._ids)
+        return {
+            "ids": list(self._ids),
+            "norm": self._norm[:m].tolist(),
+            "popularity": self._popularity[:m].tolist(),
+            "rows": [[list(r.keys()), list(r.values())] for r in self._rows],
+        }
+
+    def load_state(self, state: dict) -> None:
+        """Replace this model's statistics with a snapshot made by `to_state`."""
+        self.__init__(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,  # type: ignore[misc]
+                      alpha=self.alpha, staleness=self.staleness)
+        for item_id in state["ids"]:
+            self._intern(str(item_id))
+        m = len(self._ids)
+        self._norm[:m] = state["norm"]
+        self._popularity[:m] = state["popularity"]
+        self._rows = [defaultdict(float, zip(map(int, keys), map(float, vals)))
+                      for keys, vals in state["rows"]]
+
+
+@dataclass(slots=True)
+class CooccurrenceRecommender:
+    """Histories and item statistics in one process: the model the benchmarks replay and the
+    reference the stream workers must match.
+
+    ``learn_one`` takes one event's feedback weight (see `models.feedback`).
+    """
+
+    history_cap: int = 500
+    neighbour_cap: int = 100
+    row_cap: int = 1000
+    half_life_days: float = 30.0
+    decay_epoch: float = 1e9
+    alpha: float = 0.5
+    recent_items: int = 100
+    recency_half_life: float = 50.0
+    explain_items: int = 3
+    exclude_seen: bool = True
+    histories: dict[str, UserHistory] = field(default_factory=dict)
+    items: ItemCooccurrence = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.items = ItemCooccurrence(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,
+                                      alpha=self.alpha)
+
+    def observe(self, user_id: str, item_id: str, weight: float, ts: float) -> Delta | None:
+        """Update the user's history only; return the delta for the item statistics."""
+        history = self.histories.get(user_id)
+        if history is None:
+            history = self.histories[user_id] = UserHistory()
+        g = decay_factor(ts, half_life_s=self.half_life_days * DAY_S, epoch=self.decay_epoch)
+        return history.observe(item_id, weight, ts, cap=self.history_cap, g=g)
+
+    def learn_one(self, user_id: str, item_id: str, *, weight: float, ts: float) -> None:
+        delta = self.observe(user_id, item_id, weight, ts)
+        if delta is not None:
+            self.items.apply(delta)
+
+    def recommend(self, user_id: str, n: int = 10, *, fresh: bool = False,
+                  explain: bool = True) -> list[Recommendation]:
+        history = self.histories.get(user_id)
+        if history is None:
+            return self.cold_start(n)
+        return self.items.score(
+            history.recent(self.recent_items), n,
+            exclude=history.items.keys() if self.exclude_seen else (),
+            recency_half_life=self.recency_half_life,
+            explain_items=self.explain_items if explain else 0, fresh=fresh,
+        )
+
+    def cold_start(self, n: int) -> list[Recommendation]:
+        return [Recommendation(i, 0.0, (), "trending") for i, _ in self.items.trending(n)]
+
+
+def iter_deltas(deltas: Iterable[list]) -> Iterator[Delta]:
+    """Decode deltas as written by `Delta.to_json`."""
+    return (Delta.from_json(d) for d in deltas)
