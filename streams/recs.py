@@ -1,0 +1,176 @@
+"""Reading a user's recommendations back from Redis, with titles, explanations and sentiment.
+
+Read-only and layout-driven: every key comes from `streams.keys.Keys`. Round trips: one for the
+top-N (``ZREVRANGE recs:{user} WITHSCORES``); one pipeline for everything about those items
+(``HMGET explain:{user}``, each ``item:{id}`` title, each ``sentiment:{id}``); one more only when
+the explanations name items whose titles are not fetched yet. The top-N has to come back before
+the rest can be asked for by item, hence two trips at least.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from streams.keys import Keys
+from streams.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import redis
+    from rich.table import Table
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Because:
+    """An item the user liked that led to a recommendation."""
+
+    item_id: str
+    title: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sentiment:
+    """Review sentiment aggregate of an item (`Keys.item_sentiment`)."""
+
+    count: int
+    mean: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    item_id: str
+    score: float
+    title: str | None  # None when the item has no metadata hash
+    because: tuple[Because, ...]
+    source: str | None  # "items" | "users" | "trending"; None without an explanation
+    sentiment: Sentiment | None = None
+
+    @property
+    def label(self) -> str:
+        return self.title or self.item_id
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _explanation(raw: Any) -> tuple[list[str], str | None]:
+    """(because item ids, source) from an explain hash value; empty when missing or unreadable."""
+    if raw is None:
+        return [], None
+    try:
+        obj = orjson.loads(raw)
+        because = [str(item) for item in obj.get("because", [])]
+        source = obj.get("source")
+        return because, None if source is None else str(source)
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        logger.debug("unreadable explanation %r", raw)
+        return [], None
+
+
+def _sentiment(count: Any, mean: Any) -> Sentiment | None:
+    if count is None or mean is None:
+        return None
+    try:
+        return Sentiment(int(float(_text(count) or 0)), float(_text(mean) or "nan"))
+    except ValueError:
+        return None
+
+
+def get_recommendations(
+    user_id: str,
+    n: int = 10,
+    *,
+    settings: Settings | None = None,
+    client: redis.Redis | None = None,
+) -> list[Recommendation]:
+    """The user's top ``n`` recommendations, best first; empty when there are none (yet)."""
+    if n < 1:
+        return []
+    settings = settings or get_settings()
+    keys = Keys(settings.key_prefix)
+    own_client = client is None
+    if client is None:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return _read(client, keys, str(user_id), n)
+    finally:
+        if own_client:
+            client.close()
+
+
+def _read(client: redis.Redis, keys: Keys, user_id: str, n: int) -> list[Recommendation]:
+    top = [(_text(item) or "", float(score))
+           for item, score in client.zrevrange(keys.recs(user_id), 0, n - 1, withscores=True)]
+    if not top:
+        return []
+    items = [item for item, _ in top]
+
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hmget(keys.explain(user_id), items)
+        for item in items:
+            pipe.hget(keys.item(item), "title")
+            pipe.hmget(keys.item_sentiment(item), ["count", "mean"])
+        replies = pipe.execute()
+    explanations = [_explanation(raw) for raw in replies[0]]
+    titles: dict[str, str | None] = {}
+    sentiments: dict[str, Sentiment | None] = {}
+    for i, item in enumerate(items):
+        titles[item] = _text(replies[1 + 2 * i])
+        sentiments[item] = _sentiment(*replies[2 + 2 * i])
+
+    unknown = sorted({b for because, _ in explanations for b in because} - titles.keys())
+    titles.update(_titles(client, keys, unknown))
+
+    return [
+        Recommendation(
+            item_id=item,
+            score=score,
+            title=titles[item],
+            because=tuple(Because(b, titles.get(b)) for b in because),
+            source=source,
+            sentiment=sentiments[item],
+        )
+        for (item, score), (because, source) in zip(top, explanations, strict=True)
+    ]
+
+
+def _titles(client: redis.Redis, keys: Keys, items: Sequence[str]) -> dict[str, str | None]:
+    if not items:
+        return {}
+    with client.pipeline(transaction=False) as pipe:
+        for item in items:
+            pipe.hget(keys.item(item), "title")
+        return {item: _text(title) for item, title in zip(items, pipe.execute(), strict=True)}
+
+
+def recommendations_table(user_id: str, recs: Sequence[Recommendation]) -> Table:
+    """A rich table: rank, title (or item id), score, explanation, sentiment when known."""
+    from rich.table import Table
+    from rich.text import Text  # titles are data, not markup: "[REC]" must print as itself
+
+    table = Table(title=Text(f"Recommendations for user {user_id}"), title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("title")
+    table.add_column("score", justify="right")
+    table.add_column("why")
+    table.add_column("sentiment", justify="right")
+    for rank, rec in enumerate(recs, start=1):
+        if rec.because:
+            why = "because you liked: " + ", ".join(b.title or b.item_id for b in rec.because)
+        else:
+            why = rec.source or ""
+        sentiment = (f"{rec.sentiment.mean:.2f} ({rec.sentiment.count})"
+                     if rec.sentiment is not None else "")
+        table.add_row(str(rank), Text(rec.label), f"{rec.score:.3f}", Text(why), sentiment)
+    return table
