@@ -6,13 +6,14 @@ reason`` for files, ``event N: reason`` otherwise), never sent.
 
 The producer is tuned for throughput with full durability: ``acks=all`` and idempotence (no
 duplicates on retry, per-partition order kept), ``linger_ms`` so sends share batches, large batches.
-Sends are not awaited one by one: their futures are collected and awaited every `DRAIN_EVERY`
-messages and at the end, so a delivery failure still stops the run.
+Sends are not awaited one by one: `EventSender` fills the record batches itself and awaits their
+acknowledgements in groups and at the end, so a delivery failure still stops the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import time
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 LINGER_MS = 20
 MAX_BATCH_BYTES = 512 * 1024  # well under the broker's default 1 MiB record-batch limit
-DRAIN_EVERY = 20_000
+DRAIN_EVERY_BATCHES = 200  # await acknowledgements this often, to surface errors early
 KEEP_PROBLEMS = 100  # rejection messages kept in the report; all of them go to ``on_reject``
 
 RejectHandler = Callable[[str], None]
@@ -108,13 +109,22 @@ async def kafka_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
 
 
 class EventSender:
-    """Sends validated events keyed by user id; collects delivery futures and awaits them in
-    groups, so one slow acknowledgement does not stall the loop."""
+    """Sends validated events keyed by user id, filling one record batch per partition itself.
+
+    ``producer.send`` costs a future and a callback per message; building the batches here and
+    handing each full one to ``send_batch`` leaves one future per batch, about twice the rate.
+    Partitions come from the same murmur2 hash ``send`` would use, so a user's events land where
+    any Kafka client would put them. Open batches go out when full, when `LINGER_MS` has passed
+    since the last flush, on `flush` and on `drain`.
+    """
 
     def __init__(self, producer: AIOKafkaProducer, *, max_bytes: int) -> None:
         self._producer = producer
         self._max_bytes = max_bytes
-        self._pending: list[asyncio.Future[Any]] = []
+        self._partitions: dict[str, list[int]] = {}
+        self._open: dict[tuple[str, int], Any] = {}  # (topic, partition) -> BatchBuilder
+        self._in_flight: list[asyncio.Future[Any]] = []  # one per submitted batch
+        self._flushed_at = time.monotonic()
 
     def encode(self, event: Event) -> bytes:
         """The message value; `RejectedEvent` when it is over the message size limit."""
@@ -129,17 +139,53 @@ class EventSender:
     async def send(self, topic: str, event: Event, value: bytes | None = None) -> None:
         if value is None:
             value = self.encode(event)
-        self._pending.append(
-            await self._producer.send(topic, value, key=event.user_id.encode("utf-8"))
-        )
-        if len(self._pending) >= DRAIN_EVERY:
-            await self.drain()
+        key = event.user_id.encode("utf-8")
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = sorted(
+                await self._producer.partitions_for(topic))
+        partition = partitions[_partition_index(key, len(partitions))]
+        builder = self._open.get((topic, partition))
+        if builder is None:
+            builder = self._open[topic, partition] = self._producer.create_batch()
+        if builder.append(timestamp=None, key=key, value=value) is None:  # full
+            await self._submit(topic, partition)
+            builder = self._open[topic, partition] = self._producer.create_batch()
+            builder.append(timestamp=None, key=key, value=value)  # an empty batch takes any
+        if time.monotonic() - self._flushed_at > LINGER_MS / 1000:
+            await self.flush()
+
+    async def _submit(self, topic: str, partition: int) -> None:
+        builder = self._open.pop((topic, partition))
+        self._in_flight.append(
+            await self._producer.send_batch(builder, topic, partition=partition))
+        if len(self._in_flight) >= DRAIN_EVERY_BATCHES:
+            await self._await_in_flight()
+
+    async def flush(self) -> None:
+        """Hand every open batch to the producer (without waiting for acknowledgements)."""
+        for topic, partition in list(self._open):
+            await self._submit(topic, partition)
+        self._flushed_at = time.monotonic()
 
     async def drain(self) -> None:
-        """Wait for every send so far to be acknowledged; raises the first delivery error."""
-        pending, self._pending = self._pending, []
-        if pending:
-            await asyncio.gather(*pending)
+        """Flush, then wait for every send so far to be acknowledged; raises the first delivery
+        error."""
+        await self.flush()
+        await self._await_in_flight()
+
+    async def _await_in_flight(self) -> None:
+        in_flight, self._in_flight = self._in_flight, []
+        if in_flight:
+            await asyncio.gather(*in_flight)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _partition_index(key: bytes, count: int) -> int:
+    """Kafka's default keyed partitioning (Java client and aiokafka alike)."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % count
 
 
 def validate(kind: EventKind, item: bytes | dict[str, Any] | Event, *, max_bytes: int) -> Event:

@@ -218,6 +218,7 @@ async def replay(
                     first_ts = obj["ts"] if first_ts is None else first_ts
                     ahead = (obj["ts"] - first_ts) / speed - (time.perf_counter() - started)
                     if ahead > 0.005:
+                        await sender.flush()  # what is due goes out before the pause
                         await asyncio.sleep(ahead)
                 await sender.send(topics[kind], parse_event(kind, obj))
                 report.by_kind[kind] += 1

@@ -189,23 +189,72 @@ def test_numbered_lines_skip_blanks_and_keep_line_numbers() -> None:
                                             ("line 5", b'{"b": 2}')]
 
 
-class _FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, bytes]] = []
+class _FakeBatch:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.messages: list[tuple[bytes, bytes]] = []
 
-    async def send(self, topic: str, value: bytes, *, key: bytes) -> asyncio.Future[None]:
-        self.sent.append((topic, key, value))
+    def append(self, *, timestamp: None, key: bytes, value: bytes) -> object | None:
+        if len(self.messages) >= self.capacity:
+            return None
+        self.messages.append((key, value))
+        return object()
+
+
+class _FakeProducer:
+    """The batch half of AIOKafkaProducer's interface; batches hold ``capacity`` messages."""
+
+    def __init__(self, capacity: int = 2) -> None:
+        self.capacity = capacity
+        self.sent: list[tuple[str, int, list[tuple[bytes, bytes]]]] = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    def create_batch(self) -> _FakeBatch:
+        return _FakeBatch(self.capacity)
+
+    async def send_batch(self, batch: _FakeBatch, topic: str, *, partition: int
+                         ) -> asyncio.Future[None]:
+        self.sent.append((topic, partition, batch.messages))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
 
 
-def test_sender_keys_by_user_and_refuses_oversize() -> None:
+def _rating(user: str, ts: int) -> Any:
+    return parse_event("rating", {"user_id": user, "item_id": 2, "ts": ts, "rating": 4})
+
+
+def test_sender_batches_per_partition_keyed_like_kafka() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    users = ["u:1", "a b", "7", "*", "u:1", "u:1", "7"]
+
+    async def run() -> _FakeProducer:
+        producer = _FakeProducer(capacity=2)
+        sender = EventSender(producer, max_bytes=1000)  # type: ignore[arg-type]
+        for ts, user in enumerate(users):
+            await sender.send("ratings", _rating(user, ts))
+        await sender.drain()
+        return producer
+
+    producer = asyncio.run(run())
+    assert sum(len(messages) for _, _, messages in producer.sent) == len(users)
+    assert all(len(messages) <= 2 for _, _, messages in producer.sent)
+    for topic, partition, messages in producer.sent:
+        assert topic == "ratings"
+        for key, _ in messages:
+            assert DefaultPartitioner()(key, [0, 1, 2], [0, 1, 2]) == partition
+    mine = [decode_event("rating", value).ts for _, _, messages in producer.sent
+            for key, value in messages if key == b"u:1"]
+    assert mine == [0.0, 4.0, 5.0]  # a user's events keep their order
+
+
+def test_sender_refuses_oversize() -> None:
     async def run() -> _FakeProducer:
         producer = _FakeProducer()
         sender = EventSender(producer, max_bytes=200)  # type: ignore[arg-type]
-        await sender.send("ratings", parse_event("rating", {"user_id": "u:1", "item_id": 2,
-                                                           "ts": 3, "rating": 4}))
         with pytest.raises(RejectedEvent) as info:
             await sender.send("reviews", parse_event("review", {"user_id": 1, "item_id": 2,
                                                                "ts": 3, "text": "x" * 300}))
@@ -213,5 +262,4 @@ def test_sender_keys_by_user_and_refuses_oversize() -> None:
         await sender.drain()
         return producer
 
-    producer = asyncio.run(run())
-    assert [(t, k) for t, k, _ in producer.sent] == [("ratings", b"u:1")]
+    assert asyncio.run(run()).sent == []
