@@ -1,0 +1,241 @@
+"""The ``tastemaker`` command line.
+
+A thin layer: each command reads the settings, calls one function of its module and prints the
+result. Modules are imported inside the commands so ``tastemaker --help`` stays fast. A bad setting
+prints its message and exits 2; a stack that can't do what was asked exits 1; neither shows a
+traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, NoReturn
+
+import typer
+
+from streams.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    name="tastemaker",
+    help="Streaming recommender: Kafka events in, fresh top-N recommendations in Redis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _settings() -> Settings:
+    """Settings from the environment; a bad value ends the command with exit code 2."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: Exception) -> NoReturn:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1) from None
+
+
+# --- local stack ------------------------------------------------------------------------------
+
+
+@app.command()
+def up() -> None:
+    """Start local Kafka and Redis (no Docker), create the topics, print client settings.
+
+    The export lines go to stdout, so eval "$(tastemaker up)" points this shell at the stack.
+    """
+    from streams.stack import LocalStack, StackError
+
+    stack = LocalStack(_settings())
+    try:
+        changes = stack.up()
+    except StackError as exc:
+        _fail(exc)
+    for change in changes:
+        took = f" in {change.seconds:.1f} s" if change.outcome == "started" else ""
+        typer.echo(
+            f"{change.name}: {change.outcome} (pid {change.pid}, {change.address}){took}", err=True
+        )
+    for key, value in stack.client_env().items():
+        typer.echo(f"export {key}={value}")
+
+
+@app.command()
+def down(
+    wipe: Annotated[bool, typer.Option(help="Also delete the stack's data and logs.")] = False,
+) -> None:
+    """Stop the services `up` started (SIGTERM, then SIGKILL)."""
+    from streams.stack import LocalStack, StackError
+
+    stack = LocalStack(_settings())
+    try:
+        changes = stack.down(wipe=wipe)
+    except StackError as exc:
+        _fail(exc)
+    for change in changes:
+        pid = f" (pid {change.pid})" if change.pid else ""
+        typer.echo(f"{change.name}: {change.outcome}{pid}")
+    if wipe:
+        typer.echo(f"wiped data and logs under {stack.root}")
+
+
+@app.command()
+def status() -> None:
+    """Show whether each local service is running, its pid and address."""
+    from streams.stack import LocalStack
+
+    for state in LocalStack(_settings()).status():
+        pid = str(state.pid) if state.pid else "-"
+        typer.echo(
+            f"{state.name:<6} {'running' if state.running else 'stopped':<8} "
+            f"pid {pid:<8} {state.address}"
+        )
+
+
+@app.command()
+def topics() -> None:
+    """Create the missing topics on TASTEMAKER_KAFKA_BOOTSTRAP_SERVERS (any broker)."""
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from streams.topics import ensure_topics, topic_partitions
+
+    settings = _settings()
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except (KafkaError, OSError, TimeoutError) as exc:
+        _fail(RuntimeError(f"{settings.kafka_bootstrap_servers}: {exc!r}"))
+    for topic, partitions in topic_partitions(settings).items():
+        state = "created" if topic in created else "exists"
+        typer.echo(f"{topic}: {state} ({partitions} partitions)")
+
+
+# --- events and recommendations -----------------------------------------------------------------
+
+
+@app.command()
+def produce(
+    topic: Annotated[str, typer.Argument(help="An event topic: plays, ratings or reviews.")],
+    file: Annotated[str, typer.Argument(help="JSON-lines file; - reads stdin.")] = "-",
+) -> None:
+    """Validate and send one JSON event per line to TOPIC, keyed by user id.
+
+    Invalid lines are reported as "line N: reason" and skipped; the exit code is 1 if any were.
+    """
+    import asyncio
+    import sys
+
+    from aiokafka.errors import KafkaError
+    from tqdm import tqdm
+
+    from streams.produce import produce_file, topic_kind
+
+    settings = _settings()
+    try:
+        topic_kind(settings, topic)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    def report(problem: str) -> None:
+        tqdm.write(problem, file=sys.stderr)  # keeps the progress bar intact
+
+    try:
+        result = asyncio.run(produce_file(settings, topic, file, on_reject=report))
+    except (KafkaError, OSError) as exc:
+        _fail(exc)
+    typer.echo(result.summary())
+    if result.rejected:
+        raise typer.Exit(1)
+
+
+@app.command()
+def replay(
+    dataset: Annotated[str, typer.Argument(help="Data set to replay: movielens-100k.")],
+    speed: Annotated[
+        float | None,
+        typer.Option(help="Event-time seconds per wall second; default: as fast as possible."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the review sampling.")] = 7,
+) -> None:
+    """Replay a data set as play, rating and review events in time order.
+
+    Item metadata (title, year, genres) goes to Redis first.
+    """
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+    from redis.exceptions import RedisError
+
+    from streams.replay import DATASETS
+    from streams.replay import replay as run_replay
+
+    settings = _settings()
+    if dataset not in DATASETS:
+        typer.echo(f"error: unknown data set {dataset!r}; expected {', '.join(DATASETS)}", err=True)
+        raise typer.Exit(2)
+    try:
+        result = asyncio.run(
+            run_replay(settings, dataset, speed=speed, limit=limit, seed=seed)  # type: ignore[arg-type]
+        )
+    except (KafkaError, RedisError, OSError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(result.summary())
+
+
+@app.command()
+def recs(
+    user_id: Annotated[str, typer.Argument(help="The user whose recommendations to show.")],
+    n: Annotated[int, typer.Option("-n", help="How many.", min=1)] = 10,
+) -> None:
+    """Show a user's recommendations: title, score, why, review sentiment."""
+    from redis.exceptions import RedisError
+    from rich.console import Console
+
+    from streams.recs import get_recommendations, recommendations_table
+
+    settings = _settings()
+    try:
+        found = get_recommendations(user_id, n, settings=settings)
+    except RedisError as exc:
+        _fail(RuntimeError(f"{settings.redis_url}: {exc}"))
+    if not found:
+        typer.echo(f"no recommendations for user {user_id} yet")
+        return
+    Console().print(recommendations_table(user_id, found))
+
+
+# --- stream worker ----------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Log level.")] = "info",
+) -> None:
+    """Run a stream worker: consume plays, ratings and reviews; keep recommendations in Redis.
+
+    Start several (same settings) to share the partitions; each gives the same final state.
+    """
+    import sys
+
+    from streams.worker import run_worker
+
+    settings = _settings()
+    sys.argv = [sys.argv[0]]  # Faust's Worker reads argv; ours was already parsed
+    run_worker(settings, loglevel=loglevel)

@@ -1,0 +1,608 @@
+"""The local stack without Docker: one Kafka broker and one Redis server as plain processes.
+
+Kafka runs in KRaft mode, broker and controller in one JVM, from jars that Maven fetches once into
+``settings.cache_dir / f"kafka-{settings.kafka_version}"`` (outside git). Redis runs with AOF on.
+Data, logs and pid files live under ``settings.stack_dir`` (``.tastemaker/``, gitignored)::
+
+    .tastemaker/kafka/{server.properties,kafka.pid,kafka.log,data/}
+    .tastemaker/redis/{redis.conf,redis.pid,redis.log,appendonlydir/}
+
+A pid file only counts while its process is alive and still names our config file on its command
+line, so ``down`` never signals a stranger that reused the pid. Fault tests drive one service at a
+time (call these from a thread in async tests: ``await asyncio.to_thread(stack.restart_kafka)``)::
+
+    stack = LocalStack(settings)
+    stack.up()
+    stack.stop_redis(kill=True)   # crash Redis; the AOF keeps what was fsynced
+    stack.start_redis()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Coroutine, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from streams.settings import ENV_PREFIX, Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+ServiceName = Literal["kafka", "redis"]
+Outcome = Literal["started", "already running", "stopped", "not running"]
+T = TypeVar("T")
+
+SERVICES: tuple[ServiceName, ...] = ("kafka", "redis")
+HOST = "127.0.0.1"
+SLF4J_VERSION = "1.7.36"
+# Two cores and a laptop's memory: a small heap is plenty for test traffic.
+KAFKA_JVM_OPTS = (
+    "-Xms256m",
+    "-Xmx512m",
+    "-XX:+UseG1GC",
+    "-Djava.awt.headless=true",
+    "-Dorg.slf4j.simpleLogger.showDateTime=true",
+    "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss.SSS",
+)
+STOP_TIMEOUT_S: dict[ServiceName, float] = {"kafka": 30.0, "redis": 10.0}
+LOG_TAIL_LINES = 30
+
+#: Broker properties every single-node stack shares: this local stack, docker/compose.yml (as
+#: ``KAFKA_*`` env, see `docker_env`) and the test containers. Internal topics get one replica;
+#: messages up to 10 MiB pass the broker so the client's ``max_message_bytes`` is the limit tested.
+SINGLE_NODE_BROKER: dict[str, str] = {
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    "auto.create.topics.enable": "false",
+    "message.max.bytes": "10485760",
+}
+
+POM = """\
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>tastemaker</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>{kafka_version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>{kafka_version}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.slf4j</groupId>
+      <artifactId>slf4j-simple</artifactId>
+      <version>{slf4j_version}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+
+class StackError(RuntimeError):
+    """The local stack cannot do what was asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    name: ServiceName
+    running: bool
+    pid: int | None
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceChange:
+    name: ServiceName
+    outcome: Outcome
+    pid: int | None
+    address: str
+    seconds: float
+
+
+def docker_env(properties: Mapping[str, str]) -> dict[str, str]:
+    """Kafka properties as the ``apache/kafka`` image's environment variables.
+
+    >>> docker_env({"message.max.bytes": "10485760", "share.coordinator.state.topic.min.isr": "1"})
+    {'KAFKA_MESSAGE_MAX_BYTES': '10485760', 'KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR': '1'}
+    """
+    return {
+        "KAFKA_" + key.replace("_", "__").replace("-", "___").replace(".", "_").upper(): value
+        for key, value in properties.items()
+    }
+
+
+def port_is_free(port: int, host: str = HOST) -> bool:
+    """True when nothing listens on ``host:port`` (TIME_WAIT leftovers don't count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from sync code, also when the caller's thread has a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+class LocalStack:
+    """One Kafka broker and one Redis server on 127.0.0.1, owned through pid files."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.stack_dir.expanduser().absolute()
+        self.jars_dir = (
+            settings.cache_dir.expanduser().absolute() / f"kafka-{settings.kafka_version}"
+        )
+
+    # --- addresses ------------------------------------------------------------------------------
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        return f"{HOST}:{self.settings.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{HOST}:{self.settings.redis_port}/0"
+
+    def client_env(self) -> dict[str, str]:
+        """The settings a client needs to reach this stack, as environment variables."""
+        return {
+            f"{ENV_PREFIX}KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            f"{ENV_PREFIX}REDIS_URL": self.redis_url,
+        }
+
+    def client_settings(self) -> Settings:
+        """These settings, pointed at this stack."""
+        return load_settings(
+            **{
+                **self.settings.model_dump(),
+                "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
+                "redis_url": self.redis_url,
+            }
+        )
+
+    def address(self, name: ServiceName) -> str:
+        return (
+            self.kafka_bootstrap_servers
+            if name == "kafka"
+            else f"{HOST}:{self.settings.redis_port}"
+        )
+
+    # --- the whole stack ------------------------------------------------------------------------
+    def up(self) -> list[ServiceChange]:
+        """Start what is not running, wait until both answer, create missing topics.
+
+        Ports are checked for every service first, so a busy Redis port doesn't leave a Kafka
+        behind. Running it again changes nothing and reports "already running".
+        """
+        from streams.topics import ensure_topics
+
+        for name in SERVICES:
+            if self.pid(name) is None:
+                self._check_ports(name)
+        changes = [self.start_kafka(), self.start_redis()]
+        run_coroutine(ensure_topics(self.client_settings()))
+        return changes
+
+    def down(self, *, wipe: bool = False) -> list[ServiceChange]:
+        """Stop what `up` started; with ``wipe`` also delete its data and logs."""
+        changes = [self.stop_redis(), self.stop_kafka()]
+        if wipe:
+            for name in SERVICES:
+                shutil.rmtree(self.root / name, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.root.rmdir()  # only when empty: stack_dir may hold things that aren't ours
+        return changes
+
+    def status(self) -> list[ServiceState]:
+        return [
+            ServiceState(name, pid is not None, pid, self.address(name))
+            for name in SERVICES
+            for pid in [self.pid(name)]
+        ]
+
+    # --- Kafka ----------------------------------------------------------------------------------
+    def start_kafka(self) -> ServiceChange:
+        started = time.monotonic()
+        pid = self.pid("kafka")
+        outcome: Outcome = "already running"
+        if pid is None:
+            self._check_ports("kafka")
+            java = _require("java", "a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
+            libs = self.fetch_kafka_jars()
+            properties = self._write_kafka_properties()
+            if not (self.root / "kafka" / "data" / "meta.properties").exists():
+                self._format_kafka_storage(java, libs, properties)
+            command = [java, *KAFKA_JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(properties)]
+            pid = self._spawn("kafka", command)
+            outcome = "started"
+        self._wait_for_kafka(pid, started)
+        return ServiceChange("kafka", outcome, pid, self.address("kafka"), _since(started))
+
+    def stop_kafka(self, *, kill: bool = False) -> ServiceChange:
+        """Stop the broker: SIGTERM (controlled shutdown) or, with ``kill``, SIGKILL (a crash)."""
+        return self._stop("kafka", kill=kill)
+
+    def restart_kafka(self) -> ServiceChange:
+        self.stop_kafka()
+        return self.start_kafka()
+
+    def fetch_kafka_jars(self) -> Path:
+        """Kafka's runtime jars, fetched with Maven on first use and reused afterwards."""
+        libs = self.jars_dir / "libs"
+        complete = self.jars_dir / "libs.complete"
+        if complete.exists():
+            return libs
+        mvn = _require("mvn", "Maven (apt-get install maven) to fetch the Kafka jars")
+        self.jars_dir.mkdir(parents=True, exist_ok=True)
+        (self.jars_dir / "pom.xml").write_text(
+            POM.format(kafka_version=self.settings.kafka_version, slf4j_version=SLF4J_VERSION)
+        )
+        partial = self.jars_dir / "libs.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        logger.info("fetching Kafka %s jars with Maven into %s", self.settings.kafka_version, libs)
+        result = subprocess.run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={partial}",
+                "-DincludeScope=runtime",
+            ],
+            cwd=self.jars_dir,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise StackError(
+                f"fetching Kafka {self.settings.kafka_version} jars with Maven failed "
+                f"(exit {result.returncode}; check {ENV_PREFIX}KAFKA_VERSION):\n"
+                + _tail_text(result.stdout + result.stderr)
+            )
+        shutil.rmtree(libs, ignore_errors=True)
+        partial.rename(libs)
+        complete.write_text(f"{len(list(libs.glob('*.jar')))} jars\n")
+        return libs
+
+    def _write_kafka_properties(self) -> Path:
+        s = self.settings
+        directory = self.root / "kafka"
+        directory.mkdir(parents=True, exist_ok=True)
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{HOST}:{s.kafka_controller_port}",
+            "listeners": f"PLAINTEXT://{HOST}:{s.kafka_port},CONTROLLER://{HOST}:{s.kafka_controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{s.kafka_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(directory / "data"),
+            "num.partitions": str(s.topic_partitions),
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            **SINGLE_NODE_BROKER,
+        }
+        path = directory / "server.properties"
+        path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+        return path
+
+    def _format_kafka_storage(self, java: str, libs: Path, properties: Path) -> None:
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # as Kafka's Uuid does: a leading "-" reads as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        result = subprocess.run(
+            [java, "-Xmx256m", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
+             "-t", cluster_id, "-c", str(properties)],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise StackError(
+                f"formatting Kafka storage in {properties.parent / 'data'} failed "
+                f"(exit {result.returncode}):\n" + _tail_text(result.stdout + result.stderr)
+            )
+        logger.info("formatted Kafka storage, cluster id %s", cluster_id)
+
+    def _wait_for_kafka(self, pid: int, started: float) -> None:
+        address = self.kafka_bootstrap_servers
+        while True:
+            if not self._alive("kafka", pid):
+                self._pid_file("kafka").unlink(missing_ok=True)
+                raise StackError(f"Kafka exited while starting; {self._log_tail('kafka')}")
+            if _accepts_connections(self.settings.kafka_port) and run_coroutine(
+                kafka_answers(address)
+            ):
+                return
+            if _since(started) > self.settings.stack_start_timeout_s:
+                raise StackError(
+                    f"Kafka (pid {pid}) did not answer a metadata request on {address} within "
+                    f"{self.settings.stack_start_timeout_s:g} s "
+                    f"({ENV_PREFIX}STACK_START_TIMEOUT_S); {self._log_tail('kafka')}"
+                )
+            time.sleep(0.25)
+
+    # --- Redis ----------------------------------------------------------------------------------
+    def start_redis(self) -> ServiceChange:
+        started = time.monotonic()
+        pid = self.pid("redis")
+        outcome: Outcome = "already running"
+        if pid is None:
+            self._check_ports("redis")
+            binary = redis_server_binary()
+            pid = self._spawn("redis", [binary, str(self._write_redis_conf())])
+            outcome = "started"
+        self._wait_for_redis(pid, started)
+        return ServiceChange("redis", outcome, pid, self.address("redis"), _since(started))
+
+    def stop_redis(self, *, kill: bool = False) -> ServiceChange:
+        """Stop Redis: SIGTERM (saves and exits) or, with ``kill``, SIGKILL (a crash)."""
+        return self._stop("redis", kill=kill)
+
+    def restart_redis(self) -> ServiceChange:
+        self.stop_redis()
+        return self.start_redis()
+
+    def _write_redis_conf(self) -> Path:
+        directory = self.root / "redis"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "redis.conf"
+        path.write_text(
+            f"bind {HOST}\n"
+            f"port {self.settings.redis_port}\n"
+            f'dir "{directory}"\n'
+            "daemonize no\n"
+            'logfile ""\n'
+            "appendonly yes\n"
+            "appendfsync everysec\n"
+            # The config path on the command line is how a pid file recognises its process.
+            'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"\n'
+        )
+        return path
+
+    def _wait_for_redis(self, pid: int, started: float) -> None:
+        import redis
+
+        client = redis.Redis(host=HOST, port=self.settings.redis_port, socket_timeout=1.0)
+        try:
+            while True:
+                if not self._alive("redis", pid):
+                    self._pid_file("redis").unlink(missing_ok=True)
+                    raise StackError(f"Redis exited while starting; {self._log_tail('redis')}")
+                try:
+                    if client.ping():
+                        return
+                except (redis.RedisError, OSError):
+                    pass  # not listening yet, or still loading the AOF
+                if _since(started) > self.settings.stack_start_timeout_s:
+                    raise StackError(
+                        f"Redis (pid {pid}) did not answer PING on {self.address('redis')} within "
+                        f"{self.settings.stack_start_timeout_s:g} s "
+                        f"({ENV_PREFIX}STACK_START_TIMEOUT_S); {self._log_tail('redis')}"
+                    )
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    # --- processes ------------------------------------------------------------------------------
+    def pid(self, name: ServiceName) -> int | None:
+        """The pid of our running ``name`` service, or None (a stale pid file is removed)."""
+        path = self._pid_file(name)
+        try:
+            pid = int(path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if self._alive(name, pid):
+            return pid
+        path.unlink(missing_ok=True)
+        return None
+
+    def _pid_file(self, name: ServiceName) -> Path:
+        return self.root / name / f"{name}.pid"
+
+    def _log_file(self, name: ServiceName) -> Path:
+        return self.root / name / f"{name}.log"
+
+    def _marker(self, name: ServiceName) -> str:
+        return str(self.root / name / ("server.properties" if name == "kafka" else "redis.conf"))
+
+    def _spawn(self, name: ServiceName, command: list[str]) -> int:
+        """Start ``command`` detached: a throwaway shell backgrounds it and exits, so the service
+        belongs to init, not to the process that ran `up` (a CLI that exits, or a pytest session
+        that would otherwise collect zombies), and its own session keeps a Ctrl-C away from it."""
+        log = self._log_file(name)
+        with open(log, "ab") as f:
+            f.write(
+                f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} tastemaker starts {name}\n".encode()
+            )
+        launcher = subprocess.run(
+            ["sh", "-c", 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!', "sh", str(log),
+             *command],
+            cwd=self.root / name,
+            capture_output=True,
+            text=True,
+            start_new_session=True,
+            check=True,
+        )  # fmt: skip
+        pid = int(launcher.stdout.strip())
+        self._pid_file(name).write_text(f"{pid}\n")
+        logger.info("started %s, pid %d", name, pid)
+        return pid
+
+    def _alive(self, name: ServiceName, pid: int) -> bool:
+        proc = Path("/proc") / str(pid)
+        if Path("/proc/self").exists():
+            try:
+                state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+                cmdline = (proc / "cmdline").read_bytes()
+            except (OSError, IndexError):
+                return False
+            return state != "Z" and self._marker(name).encode() in cmdline
+        try:  # no /proc (macOS): trust the pid file
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _stop(self, name: ServiceName, *, kill: bool) -> ServiceChange:
+        started = time.monotonic()
+        pid = self.pid(name)
+        if pid is None:
+            return ServiceChange(name, "not running", None, self.address(name), _since(started))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+        if not self._wait_gone(name, pid, STOP_TIMEOUT_S[name]):
+            logger.warning("%s (pid %d) ignored SIGTERM for %gs, killing it", name, pid,
+                           STOP_TIMEOUT_S[name])  # fmt: skip
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if not self._wait_gone(name, pid, 10.0):
+                raise StackError(f"{name} (pid {pid}) survived SIGKILL")
+        self._pid_file(name).unlink(missing_ok=True)
+        return ServiceChange(name, "stopped", pid, self.address(name), _since(started))
+
+    def _wait_gone(self, name: ServiceName, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self._alive(name, pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def _check_ports(self, name: ServiceName) -> None:
+        s = self.settings
+        ports = (
+            {"kafka_port": s.kafka_port, "kafka_controller_port": s.kafka_controller_port}
+            if name == "kafka"
+            else {"redis_port": s.redis_port}
+        )
+        for field, port in ports.items():
+            if not port_is_free(port):
+                raise StackError(
+                    f"port {port} ({ENV_PREFIX}{field.upper()}) is already in use by a process "
+                    f"this stack did not start; stop it or choose another port"
+                )
+
+    def _log_tail(self, name: ServiceName) -> str:
+        path = self._log_file(name)
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            return f"no log at {path}"
+        return f"last lines of {path}:\n{_tail_text(text)}"
+
+
+def redis_server_binary() -> str:
+    """Path of ``redis-server``; as root on Debian/Ubuntu, installed with apt-get when missing."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.name == "posix" and os.geteuid() == 0 and shutil.which("apt-get"):
+        logger.warning("redis-server not found; installing it with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", "redis-server"],
+        ):
+            result = subprocess.run(command, env=env, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise StackError(
+                    f"{' '.join(command)} failed (exit {result.returncode}):\n"
+                    + _tail_text(result.stdout + result.stderr)
+                )
+        _stop_system_redis()
+        found = shutil.which("redis-server")
+        if found:
+            return found
+    raise StackError(
+        "redis-server not found on PATH: install it (apt-get install redis-server, "
+        "brew install redis) or run `tastemaker up` as root to have it installed"
+    )
+
+
+def _stop_system_redis() -> None:
+    """The Debian package starts a system Redis on 6379 where systemd runs; we run our own."""
+    if shutil.which("systemctl") and Path("/run/systemd/system").exists():
+        subprocess.run(["systemctl", "disable", "--now", "redis-server"], capture_output=True)
+
+
+def _require(program: str, what: str) -> str:
+    found = shutil.which(program)
+    if not found:
+        raise StackError(f"{program} not found on PATH: the local stack needs {what}")
+    return found
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Silence a library's connection errors while we probe a service that is still starting."""
+    quieted = logging.getLogger(logger_name)
+    level = quieted.level
+    quieted.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        quieted.setLevel(level)
+
+
+async def kafka_answers(bootstrap_servers: str, timeout_s: float = 3.0) -> bool:
+    """True when the broker answers a metadata request and knows its controller."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
+    )
+    with _quiet("aiokafka"):
+        try:
+            await asyncio.wait_for(admin.start(), timeout_s)
+            cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+            return bool(cluster.get("brokers")) and cluster.get("controller_id", -1) >= 0
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        finally:
+            await admin.close()
+
+
+def _tail_text(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _since(started: float) -> float:
+    return time.monotonic() - started
