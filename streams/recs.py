@@ -1,10 +1,11 @@
 """Reading a user's recommendations back from Redis, with titles, explanations and sentiment.
 
-Read-only and layout-driven: every key comes from `streams.keys.Keys`. Round trips: one for the
-top-N (``ZREVRANGE recs:{user} WITHSCORES``); one pipeline for everything about those items
-(``HMGET explain:{user}``, each ``item:{id}`` title, each ``sentiment:{id}``); one more only when
-the explanations name items whose titles are not fetched yet. The top-N has to come back before
-the rest can be asked for by item, hence two trips at least.
+Read-only and layout-driven: every key comes from `streams.keys.Keys`. Two round trips, whatever
+``n``: first ``ZREVRANGE recs:{user} WITHSCORES`` and ``HGETALL explain:{user}`` in one MULTI, so
+both come from the same worker write (the worker deletes and rewrites the two together, so
+``explain`` holds at most ``top_n`` entries); then one pipeline for the ``item:{id}`` titles and
+``sentiment:{id}`` aggregates of the recommended items and the titles of the items that explain
+them. The top-N has to come back before anything can be asked for by item, hence two trips.
 """
 
 from __future__ import annotations
@@ -110,27 +111,32 @@ def get_recommendations(
 
 
 def _read(client: redis.Redis, keys: Keys, user_id: str, n: int) -> list[Recommendation]:
-    top = [(_text(item) or "", float(score))
-           for item, score in client.zrevrange(keys.recs(user_id), 0, n - 1, withscores=True)]
+    with client.pipeline(transaction=True) as pipe:  # recs and explanations of the same write
+        pipe.zrevrange(keys.recs(user_id), 0, n - 1, withscores=True)
+        pipe.hgetall(keys.explain(user_id))
+        top_raw, explain_raw = pipe.execute()
+    top = [(_text(item) or "", float(score)) for item, score in top_raw]
     if not top:
         return []
-    items = [item for item, _ in top]
+    explain = {_text(item): raw for item, raw in explain_raw.items()}
+    explanations = [_explanation(explain.get(item)) for item, _ in top]
 
+    items = [item for item, _ in top]
+    because_items = sorted({b for because, _ in explanations for b in because} - set(items))
     with client.pipeline(transaction=False) as pipe:
-        pipe.hmget(keys.explain(user_id), items)
         for item in items:
             pipe.hget(keys.item(item), "title")
             pipe.hmget(keys.item_sentiment(item), ["count", "mean"])
+        for item in because_items:
+            pipe.hget(keys.item(item), "title")
         replies = pipe.execute()
-    explanations = [_explanation(raw) for raw in replies[0]]
     titles: dict[str, str | None] = {}
     sentiments: dict[str, Sentiment | None] = {}
     for i, item in enumerate(items):
-        titles[item] = _text(replies[1 + 2 * i])
-        sentiments[item] = _sentiment(*replies[2 + 2 * i])
-
-    unknown = sorted({b for because, _ in explanations for b in because} - titles.keys())
-    titles.update(_titles(client, keys, unknown))
+        titles[item] = _text(replies[2 * i])
+        sentiments[item] = _sentiment(*replies[2 * i + 1])
+    for item, title in zip(because_items, replies[2 * len(items):], strict=True):
+        titles[item] = _text(title)
 
     return [
         Recommendation(
@@ -143,15 +149,6 @@ def _read(client: redis.Redis, keys: Keys, user_id: str, n: int) -> list[Recomme
         )
         for (item, score), (because, source) in zip(top, explanations, strict=True)
     ]
-
-
-def _titles(client: redis.Redis, keys: Keys, items: Sequence[str]) -> dict[str, str | None]:
-    if not items:
-        return {}
-    with client.pipeline(transaction=False) as pipe:
-        for item in items:
-            pipe.hget(keys.item(item), "title")
-        return {item: _text(title) for item, title in zip(items, pipe.execute(), strict=True)}
 
 
 def recommendations_table(user_id: str, recs: Sequence[Recommendation]) -> Table:
