@@ -57,6 +57,7 @@ KAFKA_JVM_OPTS = (
     "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss.SSS",
 )
 STOP_TIMEOUT_S: dict[ServiceName, float] = {"kafka": 30.0, "redis": 10.0}
+PORT_RELEASE_S = 10.0
 LOG_TAIL_LINES = 30
 
 #: Broker properties every single-node stack shares: this local stack, docker/compose.yml (as
@@ -487,6 +488,14 @@ class LocalStack:
             if not self._wait_gone(name, pid, 10.0):
                 raise StackError(f"{name} (pid {pid}) survived SIGKILL")
         self._pid_file(name).unlink(missing_ok=True)
+        # A killed JVM's leader thread exits before its sockets close: wait for the ports, so a
+        # start right after a stop doesn't take our own leftovers for a stranger's.
+        deadline = time.monotonic() + PORT_RELEASE_S
+        while not all(port_is_free(port) for port in self._ports(name).values()):
+            if time.monotonic() > deadline:
+                logger.warning("%s (pid %d) exited but its ports are still taken", name, pid)
+                break
+            time.sleep(0.05)
         return ServiceChange(name, "stopped", pid, self.address(name), _since(started))
 
     def _wait_gone(self, name: ServiceName, pid: int, timeout_s: float) -> bool:
@@ -497,13 +506,15 @@ class LocalStack:
             time.sleep(0.1)
         return True
 
-    def _check_ports(self, name: ServiceName) -> None:
+    def _ports(self, name: ServiceName) -> dict[str, int]:
+        """The ports ``name`` listens on, by setting name."""
         s = self.settings
-        ports = (
-            {"kafka_port": s.kafka_port, "kafka_controller_port": s.kafka_controller_port}
-            if name == "kafka"
-            else {"redis_port": s.redis_port}
-        )
+        if name == "kafka":
+            return {"kafka_port": s.kafka_port, "kafka_controller_port": s.kafka_controller_port}
+        return {"redis_port": s.redis_port}
+
+    def _check_ports(self, name: ServiceName) -> None:
+        ports = self._ports(name)
         for field, port in ports.items():
             if not port_is_free(port):
                 raise StackError(
