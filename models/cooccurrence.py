@@ -30,6 +30,7 @@ exceeded) plus a cached list of its ``neighbour_cap`` most similar items (~40 B 
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +39,8 @@ from typing import Literal
 import numpy as np
 
 DAY_S = 86_400.0
-MAX_DECAY_EXPONENT = 900.0  # 2**900 is far inside float64; beyond it sums would overflow
+MAX_DECAY_EXPONENT = 900.0
+MIN_SIMILARITY = 1e-9  # below this a similarity is rounding residue of added-then-removed terms  # 2**900 is far inside float64; beyond it sums would overflow
 
 Source = Literal["items", "trending"]
 
@@ -74,14 +76,20 @@ class Delta:
     @classmethod
     def from_json(cls, value: list) -> Delta:
         item_id, others, increments, norm, popularity = value
-        return cls(str(item_id), tuple(map(str, others)), tuple(map(float, increments)),
-                   float(norm), float(popularity))
+        return cls(item_id, tuple(others), tuple(increments), norm, popularity)
 
 
 class UserHistory:
-    """A user's recent items, oldest first: ``item -> [affinity, last ts]``, at most ``cap`` items.
+    """A user's items: ``item -> [feedback sum, last ts, g(last ts)]``, at most ``cap`` items.
 
-    Affinity is the sum of the user's feedback on the item, clipped at zero.
+    The user's affinity for an item is the sum of their feedback on it, clipped at zero. The
+    user's contribution to the item statistics is a function of this state alone:
+    ``C[i][j] += a_i * a_j * max(g_i, g_j)``, ``N[i] += a_i^2 * g_i``, ``P[i] += a_i * g_i``.
+    `observe` returns the difference that one event makes to that contribution, so the deltas of
+    a user's events telescope: the statistics depend on which events arrived, not on their order
+    (the plays, ratings and reviews topics are not ordered with respect to each other). When the
+    history is over its cap, the item with the oldest interaction leaves it and its contribution
+    is subtracted.
     """
 
     __slots__ = ("items",)
@@ -89,45 +97,57 @@ class UserHistory:
     def __init__(self, items: dict[str, list[float]] | None = None) -> None:
         self.items: dict[str, list[float]] = {} if items is None else items
 
-    def observe(self, item_id: str, weight: float, ts: float, *, cap: int, g: float) -> Delta | None:
-        """Record feedback ``weight`` on ``item_id`` at ``ts`` (decay weight ``g``); return the
-        delta to the item statistics, or None when the affinity did not change."""
-        previous = self.items.pop(item_id, None)
-        before = previous[0] if previous is not None else 0.0
-        after = max(0.0, before + weight)
-        last_ts = ts if previous is None else max(ts, previous[1])
-        self.items[item_id] = [after, last_ts]  # re-inserted: now the most recent
+    def observe(self, item_id: str, weight: float, ts: float, *, cap: int, g: float
+                ) -> list[Delta]:
+        """Record feedback ``weight`` on ``item_id`` at ``ts`` (decay weight ``g = g(ts)``);
+        return the deltas to the item statistics (none when nothing changed)."""
+        previous = self.items.get(item_id)
+        if previous is None:
+            s0, a0, t0, g0 = 0.0, 0.0, ts, g
+        else:
+            s0, t0, g0 = previous
+            a0 = max(0.0, s0)
+        s1 = s0 + weight
+        a1 = max(0.0, s1)
+        t1, g1 = (ts, g) if ts >= t0 else (t0, g0)
+        self.items[item_id] = [s1, t1, g1]
+        deltas = []
+        if a1 != a0 or (g1 != g0 and a1 > 0.0):
+            others, increments = [], []
+            for j, (sj, _, gj) in self.items.items():
+                if sj > 0.0 and j != item_id:
+                    inc = sj * (a1 * (g1 if g1 > gj else gj) - a0 * (g0 if g0 > gj else gj))
+                    if inc != 0.0:
+                        others.append(j)
+                        increments.append(inc)
+            deltas.append(Delta(item_id, tuple(others), tuple(increments),
+                                a1 * a1 * g1 - a0 * a0 * g0, a1 * g1 - a0 * g0))
         while len(self.items) > cap:
-            del self.items[next(iter(self.items))]
-        change = after - before
-        if change == 0.0:
-            return None
-        scale = change * g
-        others, increments = [], []
-        for j, (a, _) in self.items.items():
-            if a > 0.0 and j != item_id:
-                others.append(j)
-                increments.append(scale * a)
-        return Delta(item_id, tuple(others), tuple(increments),
-                     (after * after - before * before) * g, max(change, 0.0) * g)
+            deltas.append(self._evict_oldest())
+        return [d for d in deltas if d.others or d.norm or d.popularity]
+
+    def _evict_oldest(self) -> Delta:
+        oldest = min(self.items, key=lambda j: (self.items[j][1], j))
+        s, _, g = self.items.pop(oldest)
+        a = max(0.0, s)
+        if a == 0.0:
+            return Delta(oldest, (), (), 0.0, 0.0)
+        others = tuple(j for j, (sj, _, _) in self.items.items() if sj > 0.0)
+        increments = tuple(-a * self.items[j][0] * max(g, self.items[j][2]) for j in others)
+        return Delta(oldest, others, increments, -a * a * g, -a * g)
 
     def recent(self, limit: int) -> list[tuple[str, float]]:
-        """Up to ``limit`` liked items, newest first, with their affinity."""
-        out = []
-        for item_id in reversed(self.items):
-            affinity = self.items[item_id][0]
-            if affinity > 0.0:
-                out.append((item_id, affinity))
-                if len(out) == limit:
-                    break
-        return out
+        """Up to ``limit`` liked items, newest first (ties by id), with their affinity."""
+        liked = [(t, j, s) for j, (s, t, _) in self.items.items() if s > 0.0]
+        liked.sort(key=lambda x: (-x[0], x[1]))
+        return [(j, s) for _, j, s in liked[:limit]]
 
     def to_state(self) -> list:
-        return [[item_id, a, t] for item_id, (a, t) in self.items.items()]
+        return [[item_id, s, t, g] for item_id, (s, t, g) in self.items.items()]
 
     @classmethod
     def from_state(cls, state: Iterable[list]) -> UserHistory:
-        return cls({str(i): [float(a), float(t)] for i, a, t in state})
+        return cls({str(i): [float(s), float(t), float(g)] for i, s, t, g in state})
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +252,7 @@ class ItemCooccurrence:
         ids = np.fromiter(row.keys(), dtype=np.int64, count=len(row))
         counts = np.fromiter(row.values(), float, len(row))
         sims = self._similarities(i, ids, counts)
-        positive = sims > 0.0
+        positive = sims > MIN_SIMILARITY
         ids, sims = ids[positive], sims[positive]
         if len(ids) > self.neighbour_cap:
             top = np.argpartition(-sims, self.neighbour_cap)[: self.neighbour_cap]
@@ -292,18 +312,25 @@ class ItemCooccurrence:
                 scores[k] = 0.0
         candidates = np.flatnonzero(scores > 0.0)
         if len(candidates) > n:
-            # a margin beyond n so that ties at the cut are broken by id, not by index
+            # a margin below the n-th score so that ties at the cut are broken by id
             cut = np.partition(scores[candidates], len(candidates) - n)[len(candidates) - n]
-            candidates = candidates[scores[candidates] >= cut]
-        ranked = sorted((-float(scores[k]), self._ids[k], int(k)) for k in candidates)[:n]
+            candidates = candidates[scores[candidates] >= cut * (1.0 - 1e-9)]
+        # rank on scores rounded to 12 significant digits: sums taken in another order (another
+        # worker, a replay after a crash) differ in the last bits, and must not reorder ties
+        ranked = sorted((-float(f"{scores[k]:.12g}"), self._ids[k], int(k)) for k in candidates)
         out = [
-            Recommendation(item_id, -neg, self._because(k, weights, explain_items), "items")
-            for neg, item_id, k in ranked
+            Recommendation(item_id, float(scores[k]), self._because(k, weights, explain_items),
+                           "items")
+            for _, item_id, k in ranked[:n]
         ]
         if backfill and len(out) < n:
+            # trending items fill the list, scored below every co-occurrence candidate so that
+            # a sorted set keeps their order
             taken = excluded | {r.item_id for r in out}
-            out += [Recommendation(item_id, 0.0, (), "trending")
-                    for item_id, _ in self.trending(n - len(out), exclude=taken)]
+            floor = out[-1].score if out else 1.0
+            out += [Recommendation(item_id, floor * 0.5 ** (rank + 1), (), "trending")
+                    for rank, (item_id, _) in enumerate(
+                        self.trending(n - len(out), exclude=taken))]
         return out
 
     def _because(self, k: int, weights: list[tuple[int, float]], limit: int) -> tuple[str, ...]:
@@ -318,6 +345,9 @@ class ItemCooccurrence:
         return tuple(item_id for _, item_id in contributions[:limit])
 
     # --- state ----------------------------------------------------------------------------------
+    def item_ids(self) -> list[str]:
+        return list(self._ids)
+
     @property
     def n_items(self) -> int:
         return len(self._ids)
@@ -325,27 +355,41 @@ class ItemCooccurrence:
     def n_entries(self) -> int:
         return sum(len(r) for r in self._rows)
 
-    def to_state(self) -> dict:
-        """JSON-safe snapshot: item ids and their rows (no pickle)."""
+    def to_bytes(self) -> bytes:
+        """Snapshot of the statistics as an ``.npz`` archive: plain arrays, loadable without
+        pickle (``np.load(..., allow_pickle=False)``)."""
         m = len(self._ids)
-        return {
-            "ids": list(self._ids),
-            "norm": self._norm[:m].tolist(),
-            "popularity": self._popularity[:m].tolist(),
-            "rows": [[list(r.keys()), list(r.values())] for r in self._rows],
-        }
+        sizes = np.fromiter((len(r) for r in self._rows), dtype=np.int64, count=m)
+        cols = np.fromiter((j for r in self._rows for j in r), dtype=np.int64, count=int(sizes.sum()))
+        vals = np.fromiter((v for r in self._rows for v in r.values()), float, int(sizes.sum()))
+        buffer = io.BytesIO()
+        np.savez(buffer, ids=np.array(self._ids, dtype=np.str_), norm=self._norm[:m],
+                 popularity=self._popularity[:m], sizes=sizes, cols=cols, vals=vals)
+        return buffer.getvalue()
 
-    def load_state(self, state: dict) -> None:
-        """Replace this model's statistics with a snapshot made by `to_state`."""
+    def load_bytes(self, data: bytes) -> None:
+        """Replace these statistics with a snapshot made by `to_bytes`."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            ids = [str(i) for i in arrays["ids"]]
+            norm, popularity = arrays["norm"], arrays["popularity"]
+            sizes, cols, vals = arrays["sizes"], arrays["cols"], arrays["vals"]
         self.__init__(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,  # type: ignore[misc]
                       alpha=self.alpha, staleness=self.staleness)
-        for item_id in state["ids"]:
-            self._intern(str(item_id))
-        m = len(self._ids)
-        self._norm[:m] = state["norm"]
-        self._popularity[:m] = state["popularity"]
-        self._rows = [defaultdict(float, zip(map(int, keys), map(float, vals)))
-                      for keys, vals in state["rows"]]
+        for item_id in ids:
+            self._intern(item_id)
+        m = len(ids)
+        self._norm[:m] = norm
+        self._popularity[:m] = popularity
+        bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        cols_l, vals_l = cols.tolist(), vals.tolist()
+        self._rows = [defaultdict(float, zip(cols_l[a:b], vals_l[a:b]))
+                      for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def refresh(self) -> None:
+        """Recompute every neighbour list from the current statistics, so that what is scored
+        next is a function of the statistics alone (no staleness)."""
+        for i in range(len(self._ids)):
+            self._neighbour_list(i, fresh=True)
 
 
 @dataclass(slots=True)
@@ -373,8 +417,8 @@ class CooccurrenceRecommender:
         self.items = ItemCooccurrence(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,
                                       alpha=self.alpha)
 
-    def observe(self, user_id: str, item_id: str, weight: float, ts: float) -> Delta | None:
-        """Update the user's history only; return the delta for the item statistics."""
+    def observe(self, user_id: str, item_id: str, weight: float, ts: float) -> list[Delta]:
+        """Update the user's history only; return the deltas for the item statistics."""
         history = self.histories.get(user_id)
         if history is None:
             history = self.histories[user_id] = UserHistory()
@@ -382,8 +426,7 @@ class CooccurrenceRecommender:
         return history.observe(item_id, weight, ts, cap=self.history_cap, g=g)
 
     def learn_one(self, user_id: str, item_id: str, *, weight: float, ts: float) -> None:
-        delta = self.observe(user_id, item_id, weight, ts)
-        if delta is not None:
+        for delta in self.observe(user_id, item_id, weight, ts):
             self.items.apply(delta)
 
     def recommend(self, user_id: str, n: int = 10, *, fresh: bool = False,
@@ -399,7 +442,7 @@ class CooccurrenceRecommender:
         )
 
     def cold_start(self, n: int) -> list[Recommendation]:
-        return [Recommendation(i, 0.0, (), "trending") for i, _ in self.items.trending(n)]
+        return self.items.score([], n)
 
 
 def iter_deltas(deltas: Iterable[list]) -> Iterator[Delta]:

@@ -239,3 +239,7 @@ def worker(
     settings = _settings()
     sys.argv = [sys.argv[0]]  # Faust's Worker reads argv; ours was already parsed
     run_worker(settings, loglevel=loglevel)
+
+
+if __name__ == "__main__":
+    app()

@@ -65,6 +65,10 @@ class Keys:
         return f"{self.prefix}snapshot"
 
     @property
-    def dirty_users(self) -> str:
-        """Set of users whose recommendations await the idle-time settle pass."""
-        return f"{self.prefix}dirty"
+    def settled(self) -> str:
+        """Hash: "topic:partition" -> the deltas id its users' recommendations were settled at."""
+        return f"{self.prefix}settled"
+
+    def users(self, topic: str, partition: int) -> str:
+        """Set of the users seen on a source partition (the settle pass recomputes them)."""
+        return f"{self.prefix}users:{topic}:{partition}"

@@ -20,6 +20,8 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.feedback import FeedbackWeights
+
 ENV_PREFIX = "TASTEMAKER_"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -65,7 +67,9 @@ class Settings(BaseSettings):
     batch_size: Positive = 500
     batch_within_s: Annotated[float, Field(gt=0)] = 0.05
     settle_after_s: Annotated[float, Field(gt=0)] = 2.0
-    snapshot_every_batches: Positive = 200
+    # a worker that died without leaving the group holds its partitions this long
+    session_timeout_s: Annotated[float, Field(ge=6, le=300)] = 10.0
+    snapshot_every_batches: Positive = 50
     web_port: Port = 6066
 
     # --- recommender ----------------------------------------------------------------------------
@@ -73,7 +77,22 @@ class Settings(BaseSettings):
     history_cap: Positive = 500
     neighbour_cap: Positive = 100
     half_life_days: Annotated[float, Field(gt=0)] = 30.0
+    decay_epoch: float = 1e9
+    row_cap: Positive = 1000
+    similarity_alpha: Annotated[float, Field(ge=0, le=1)] = 0.5
+    recent_items: Positive = 100
+    recency_half_life: Annotated[float, Field(gt=0)] = 50.0
     explain_items: Positive = 3
+
+    # --- feedback weights (models.feedback) ------------------------------------------------------
+    feedback_play: float = 1.0
+    feedback_skip_below: Annotated[float, Field(ge=0, le=1)] = 0.0
+    feedback_rating: float = 1.0
+    feedback_rating_centre: Annotated[float, Field(ge=0.5, le=5)] = 3.0
+    feedback_review: float = 1.0
+
+    # --- observability --------------------------------------------------------------------------
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0: no Prometheus endpoint
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -90,6 +109,12 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value
+
+    def feedback_weights(self) -> FeedbackWeights:
+        return FeedbackWeights(play=self.feedback_play, skip_below=self.feedback_skip_below,
+                               rating=self.feedback_rating,
+                               rating_centre=self.feedback_rating_centre,
+                               review=self.feedback_review)
 
     @property
     def event_topics(self) -> tuple[str, str, str]:

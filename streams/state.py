@@ -1,0 +1,159 @@
+"""Worker state in Redis, written atomically with the source offsets it reflects.
+
+Why this design (and not Faust tables): the item statistics aggregate over all users, so they
+cannot live on one user's partition. Instead:
+
+- per-user state (history, recent event ids) lives in ``hist:{user}``;
+- each batch's item-statistics changes are appended to the ``deltas`` stream;
+- the next offset of every source partition lives in the ``offsets`` hash;
+
+and all three are written in ONE ``MULTI/EXEC`` transaction, guarded by ``WATCH offsets`` so a
+zombie worker that lost its partitions cannot commit. On restart, messages below the stored offset
+are skipped: each event changes the state exactly once, whatever Kafka redelivers.
+
+Every worker follows the ``deltas`` stream in stream order to keep an in-memory copy of the item
+statistics (`models.cooccurrence.ItemCooccurrence`); snapshots of that copy, with the stream id
+they reflect, let a starting worker catch up without reading the whole stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from models.cooccurrence import Delta, ItemCooccurrence, UserHistory
+from streams.keys import Keys
+
+logger = logging.getLogger(__name__)
+
+SEEN_IDS_CAP = 1_000  # recent event ids kept per user for deduplication
+
+
+@dataclass(slots=True)
+class UserState:
+    history: UserHistory = field(default_factory=UserHistory)
+    seen: list[str] = field(default_factory=list)  # recent event ids, oldest first
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"h": self.history.to_state(), "s": self.seen[-SEEN_IDS_CAP:]})
+
+    @classmethod
+    def from_json(cls, raw: bytes | None) -> UserState:
+        if raw is None:
+            return cls()
+        data = orjson.loads(raw)
+        return cls(UserHistory.from_state(data["h"]), list(data["s"]))
+
+
+def offset_field(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+class StaleBatch(Exception):
+    """Another worker committed these partitions while this one was working: drop the batch."""
+
+
+class RedisState:
+    """Reads and commits worker state; follows the deltas stream into an `ItemCooccurrence`."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, items: ItemCooccurrence) -> None:
+        self.client = client
+        self.keys = keys
+        self.items = items
+        self.last_delta_id = "0-0"
+
+    # --- per batch ------------------------------------------------------------------------------
+    async def next_offsets(self, fields: Iterable[str]) -> dict[str, int]:
+        names = list(fields)
+        values = await self.client.hmget(self.keys.offsets, names)
+        return {f: int(v) if v is not None else 0 for f, v in zip(names, values)}
+
+    async def user_states(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+        users = list(user_ids)
+        if not users:
+            return {}
+        raws = await self.client.mget([self.keys.history(u) for u in users])
+        return {u: UserState.from_json(raw) for u, raw in zip(users, raws)}
+
+    async def commit(self, *, expected: Mapping[str, int], offsets: Mapping[str, int],
+                     users: Mapping[str, UserState], deltas: list[Delta],
+                     dirty: Mapping[tuple[str, int], set[str]]) -> None:
+        """Write one batch's effects atomically. Raises `StaleBatch` if any partition's offset
+        moved since ``expected`` was read."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            await pipe.watch(self.keys.offsets)
+            current = await pipe.hmget(self.keys.offsets, list(expected))
+            for (name, want), got in zip(expected.items(), current):
+                if (int(got) if got is not None else 0) != want:
+                    raise StaleBatch(f"{name}: expected offset {want}, found {got}")
+            pipe.multi()
+            pipe.hset(self.keys.offsets, mapping={k: str(v) for k, v in offsets.items()})
+            for user_id, state in users.items():
+                pipe.set(self.keys.history(user_id), state.to_json())
+            if deltas:
+                pipe.xadd(self.keys.deltas, {"d": orjson.dumps([d.to_json() for d in deltas])})
+            for (topic, partition), user_ids in dirty.items():
+                pipe.sadd(self.keys.users(topic, partition), *user_ids)
+            try:
+                await pipe.execute()
+            except WatchError as exc:
+                raise StaleBatch(str(exc)) from None
+
+    # --- the replicated item statistics ----------------------------------------------------------
+    async def follow(self, *, block_ms: int | None = None) -> int:
+        """Apply every delta committed since the last call, in stream order; return how many
+        batches were applied."""
+        trimmed_before = await self.client.hget(self.keys.snapshot, "trimmed_before")
+        if trimmed_before is not None and _id_tuple(trimmed_before) > _id_tuple(self.last_delta_id):
+            logger.warning("deltas after %s were trimmed: reloading the snapshot",
+                           self.last_delta_id)
+            await self.load_snapshot()
+        applied = 0
+        while True:
+            reply = await self.client.xread({self.keys.deltas: self.last_delta_id}, count=500,
+                                            block=block_ms)
+            if not reply:
+                return applied
+            _, entries = reply[0]
+            for entry_id, fields in entries:
+                for value in orjson.loads(fields[b"d"]):
+                    self.items.apply(Delta.from_json(value))
+                self.last_delta_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                applied += 1
+            block_ms = None
+
+    async def save_snapshot(self) -> None:
+        """Store the item statistics with the stream id they reflect, then trim the stream to the
+        entries after the previous snapshot: a follower up to one snapshot behind can still catch
+        up from the stream; one further behind reloads the snapshot."""
+        previous = await self.client.hget(self.keys.snapshot, "delta_id")
+        await self.client.hset(self.keys.snapshot, mapping={
+            "delta_id": self.last_delta_id, "items": self.items.to_bytes()})
+        if previous is not None:
+            await self.client.hset(self.keys.snapshot, "trimmed_before", previous)
+            await self.client.xtrim(self.keys.deltas, minid=previous.decode(), approximate=False)
+        logger.info("snapshot saved at delta %s (%d items)", self.last_delta_id,
+                    self.items.n_items)
+
+    async def load_snapshot(self) -> bool:
+        """Start from the latest snapshot, if any. The snapshot is read from our own Redis and
+        decoded as plain arrays (never unpickled)."""
+        snap = await self.client.hgetall(self.keys.snapshot)
+        if not snap:
+            return False
+        self.items.load_bytes(snap[b"items"])
+        self.last_delta_id = snap[b"delta_id"].decode()
+        logger.info("snapshot loaded at delta %s (%d items)", self.last_delta_id,
+                    self.items.n_items)
+        return True
+
+
+def _id_tuple(stream_id: bytes | str) -> tuple[int, int]:
+    text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)

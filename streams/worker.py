@@ -1,0 +1,417 @@
+"""The stream worker: a Faust agent that turns batches of events into fresh recommendations.
+
+Per batch (``stream.take_events``): decode and validate (bad input goes to the dead-letter topic
+with its reason and source offset), skip what Redis says was already processed, update each
+user's history, commit histories + item-statistics deltas + offsets in one Redis transaction
+(`streams.state`), apply the deltas to the in-memory item statistics, then write the users'
+top-N with explanations through one pipeline.
+
+When the stream has been quiet for ``settle_after_s``, a settle pass recomputes every owned
+user's recommendations from fresh neighbour lists, so that the final Redis state is a function of
+the events alone — the same after a crash, a rebalance or with more workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter, Histogram
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from tenacity import (AsyncRetrying, before_sleep_log, retry_if_exception_type,
+                      wait_exponential)
+
+from models.cooccurrence import (DAY_S, CooccurrenceRecommender, Delta, ItemCooccurrence,
+                                 Recommendation, decay_factor)
+from models.feedback import FeedbackWeights
+from streams.dlq import dead_letter
+from streams.events import Event, Play, Rating, RejectedEvent, Review, decode_event
+from streams.keys import Keys
+from streams.settings import Settings
+from streams.state import RedisState, StaleBatch, UserState, offset_field
+
+logger = logging.getLogger(__name__)
+
+EVENTS = Counter("tastemaker_events_total", "Events processed", ["topic"])
+REJECTS = Counter("tastemaker_rejected_events_total", "Events sent to the DLQ", ["reason"])
+DUPLICATES = Counter("tastemaker_duplicate_events_total", "Events dropped as duplicates")
+BATCH_SECONDS = Histogram("tastemaker_batch_seconds", "Time to process one batch")
+FRESHNESS = Histogram("tastemaker_freshness_seconds",
+                      "Kafka append time to recommendations written",
+                      buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMessage:
+    """What the worker needs of one Kafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    timestamp: float = 0.0  # Kafka record timestamp, seconds
+
+    @classmethod
+    def of(cls, message: object) -> SourceMessage:
+        ts = getattr(message, "timestamp", None) or 0.0
+        return cls(message.topic, message.partition, message.offset,  # type: ignore[attr-defined]
+                   message.value, float(ts))  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class BatchReport:
+    processed: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    skipped: int = 0  # already processed before (redelivery after a crash or rebalance)
+    users: int = 0
+
+
+@dataclass(slots=True)
+class EventProcessor:
+    """Everything a worker does per batch, independent of Faust (so tests can drive it)."""
+
+    settings: Settings
+    client: aioredis.Redis
+    producer: AIOKafkaProducer
+    state: RedisState = field(init=False)
+    keys: Keys = field(init=False)
+    weights: FeedbackWeights = field(init=False)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_batch_at: float = 0.0
+    settled_at: tuple[str, list[tuple[str, int]]] = ("", [])  # delta id and partitions settled
+    batches_since_snapshot: int = 0
+    started: bool = False
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.keys = Keys(s.key_prefix)
+        self.weights = s.feedback_weights()
+        items = ItemCooccurrence(neighbour_cap=s.neighbour_cap, row_cap=s.row_cap,
+                                 alpha=s.similarity_alpha)
+        self.state = RedisState(self.client, self.keys, items)
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        await self._retrying(self.state.load_snapshot)
+        await self._retrying(self.state.follow)
+        self.started = True
+
+    # --- per batch ------------------------------------------------------------------------------
+    async def process(self, messages: Sequence[SourceMessage]) -> BatchReport:
+        """Process one batch; retries Redis/Kafka outages until they pass (never drops a batch)."""
+        await self.start()
+        async with self.lock:
+            with BATCH_SECONDS.time():
+                report = await self._retrying(self._process, messages)
+            self.last_batch_at = time.monotonic()
+            return report
+
+    async def _process(self, messages: Sequence[SourceMessage]) -> BatchReport:
+        report = BatchReport()
+        fields = {offset_field(m.topic, m.partition) for m in messages}
+        expected = await self.state.next_offsets(fields)
+        fresh = [m for m in messages if m.offset >= expected[offset_field(m.topic, m.partition)]]
+        report.skipped = len(messages) - len(fresh)
+        if not fresh:
+            return report
+
+        events: list[tuple[SourceMessage, Event]] = []
+        rejected: list[tuple[SourceMessage, RejectedEvent]] = []
+        for m in fresh:
+            try:
+                events.append((m, decode_event(self._kind(m.topic), m.value,
+                                               max_bytes=self.settings.max_message_bytes)))
+            except RejectedEvent as exc:
+                rejected.append((m, exc))
+
+        users = await self.state.user_states({e.user_id for _, e in events})
+        deltas: list[Delta] = []
+        dirty: dict[tuple[str, int], set[str]] = defaultdict(set)
+        touched: dict[str, tuple[float, float]] = {}  # user -> (latest event ts, kafka ts)
+        for m, event in events:
+            user = users[event.user_id]
+            event_id = event.dedup_id()
+            if event_id in user.seen:
+                report.duplicates += 1
+                continue
+            user.seen.append(event_id)
+            deltas += self._observe(user, event)
+            dirty[(m.topic, m.partition)].add(event.user_id)
+            touched[event.user_id] = (event.ts, m.timestamp)
+            report.processed += 1
+
+        offsets = dict(expected)
+        for m in fresh:
+            name = offset_field(m.topic, m.partition)
+            offsets[name] = max(offsets[name], m.offset + 1)
+
+        if rejected:
+            await self._send_dead_letters(rejected)
+        try:
+            await self.state.commit(expected=expected, offsets=offsets,
+                                    users={u: users[u] for u in touched}, deltas=deltas,
+                                    dirty=dirty)
+        except StaleBatch as exc:
+            logger.warning("batch dropped, its partitions moved to another worker: %s", exc)
+            return BatchReport(skipped=len(messages))
+        await self.state.follow()
+        await self._write_recommendations({u: users[u] for u in touched}, touched)
+
+        for m, _ in events:
+            EVENTS.labels(m.topic).inc()
+        for _, exc in rejected:
+            REJECTS.labels(exc.code).inc()
+        DUPLICATES.inc(report.duplicates)
+        report.rejected = len(rejected)
+        report.users = len(touched)
+        self.batches_since_snapshot += 1
+        return report
+
+    def _kind(self, topic: str) -> str:
+        s = self.settings
+        return {s.topic_plays: "play", s.topic_ratings: "rating", s.topic_reviews: "review"}.get(
+            topic, topic)
+
+    def _observe(self, user: UserState, event: Event) -> list[Delta]:
+        weight = self.feedback(event)
+        g = decay_factor(event.ts, half_life_s=self.settings.half_life_days * DAY_S,
+                         epoch=self.settings.decay_epoch)
+        return user.history.observe(event.item_id, weight, event.ts,
+                                    cap=self.settings.history_cap, g=g)
+
+    def feedback(self, event: Event) -> float:
+        return event_feedback(event, self.weights)
+
+    async def _send_dead_letters(self, rejected: list[tuple[SourceMessage, RejectedEvent]]
+                                 ) -> None:
+        now = time.time()
+        futures = [
+            await self.producer.send(
+                self.settings.topic_dlq,
+                dead_letter(m.value, topic=m.topic, partition=m.partition, offset=m.offset,
+                            reason=exc.reason, code=exc.code, rejected_at=now),
+            )
+            for m, exc in rejected
+        ]
+        await asyncio.gather(*futures)
+        for m, exc in rejected:
+            logger.info("rejected %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc.reason)
+
+    # --- recommendations ------------------------------------------------------------------------
+    def recommend(self, user: UserState) -> list[Recommendation]:
+        s = self.settings
+        return self.state.items.score(
+            user.history.recent(s.recent_items), s.top_n, exclude=user.history.items.keys(),
+            recency_half_life=s.recency_half_life, explain_items=s.explain_items)
+
+    async def _write_recommendations(self, users: dict[str, UserState],
+                                     touched: dict[str, tuple[float, float]] | None = None
+                                     ) -> None:
+        keys = self.keys
+        # one MULTI/EXEC: a reader never sees a user's list without its explanations
+        async with self.client.pipeline(transaction=True) as pipe:
+            for user_id, user in users.items():
+                recs = self.recommend(user)
+                pipe.delete(keys.recs(user_id), keys.explain(user_id))
+                if recs:
+                    pipe.zadd(keys.recs(user_id), {r.item_id: r.score for r in recs})
+                    pipe.hset(keys.explain(user_id), mapping={
+                        r.item_id: orjson.dumps({"because": list(r.because), "source": r.source})
+                        for r in recs})
+                meta = {"updated_at": time.time(), "model": "none"}
+                if touched and user_id in touched:
+                    meta["event_ts"] = touched[user_id][0]
+                pipe.hset(keys.recs_meta(user_id), mapping=meta)
+            await pipe.execute()
+        if touched:
+            now = time.time()
+            for _, kafka_ts in touched.values():
+                if kafka_ts > 0:
+                    FRESHNESS.observe(max(0.0, now - kafka_ts))
+
+    # --- settling -------------------------------------------------------------------------------
+    async def settle(self, assigned: Iterable[tuple[str, int]], *, writes_items: bool) -> int:
+        """If the stream was quiet for ``settle_after_s`` and the item statistics changed since
+        the last settle, recompute the owned users' recommendations from fresh neighbour lists.
+        Returns the number of users rewritten."""
+        if time.monotonic() - self.last_batch_at < self.settings.settle_after_s:
+            return 0
+        await self.start()
+        assigned = sorted(assigned)
+        async with self.lock:
+            await self._retrying(self.state.follow)
+            if (self.state.last_delta_id, assigned) == self.settled_at:
+                return 0
+            return await self._retrying(self._settle, assigned, writes_items)
+
+    async def _settle(self, assigned: list[tuple[str, int]], writes_items: bool) -> int:
+        items = self.state.items
+        items.refresh()
+        user_ids: set[str] = set()
+        for topic, partition in assigned:
+            user_ids |= {u.decode() for u in await self.client.smembers(
+                self.keys.users(topic, partition))}
+        ordered = sorted(user_ids)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start:start + 500]
+            await self._write_recommendations(await self.state.user_states(chunk))
+        if writes_items:
+            await self._write_item_lists()
+            await self.state.save_snapshot()
+            self.batches_since_snapshot = 0
+        delta_id = self.state.last_delta_id
+        self.settled_at = (delta_id, assigned)
+        if assigned:
+            await self.client.hset(self.keys.settled, mapping={
+                offset_field(t, p): delta_id for t, p in assigned})
+        logger.info("settled %d users at delta %s", len(ordered), delta_id)
+        return len(ordered)
+
+    async def _write_item_lists(self) -> None:
+        """Neighbour lists of every item and the trending list (written by one worker)."""
+        items, keys = self.state.items, self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            for item_id in items.item_ids():
+                nbrs = items.neighbours(item_id)
+                pipe.delete(keys.neighbours(item_id))
+                if nbrs:
+                    pipe.zadd(keys.neighbours(item_id), dict(nbrs))
+            pipe.delete(keys.trending)
+            trending = items.trending(self.settings.top_n)
+            if trending:
+                pipe.zadd(keys.trending, dict(trending))
+            await pipe.execute()
+
+    async def maybe_snapshot(self, *, owner: bool) -> None:
+        if owner and self.batches_since_snapshot >= self.settings.snapshot_every_batches:
+            async with self.lock:
+                await self._retrying(self.state.save_snapshot)
+                self.batches_since_snapshot = 0
+
+    # --- resilience -----------------------------------------------------------------------------
+    async def _retrying(self, fn, *args):  # noqa: ANN001, ANN202 - thin wrapper
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(RETRYABLE),
+            wait=wait_exponential(multiplier=0.1, max=5.0),
+            before_sleep=before_sleep_log(logger, logging.WARNING),
+            reraise=True,
+        ):
+            with attempt:
+                return await fn(*args)
+        raise AssertionError("unreachable")
+
+
+def event_feedback(event: Event, weights: FeedbackWeights) -> float:
+    """The feedback weight of one event (see `models.feedback`)."""
+    if isinstance(event, Play):
+        return weights.for_play(completion=event.completion)
+    if isinstance(event, Rating):
+        return weights.for_rating(event.rating)
+    if isinstance(event, Review):
+        return weights.for_review(p_positive=None, rating=event.rating)
+    raise TypeError(f"not an event: {event!r}")
+
+
+def reference_recommender(settings: Settings) -> CooccurrenceRecommender:
+    """The in-process model configured as the workers are: what their final Redis state must
+    equal (tests and benchmarks replay events through it)."""
+    return CooccurrenceRecommender(
+        history_cap=settings.history_cap, neighbour_cap=settings.neighbour_cap,
+        row_cap=settings.row_cap, half_life_days=settings.half_life_days,
+        decay_epoch=settings.decay_epoch, alpha=settings.similarity_alpha,
+        recent_items=settings.recent_items, recency_half_life=settings.recency_half_life,
+        explain_items=settings.explain_items)
+
+
+def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
+    """Build the Faust app with its agent and timers."""
+    import faust
+
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        producer_acks=-1,
+        broker_max_poll_records=max(settings.batch_size, 500),
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 4,
+    )
+    topic = app.topic(*settings.event_topics, key_serializer="raw", value_serializer="raw",
+                      allow_empty=True)
+    runtime: dict[str, EventProcessor] = {}
+
+    async def processor() -> EventProcessor:
+        if "p" not in runtime:
+            client = aioredis.from_url(settings.redis_url, socket_timeout=10,
+                                       health_check_interval=10)
+            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                        acks="all", enable_idempotence=True)
+            await producer.start()
+            runtime["p"] = EventProcessor(settings, client, producer)
+        return runtime["p"]
+
+    def assigned() -> list[tuple[str, int]]:
+        return sorted((tp.topic, tp.partition) for tp in app.consumer.assignment()
+                      if tp.topic in settings.event_topics)
+
+    def owns_item_lists() -> bool:
+        """The worker holding partition 0 of the plays topic writes item-wide keys."""
+        return (settings.topic_plays, 0) in assigned()
+
+    @app.agent(topic, name="track_events", concurrency=1)
+    async def track_events(stream):  # noqa: ANN001
+        proc = await processor()
+        async for events in stream.take_events(settings.batch_size,
+                                               within=settings.batch_within_s):
+            batch = [SourceMessage.of(e.message) for e in events]
+            task = asyncio.ensure_future(proc.process(batch))
+            try:
+                # finish the batch even when the agent is being stopped: Faust acks the events
+                # when this iteration ends, so they must be committed to Redis first
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                await task
+                raise
+            except Exception:
+                # a bug, not an outage (outages are retried inside): stop before Faust can ack
+                logger.exception("batch failed; exiting so that no offset is acknowledged")
+                os._exit(70)
+            await proc.maybe_snapshot(owner=owns_item_lists())
+
+    @app.timer(interval=0.5)
+    async def settle_when_quiet() -> None:
+        proc = await processor()
+        await proc.settle(assigned(), writes_items=owns_item_lists())
+
+    @app.on_before_shutdown.connect
+    async def close_clients(app, **kwargs) -> None:  # noqa: ANN001, ANN003
+        if "p" in runtime:
+            await runtime["p"].producer.stop()
+            await runtime["p"].client.aclose()
+
+    return app
+
+
+def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
+    """Run one worker until stopped (``tastemaker worker``)."""
+    from faust import Worker
+
+    app = create_app(settings)
+    Worker(app, loglevel=loglevel).execute_from_commandline()

@@ -1,0 +1,236 @@
+"""The stream worker against a real Kafka broker and a real Redis server, as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from streams.dlq import parse_dead_letter
+from streams.keys import Keys
+from streams.replay import load_dataset, movielens_events
+from streams.settings import Settings
+from streams.state import UserState
+from tests.integration.harness import (WorkerProcess, assert_equal_to_reference, client,
+                                       processed, recommendations_in_redis, reference, send_raw,
+                                       wait_processed, wait_settled)
+
+pytestmark = pytest.mark.integration
+
+
+def topic_of(settings: Settings, kind: str) -> str:
+    return {"play": settings.topic_plays, "rating": settings.topic_ratings,
+            "review": settings.topic_reviews}[kind]
+
+
+def as_messages(settings: Settings, events):  # noqa: ANN001, ANN201
+    for kind, value in events:
+        yield topic_of(settings, kind), str(value["user_id"]).encode(), orjson.dumps(value)
+
+
+@pytest.fixture
+def worker(unique_topics: Settings, tmp_path: Path):  # noqa: ANN201
+    started: list[WorkerProcess] = []
+
+    def start(n: int = 0) -> WorkerProcess:
+        w = WorkerProcess(unique_topics, tmp_path / f"worker-{n}.log").start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def test_walking_skeleton_1000_events_arrive_exactly_once(unique_topics: Settings, worker):
+    settings = unique_topics
+    events = [("play", {"user_id": f"u{n % 100}", "item_id": f"i{n}", "ts": 1e9 + n,
+                        "event_id": f"e{n}"}) for n in range(1000)]
+    w = worker()
+    asyncio.run(send_raw(settings, as_messages(settings, events)))
+    w.wait_ready()
+    wait_processed(settings, 1000, [w])
+
+    r, keys = client(settings), Keys(settings.key_prefix)
+    seen: list[str] = []
+    for user in {e["user_id"] for _, e in events}:
+        state = UserState.from_json(r.get(keys.history(user)))
+        seen += state.seen
+        assert len(state.history.items) == 10
+    assert sorted(seen) == sorted(e["event_id"] for _, e in events)  # each once, none lost
+    assert all(r.exists(keys.recs(f"u{n}")) for n in range(100))
+
+
+def test_hand_checked_recommendations_with_explanations(unique_topics: Settings, worker):
+    settings = unique_topics
+    plays = [("ann", "alien"), ("ann", "aliens"), ("bob", "alien"), ("bob", "aliens"),
+             ("bob", "heat"), ("cy", "alien")]
+    events = [("play", {"user_id": u, "item_id": i, "ts": 1e9 + n})
+              for n, (u, i) in enumerate(plays)]
+    w = worker()
+    asyncio.run(send_raw(settings, as_messages(settings, events)))
+    w.wait_ready()
+    wait_processed(settings, len(events), [w])
+    wait_settled(settings)
+    # cy played alien; aliens co-occurs with alien for ann and bob, heat only for bob:
+    # cos(alien, aliens) = 2 / (sqrt 3 * sqrt 2) = 0.816; cos(alien, heat) = 1 / sqrt 3 = 0.577
+    recs = recommendations_in_redis(settings, ["cy"])["cy"]
+    assert [(item, round(score, 3), because) for item, score, because in recs] == [
+        ("aliens", 0.816, ("alien",)), ("heat", 0.577, ("alien",))]
+    neighbours = client(settings).zrevrange(Keys(settings.key_prefix).neighbours("alien"), 0, -1)
+    assert neighbours == [b"aliens", b"heat"]
+
+
+def _invalid_messages(settings: Settings, n: int) -> list[tuple[str, bytes, bytes, str]]:
+    """``n`` malformed messages of every kind: (topic, key, value, what the reason must name)."""
+    plays, ratings, reviews = settings.topic_plays, settings.topic_ratings, settings.topic_reviews
+    kinds = [
+        (plays, b"\xff\xfe not utf-8", "UTF-8"),
+        (plays, b"{not json", "JSON"),
+        (ratings, b"[1, 2, 3]", "JSON object"),
+        (ratings, b'{"user_id": "u1", "item_id": "i1", "ts": 1e9, "rating": "five"}', "rating"),
+        (ratings, b'{"user_id": "u1", "item_id": "i1", "ts": 1e9, "rating": 9}', "rating"),
+        (plays, b'{"item_id": "i1", "ts": 1e9}', "user_id"),
+        (plays, b'{"user_id": "u1", "item_id": "i1", "ts": 1e9, "completion": 1.5}', "completion"),
+        (reviews, orjson.dumps({"user_id": "u1", "item_id": "i1", "ts": 1e9, "text": "x" * 10_001}),
+         "text"),
+        (plays, b'{"user_id": "u1", "item_id": "i1", "ts": NaN}', "JSON"),
+        (plays, b"[" * 5000 + b"]" * 5000, "JSON"),
+        (ratings, b"x" * (settings.max_message_bytes + 1), "limit"),
+    ]
+    return [(t, b"bad", v, why) for t, v, why in itertools.islice(itertools.cycle(kinds), n)]
+
+
+async def _read_all(settings: Settings, topic: str, expected: int) -> list[bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        for _ in range(60):
+            batch = await consumer.getmany(timeout_ms=500)
+            values += [m.value for msgs in batch.values() for m in msgs]
+            if len(values) >= expected:
+                break
+    finally:
+        await consumer.stop()
+    return values
+
+
+def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_carries_on(
+        unique_topics: Settings, worker):
+    settings = unique_topics
+    valid = [("play", {"user_id": f"u{n % 50}", "item_id": f"i{n}", "ts": 1e9 + n,
+                       "event_id": f"v{n}"}) for n in range(2000)]
+    bad = _invalid_messages(settings, 500)
+    rng = random.Random(3)
+    mixed = [(t, k, v, None) for t, k, v in as_messages(settings, valid)] + bad
+    rng.shuffle(mixed)
+
+    async def send_and_locate() -> dict[tuple[str, int, int], str]:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                    acks="all", enable_idempotence=True,
+                                    max_request_size=8 * 1024 * 1024)
+        await producer.start()
+        try:
+            futures = [(await producer.send(t, value=v, key=k), why) for t, k, v, why in mixed]
+            located = {}
+            for future, why in futures:
+                meta = await future
+                if why is not None:
+                    located[(meta.topic, meta.partition, meta.offset)] = why
+            return located
+        finally:
+            await producer.stop()
+
+    w = worker()
+    invalid_at = asyncio.run(send_and_locate())
+    w.wait_ready()
+    wait_processed(settings, len(mixed), [w])
+
+    records = [parse_dead_letter(v) for v in asyncio.run(_read_all(settings, settings.topic_dlq,
+                                                                  500))]
+    by_source = {(d["topic"], d["partition"], d["offset"]): d for d in records}
+    assert len(records) == len(by_source) == 500  # one record per bad message, none twice
+    assert set(by_source) == set(invalid_at)  # exactly the bad ones, at their source offsets
+    for source, why in invalid_at.items():
+        assert why.lower() in by_source[source]["reason"].lower(), by_source[source]
+
+    r, keys = client(settings), Keys(settings.key_prefix)
+    seen = [e for n in range(50) for e in UserState.from_json(r.get(keys.history(f"u{n}"))).seen]
+    assert sorted(seen) == sorted(e["event_id"] for _, e in valid)
+
+    more = [("play", {"user_id": "late", "item_id": f"i{n}", "ts": 2e9, "event_id": f"late{n}"})
+            for n in range(10)]
+    asyncio.run(send_raw(settings, as_messages(settings, more)))
+    wait_processed(settings, len(mixed) + 10, [w])
+    assert w.alive()
+
+
+def _movielens_slice(settings: Settings, ratings: int) -> list[tuple[str, dict]]:
+    all_ratings, reviews, _ = load_dataset(settings, "movielens-100k")
+    return list(movielens_events(all_ratings[:ratings], reviews, seed=7))
+
+
+def test_movielens_slice_equals_the_in_process_model(unique_topics: Settings, worker):
+    settings = unique_topics
+    events = _movielens_slice(settings, 3000)
+    w = worker()
+    asyncio.run(send_raw(settings, as_messages(settings, events)))
+    w.wait_ready()
+    wait_processed(settings, len(events), [w])
+    wait_settled(settings)
+    users = {e["user_id"] for _, e in events}
+    assert assert_equal_to_reference(settings, reference(settings, events), users) > 0
+
+
+def test_kill_minus_9_three_times_gives_the_uninterrupted_result(unique_topics: Settings,
+                                                                 worker):
+    """A worker is killed with SIGKILL at three points of a 20,000-event replay and restarted;
+    the settled Redis state equals that of the in-process model fed each event once."""
+    settings = unique_topics
+    events = _movielens_slice(settings, 9120)
+    assert len(events) >= 20_000
+    asyncio.run(send_raw(settings, as_messages(settings, events)))
+    kills = 0
+    w = worker(0)
+    w.wait_ready()
+    for n, share in enumerate((0.2, 0.45, 0.7), start=1):
+        target = int(len(events) * share)
+        while processed(settings) < target:
+            assert w.alive(), w.tail()
+            time.sleep(0.05)
+        w.kill9()
+        kills += 1
+        w = worker(n)
+        w.wait_ready()
+    wait_processed(settings, len(events), [w])
+    wait_settled(settings)
+    users = {e["user_id"] for _, e in events}
+    assert kills == 3
+    assert assert_equal_to_reference(settings, reference(settings, events), users) > 0
+
+
+def test_two_workers_with_a_rebalance_equal_one(unique_topics: Settings, worker):
+    settings = unique_topics
+    events = _movielens_slice(settings, 4000)
+    first = worker(0)
+    first.wait_ready()
+    asyncio.run(send_raw(settings, as_messages(settings, events)))
+    while processed(settings) < len(events) // 4:
+        time.sleep(0.05)
+    second = worker(1)  # joins mid-run: the group rebalances
+    second.wait_ready()
+    wait_processed(settings, len(events), [first, second])
+    wait_settled(settings)
+    users = {e["user_id"] for _, e in events}
+    assert assert_equal_to_reference(settings, reference(settings, events), users) > 0
