@@ -1,0 +1,156 @@
+"""Pure tests of the co-occurrence model: known answers, order independence, caps, state."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.cooccurrence import (CooccurrenceRecommender, Delta, ItemCooccurrence, UserHistory,
+                                 decay_factor)
+from models.feedback import FeedbackWeights
+
+TS = 1e9  # the default decay epoch: g = 1
+
+
+def learn(model: CooccurrenceRecommender, events) -> CooccurrenceRecommender:  # noqa: ANN001
+    for user, item, weight, ts in events:
+        model.learn_one(user, item, weight=weight, ts=ts)
+    return model
+
+
+def test_tiny_history_gives_known_neighbours_scores_and_explanations():
+    model = learn(CooccurrenceRecommender(), [
+        ("ann", "alien", 1.0, TS), ("ann", "aliens", 1.0, TS),
+        ("bob", "alien", 1.0, TS), ("bob", "aliens", 1.0, TS), ("bob", "heat", 1.0, TS),
+        ("cy", "alien", 1.0, TS),
+    ])
+    # C[alien][aliens] = 2, N[alien] = 3, N[aliens] = 2, C[alien][heat] = 1, N[heat] = 1
+    neighbours = model.items.neighbours("alien", fresh=True)
+    assert [item for item, _ in neighbours] == ["aliens", "heat"]
+    assert [sim for _, sim in neighbours] == pytest.approx([2 / math.sqrt(6), 1 / math.sqrt(3)])
+    recs = model.recommend("cy", 5, fresh=True)
+    assert [(r.item_id, r.because, r.source) for r in recs] == [
+        ("aliens", ("alien",), "items"), ("heat", ("alien",), "items")]
+    assert recs[0].score == pytest.approx(2 / math.sqrt(6))
+    # ann has seen alien and aliens: only heat is left, explained by both, stronger first
+    recs = model.recommend("ann", 5, fresh=True)
+    assert [r.item_id for r in recs] == ["heat"]
+    assert set(recs[0].because) == {"alien", "aliens"}
+
+
+def test_low_rating_cancels_a_play_and_negative_feedback_is_not_a_like():
+    w = FeedbackWeights()
+    history = UserHistory()
+    deltas = history.observe("x", w.for_play(completion=0.2), TS, cap=10, g=1.0)
+    assert deltas and deltas[0].popularity > 0
+    deltas = history.observe("x", w.for_rating(1.0), TS, cap=10, g=1.0)
+    assert history.recent(10) == []  # affinity clipped at zero: no longer liked
+    assert sum(d.popularity for d in deltas) == pytest.approx(-0.2)
+
+
+def test_user_history_is_capped_and_evicts_the_oldest_with_its_contribution():
+    model = CooccurrenceRecommender(history_cap=3)
+    learn(model, [("u", f"i{n}", 1.0, TS + n) for n in range(5)])
+    assert list(model.histories["u"].items) == ["i2", "i3", "i4"]
+    # only pairs among the three kept items remain (the evicted ones were subtracted)
+    assert model.items.neighbours("i0", fresh=True) == []
+    assert {i for i, _ in model.items.neighbours("i4", fresh=True)} == {"i2", "i3"}
+
+
+def test_recommending_does_not_mutate_inputs_or_state():
+    model = learn(CooccurrenceRecommender(), [(f"u{n % 7}", f"i{n % 11}", 1.0, TS + n)
+                                              for n in range(200)])
+    recent = model.histories["u1"].recent(100)
+    recent_copy = copy.deepcopy(recent)
+    before = model.items.to_bytes()
+    history_before = copy.deepcopy(model.histories["u1"].items)
+    model.recommend("u1", 10, fresh=True)
+    model.items.score(recent, 10, exclude=["i1"])
+    assert recent == recent_copy
+    assert model.items.to_bytes() == before
+    assert model.histories["u1"].items == history_before
+
+
+def test_learn_one_does_not_mutate_a_delta_applied_twice_to_two_models():
+    delta = Delta("a", ("b", "c"), (1.0, 2.0), 1.0, 1.0)
+    first, second = ItemCooccurrence(), ItemCooccurrence()
+    first.apply(delta)
+    second.apply(delta)
+    assert delta == Delta("a", ("b", "c"), (1.0, 2.0), 1.0, 1.0)
+    assert first.to_bytes() == second.to_bytes()
+
+
+events_strategy = st.lists(
+    st.tuples(st.sampled_from(["u1", "u2", "u3", "u4"]),
+              st.sampled_from([f"i{n}" for n in range(8)]),
+              st.sampled_from([1.0, 0.6, -1.0, 0.5, 0.2]),
+              st.integers(0, 30).map(lambda d: TS + d * 86_400.0)),
+    min_size=1, max_size=60)
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=events_strategy, seed=st.integers(0, 10_000))
+def test_statistics_do_not_depend_on_the_order_events_arrive_in(events, seed):
+    """Plays, ratings and reviews come on different topics: a user's events may arrive in any
+    order, and different users' in any interleaving. The statistics must not care."""
+    shuffled = list(events)
+    random.Random(seed).shuffle(shuffled)
+    a = learn(CooccurrenceRecommender(history_cap=100), events)
+    b = learn(CooccurrenceRecommender(history_cap=100), shuffled)
+    for user in {e[0] for e in events}:
+        ra = a.recommend(user, 5, fresh=True)
+        rb = b.recommend(user, 5, fresh=True)
+        assert [r.item_id for r in ra] == [r.item_id for r in rb]
+        assert [r.score for r in ra] == pytest.approx([r.score for r in rb], rel=1e-9, abs=1e-12)
+
+
+def test_neighbour_lists_are_capped_and_rows_bounded():
+    model = CooccurrenceRecommender(neighbour_cap=5, row_cap=20)
+    rng = random.Random(1)
+    learn(model, [(f"u{rng.randrange(40)}", f"i{rng.randrange(60)}", 1.0, TS + n)
+                  for n in range(3000)])
+    assert all(len(model.items.neighbours(i, fresh=True)) <= 5 for i in model.items.item_ids())
+    assert max(len(row) for row in model.items._rows) <= 20
+
+
+def test_snapshot_round_trip_gives_identical_recommendations():
+    model = learn(CooccurrenceRecommender(), [(f"u{n % 9}", f"i{(n * 7) % 23}", 1.0, TS + n)
+                                              for n in range(500)])
+    restored = CooccurrenceRecommender()
+    restored.items.load_bytes(model.items.to_bytes())
+    restored.histories = model.histories
+    for user in model.histories:
+        assert model.recommend(user, 10, fresh=True) == restored.recommend(user, 10, fresh=True)
+
+
+def test_cold_start_gets_trending_and_a_new_item_is_recommendable_once_it_co_occurs():
+    model = learn(CooccurrenceRecommender(), [
+        ("a", "hit", 1.0, TS), ("b", "hit", 1.0, TS), ("c", "hit", 1.0, TS),
+        ("a", "old", 1.0, TS),
+    ])
+    recs = model.recommend("newcomer", 2)
+    assert [(r.item_id, r.source) for r in recs] == [("hit", "trending"), ("old", "trending")]
+    assert recs[0].score > recs[1].score > 0
+    model.learn_one("b", "brand-new", weight=1.0, ts=TS + 1)
+    assert "brand-new" in [r.item_id for r in model.recommend("c", 5, fresh=True)
+                           if r.source == "items"]
+
+
+def test_decay_factor_refuses_timestamps_too_far_from_the_epoch():
+    assert decay_factor(TS + 86_400.0, half_life_s=86_400.0, epoch=TS) == 2.0
+    with pytest.raises(ValueError, match="DECAY_EPOCH"):
+        decay_factor(TS + 86_400.0 * 5000, half_life_s=86_400.0, epoch=TS)
+
+
+def test_newer_co_occurrence_counts_more_with_time_decay():
+    model = learn(CooccurrenceRecommender(half_life_days=1.0), [
+        ("u1", "seed", 1.0, TS), ("u1", "old-friend", 1.0, TS),
+        ("u2", "seed", 1.0, TS + 10 * 86_400.0), ("u2", "new-friend", 1.0, TS + 10 * 86_400.0),
+    ])
+    neighbours = dict(model.items.neighbours("seed", fresh=True))
+    assert neighbours["new-friend"] > 30 * neighbours["old-friend"]  # 2^10 weight, cosine-damped
