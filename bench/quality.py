@@ -91,8 +91,9 @@ class BiasedMFRanker:
 
 def run(ratings: Sequence[Rating], *, eval_share: float, seed: int,
         models: dict[str, Callable[[], object]] | None = None,
-        feedback: FeedbackWeights = FeedbackWeights()) -> dict[str, Score]:
+        feedback: FeedbackWeights | None = None) -> dict[str, Score]:
     """Replay ``ratings`` prequentially through each model; return their scores."""
+    feedback = feedback or FeedbackWeights()
     rng = random.Random(seed)
     evaluate = [rng.random() < eval_share for _ in ratings]
     factories = models or default_models()

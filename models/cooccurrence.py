@@ -13,7 +13,8 @@ where recovery finds it:
   rounding). Similarity is the (asymmetric) cosine ``C[i][j] / (N[i]^alpha * N[j]^(1 - alpha))``,
   not raw counts, which would only rank popularity.
 
-Time decay is forward decay: an event at time ``t`` weighs ``g(t) = 2 ** ((t - epoch) / half_life)``,
+Time decay is forward decay: an event at time ``t`` weighs
+``g(t) = 2 ** ((t - epoch) / half_life)``,
 so newer co-occurrences count more without ever rescaling stored values.
 
 Memory is bounded by the caps: a user keeps at most ``history_cap`` items (~120 B each); an item
@@ -39,8 +40,8 @@ from typing import Literal
 import numpy as np
 
 DAY_S = 86_400.0
-MAX_DECAY_EXPONENT = 900.0
-MIN_SIMILARITY = 1e-9  # below this a similarity is rounding residue of added-then-removed terms  # 2**900 is far inside float64; beyond it sums would overflow
+MAX_DECAY_EXPONENT = 900.0  # 2**900 is far inside float64; beyond it sums would overflow
+MIN_SIMILARITY = 1e-9  # below this a similarity is rounding residue of added-then-removed terms
 
 Source = Literal["items", "trending"]
 
@@ -207,7 +208,7 @@ class ItemCooccurrence:
             rows, index, cap = self._rows, self._index, self.row_cap
             row_i = rows[i]
             touched = []
-            for other, inc in zip(delta.others, delta.increments):
+            for other, inc in zip(delta.others, delta.increments, strict=False):
                 j = index.get(other)
                 if j is None:
                     j = self._intern(other)
@@ -227,7 +228,7 @@ class ItemCooccurrence:
         self._popularity[i] += delta.popularity
 
     def _prune(self, i: int) -> None:
-        """Keep the row's ``row_cap // 2`` most similar entries: bounded memory, and room to grow."""
+        """Keep the row's ``row_cap // 2`` most similar entries: bounded memory, room to grow."""
         row = self._rows[i]
         ids = np.fromiter(row.keys(), dtype=np.int64, count=len(row))
         sims = self._similarities(i, ids, np.fromiter(row.values(), float, len(row)))
@@ -261,7 +262,8 @@ class ItemCooccurrence:
         ids, sims = ids[order], sims[order]
         self._churn[i] = 0.0
         total = float(np.abs(counts).sum()) + abs(float(self._norm[i]))
-        entry = _Neighbours(self.staleness * total, ids, sims, dict(zip(ids.tolist(), sims.tolist())))
+        by_id = dict(zip(ids.tolist(), sims.tolist(), strict=True))
+        entry = _Neighbours(self.staleness * total, ids, sims, by_id)
         self._neighbours[i] = entry
         return entry
 
@@ -271,9 +273,11 @@ class ItemCooccurrence:
         if i is None:
             return []
         entry = self._neighbour_list(i, fresh=fresh)
-        return [(self._ids[k], float(s)) for k, s in zip(entry.ids.tolist(), entry.sims.tolist())]
+        pairs = zip(entry.ids.tolist(), entry.sims.tolist(), strict=True)
+        return [(self._ids[k], float(s)) for k, s in pairs]
 
-    def trending(self, n: int, *, exclude: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, float]]:
+    def trending(self, n: int, *, exclude: frozenset[str] | set[str] = frozenset()
+                 ) -> list[tuple[str, float]]:
         """Most popular items with time decay (ties by id)."""
         m = len(self._ids)
         if m == 0:
@@ -281,7 +285,7 @@ class ItemCooccurrence:
         pop = self._popularity[:m]
         k = min(m, n + len(exclude))
         top = np.argpartition(-pop, k - 1)[:k] if k < m else np.arange(m)
-        ranked = sorted(((-float(pop[t]), self._ids[t]) for t in top if pop[t] > 0.0))
+        ranked = sorted((-float(pop[t]), self._ids[t]) for t in top if pop[t] > 0.0)
         return [(item, -neg) for neg, item in ranked if item not in exclude][:n]
 
     def score(self, recent: list[tuple[str, float]], n: int, *, exclude: Iterable[str] = (),
@@ -360,7 +364,8 @@ class ItemCooccurrence:
         pickle (``np.load(..., allow_pickle=False)``)."""
         m = len(self._ids)
         sizes = np.fromiter((len(r) for r in self._rows), dtype=np.int64, count=m)
-        cols = np.fromiter((j for r in self._rows for j in r), dtype=np.int64, count=int(sizes.sum()))
+        total = int(sizes.sum())
+        cols = np.fromiter((j for r in self._rows for j in r), dtype=np.int64, count=total)
         vals = np.fromiter((v for r in self._rows for v in r.values()), float, int(sizes.sum()))
         buffer = io.BytesIO()
         np.savez(buffer, ids=np.array(self._ids, dtype=np.str_), norm=self._norm[:m],
@@ -382,8 +387,8 @@ class ItemCooccurrence:
         self._popularity[:m] = popularity
         bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         cols_l, vals_l = cols.tolist(), vals.tolist()
-        self._rows = [defaultdict(float, zip(cols_l[a:b], vals_l[a:b]))
-                      for a, b in zip(bounds[:-1], bounds[1:])]
+        self._rows = [defaultdict(float, zip(cols_l[a:b], vals_l[a:b], strict=False))
+                      for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
 
     def refresh(self) -> None:
         """Recompute every neighbour list from the current statistics, so that what is scored

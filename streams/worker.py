@@ -27,11 +27,16 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Histogram
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from tenacity import (AsyncRetrying, before_sleep_log, retry_if_exception_type,
-                      wait_exponential)
+from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
 
-from models.cooccurrence import (DAY_S, CooccurrenceRecommender, Delta, ItemCooccurrence,
-                                 Recommendation, decay_factor)
+from models.cooccurrence import (
+    DAY_S,
+    CooccurrenceRecommender,
+    Delta,
+    ItemCooccurrence,
+    Recommendation,
+    decay_factor,
+)
 from models.feedback import FeedbackWeights
 from streams.dlq import dead_letter
 from streams.events import Event, Play, Rating, RejectedEvent, Review, decode_event
@@ -342,7 +347,7 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
 
     app = faust.App(
         settings.app_id,
-        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+        broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=False,

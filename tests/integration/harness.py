@@ -4,100 +4,21 @@ read the final Redis state, and the in-process reference it must equal."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 import orjson
 import redis
 
 from streams.events import Event, parse_event
 from streams.keys import Keys
-from streams.settings import ENV_PREFIX, Settings
+from streams.settings import Settings
+from streams.supervisor import WorkerProcess, is_settled, processed, settings_env  # noqa: F401 - re-exported
 from streams.worker import event_feedback, reference_recommender
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def settings_env(settings: Settings, **extra: object) -> dict[str, str]:
-    """The environment that gives a child process exactly these settings."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
-    for name, value in extra.items():
-        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
-    return env
-
-
-class WorkerProcess:
-    """``tastemaker worker`` in a child process of its own."""
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-        self._readies = 0
-
-    def start(self) -> WorkerProcess:
-        self._readies = self._count_readies()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
-            cwd=ROOT, env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._count_readies() > self._readies:
-                return
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"worker exited early:\n{self.tail()}")
-            time.sleep(0.2)
-        raise AssertionError(f"worker not ready in {timeout}s:\n{self.tail()}")
-
-    def _count_readies(self) -> int:
-        if not self.log_path.exists():
-            return 0
-        return self.log_path.read_bytes().count(b"Worker ready")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
 
 
 def client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url)
-
-
-def processed(settings: Settings) -> int:
-    """Messages the workers have committed (sum of the next offsets over partitions)."""
-    offsets = client(settings).hgetall(Keys(settings.key_prefix).offsets)
-    return sum(int(v) for v in offsets.values())
 
 
 def wait_processed(settings: Settings, total: int, workers: Iterable[WorkerProcess],
@@ -116,17 +37,13 @@ def wait_processed(settings: Settings, total: int, workers: Iterable[WorkerProce
 
 def wait_settled(settings: Settings, timeout: float = 60.0) -> None:
     """Until every event partition's users were settled at the last committed delta."""
-    keys = Keys(settings.key_prefix)
-    r = client(settings)
-    fields = {f"{t}:{p}" for t in settings.event_topics for p in range(settings.topic_partitions)}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        last = r.xrevrange(keys.deltas, count=1)
-        settled = r.hgetall(keys.settled)
-        if last and all(settled.get(f.encode()) == last[0][0] for f in fields):
+        if is_settled(settings):
             return
         time.sleep(0.25)
-    raise AssertionError(f"not settled in {timeout}s: {r.hgetall(keys.settled)}")
+    settled = client(settings).hgetall(Keys(settings.key_prefix).settled)
+    raise AssertionError(f"not settled in {timeout}s: {settled}")
 
 
 def recommendations_in_redis(settings: Settings, users: Iterable[str]

@@ -1,0 +1,108 @@
+"""Worker processes started from Python: by the demo, the benchmarks and the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from streams.settings import ENV_PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings_env(settings: Settings, **extra: object) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    for name, value in extra.items():
+        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    return env
+
+
+class WorkerProcess:
+    """``tastemaker worker`` in a child process of its own."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self._readies = 0
+
+    def start(self) -> WorkerProcess:
+        self._readies = self._count_readies()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
+            cwd=ROOT, env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._count_readies() > self._readies:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.tail()}")
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready in {timeout}s:\n{self.tail()}")
+
+    def _count_readies(self) -> int:
+        if not self.log_path.exists():
+            return 0
+        return self.log_path.read_bytes().count(b"Worker ready")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+
+
+def processed(settings: Settings) -> int:
+    """Messages the workers have committed: the sum of the next offsets of every partition."""
+    import redis
+
+    from streams.keys import Keys
+
+    with redis.Redis.from_url(settings.redis_url) as r:
+        return sum(int(v) for v in r.hgetall(Keys(settings.key_prefix).offsets).values())
+
+
+def is_settled(settings: Settings) -> bool:
+    """Whether every event partition's users were settled at the last committed delta."""
+    import redis
+
+    from streams.keys import Keys
+
+    keys = Keys(settings.key_prefix)
+    fields = {f"{t}:{p}".encode() for t in settings.event_topics
+              for p in range(settings.topic_partitions)}
+    with redis.Redis.from_url(settings.redis_url) as r:
+        last = r.xrevrange(keys.deltas, count=1)
+        settled = r.hgetall(keys.settled)
+    return bool(last) and all(settled.get(f) == last[0][0] for f in fields)
