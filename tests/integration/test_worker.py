@@ -17,9 +17,17 @@ from streams.keys import Keys
 from streams.replay import load_dataset, movielens_events
 from streams.settings import Settings
 from streams.state import UserState
-from tests.integration.harness import (WorkerProcess, assert_equal_to_reference, client,
-                                       processed, recommendations_in_redis, reference, send_raw,
-                                       wait_processed, wait_settled)
+from tests.integration.harness import (
+    WorkerProcess,
+    assert_equal_to_reference,
+    client,
+    processed,
+    recommendations_in_redis,
+    reference,
+    send_raw,
+    wait_processed,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.cooccurrence import (CooccurrenceRecommender, Delta, ItemCooccurrence, UserHistory,
-                                 decay_factor)
+from models.cooccurrence import (
+    CooccurrenceRecommender,
+    Delta,
+    ItemCooccurrence,
+    UserHistory,
+    decay_factor,
+)
 from models.feedback import FeedbackWeights
 
 TS = 1e9  # the default decay epoch: g = 1
