@@ -241,5 +241,16 @@ def worker(
     run_worker(settings, loglevel=loglevel)
 
 
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the stack and worker running.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", help="Replay only N events.", min=1)] = None,
+) -> None:
+    """Stack up, a worker, MovieLens-100K replayed, recommendations printed, summary."""
+    from streams.demo import run_demo
+
+    run_demo(_settings(), keep=keep, limit=limit)
+
+
 if __name__ == "__main__":
     app()
