@@ -21,7 +21,7 @@ the speed.)
 Variants compared, prequential on all 33,530 IMDB + Rotten Tomatoes texts, seeded shuffle (seed 7),
 figures after the first 1,000 texts (``python -m bench.sentiment --variants``). Throughput is
 learn+predict, one pass, CPU clock, on a shared 2-core box whose neighbours halve it at times
-(the chosen model's best-of-3 in the same run: 5,630/s), so compare the rows, not the numbers:
+(the chosen model's first pass in the same run: 5,630/s), so compare the rows, not the numbers:
 
     variant                                   acc     AUC   reviews/s   terms after 33.5k
     tfidf 1g + logreg lr=2 (chosen)         0.847   0.925       3,453   87,077 (4 MB JSON)
