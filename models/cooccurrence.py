@@ -61,6 +61,19 @@ def decay_factor(ts: float, *, half_life_s: float, epoch: float) -> float:
     return 2.0**exponent
 
 
+def round12(values: np.ndarray) -> np.ndarray:
+    """Values rounded to about 12 significant digits (the binary mantissa to 12 decimals).
+    Rankings compare these, so that the same terms summed in another order (another worker, a
+    replay) cannot reorder near-equal scores.
+
+    >>> a, b = round12(np.array([7.538439600233355, 7.538439600233353]))
+    >>> bool(a == b)
+    True
+    """
+    mantissa, exponent = np.frexp(values)
+    return np.ldexp(np.round(mantissa, 12), exponent)
+
+
 @dataclass(frozen=True, slots=True)
 class Delta:
     """The change one event makes to the item statistics (all already multiplied by ``g(t)``)."""
@@ -114,14 +127,13 @@ class UserHistory:
         self.items[item_id] = [s1, t1, g1]
         deltas = []
         if a1 != a0 or (g1 != g0 and a1 > 0.0):
-            others, increments = [], []
-            for j, (sj, _, gj) in self.items.items():
-                if sj > 0.0 and j != item_id:
-                    inc = sj * (a1 * (g1 if g1 > gj else gj) - a0 * (g0 if g0 > gj else gj))
-                    if inc != 0.0:
-                        others.append(j)
-                        increments.append(inc)
-            deltas.append(Delta(item_id, tuple(others), tuple(increments),
+            liked = [(j, v) for j, v in self.items.items() if v[0] > 0.0 and j != item_id]
+            if a0 == 0.0:  # the common case: a new like
+                increments = [v[0] * a1 * (g1 if g1 > v[2] else v[2]) for _, v in liked]
+            else:
+                increments = [v[0] * (a1 * (g1 if g1 > v[2] else v[2])
+                                      - a0 * (g0 if g0 > v[2] else v[2])) for _, v in liked]
+            deltas.append(Delta(item_id, tuple(j for j, _ in liked), tuple(increments),
                                 a1 * a1 * g1 - a0 * a0 * g0, a1 * g1 - a0 * g0))
         while len(self.items) > cap:
             deltas.append(self._evict_oldest())
@@ -205,24 +217,24 @@ class ItemCooccurrence:
         """Add one event's delta. Sums commute: deltas of different users may come in any order."""
         i = self._intern(delta.item_id)
         if delta.others:
-            rows, index, cap = self._rows, self._index, self.row_cap
+            rows, index_get = self._rows, self._index.get
             row_i = rows[i]
             touched = []
-            for other, inc in zip(delta.others, delta.increments, strict=False):
-                j = index.get(other)
+            touch = touched.append
+            for other, inc in zip(delta.others, delta.increments, strict=True):
+                j = index_get(other)
                 if j is None:
                     j = self._intern(other)
                 row_i[j] += inc
-                row_j = rows[j]
-                row_j[i] += inc
-                if len(row_j) > cap:
-                    self._prune(j)
-                touched.append(j)
+                rows[j][i] += inc
+                touch(j)
             changes = np.abs(np.asarray(delta.increments))
             self._churn[touched] += changes
             self._churn[i] += changes.sum()
-            if len(row_i) > cap:
-                self._prune(i)
+            cap = self.row_cap
+            for j in (i, *touched) if len(row_i) > cap else touched:
+                if len(rows[j]) > cap:
+                    self._prune(j)
         self._churn[i] += abs(delta.norm)
         self._norm[i] += delta.norm
         self._popularity[i] += delta.popularity
@@ -255,10 +267,13 @@ class ItemCooccurrence:
         sims = self._similarities(i, ids, counts)
         positive = sims > MIN_SIMILARITY
         ids, sims = ids[positive], sims[positive]
-        if len(ids) > self.neighbour_cap:
-            top = np.argpartition(-sims, self.neighbour_cap)[: self.neighbour_cap]
-            ids, sims = ids[top], sims[top]
-        order = np.lexsort((np.array([self._ids[k] for k in ids.tolist()]), -sims))
+        cap = self.neighbour_cap
+        if len(ids) > cap:  # keep a margin below the cut: ties are broken by id, below
+            kth = np.partition(sims, len(sims) - cap)[len(sims) - cap]
+            keep = sims >= kth * (1.0 - 1e-9)
+            ids, sims = ids[keep], sims[keep]
+        order = np.lexsort((np.array([self._ids[k] for k in ids.tolist()]), -round12(sims)))
+        order = order[:cap]
         ids, sims = ids[order], sims[order]
         self._churn[i] = 0.0
         total = float(np.abs(counts).sum()) + abs(float(self._norm[i]))
@@ -300,7 +315,7 @@ class ItemCooccurrence:
         m = len(self._ids)
         excluded = set(exclude)
         scores = np.zeros(m)
-        weights: list[tuple[int, float]] = []
+        contributors: list[tuple[str, float, _Neighbours]] = []
         for rank, (item_id, affinity) in enumerate(recent):
             j = self._index.get(item_id)
             if j is None:
@@ -309,7 +324,7 @@ class ItemCooccurrence:
             entry = self._neighbour_list(j, fresh=fresh)
             if len(entry.ids):
                 scores[entry.ids] += w * entry.sims
-            weights.append((j, w))
+                contributors.append((item_id, w, entry))
         for item_id in excluded:
             k = self._index.get(item_id)
             if k is not None:
@@ -321,12 +336,13 @@ class ItemCooccurrence:
             candidates = candidates[scores[candidates] >= cut * (1.0 - 1e-9)]
         # rank on scores rounded to 12 significant digits: sums taken in another order (another
         # worker, a replay after a crash) differ in the last bits, and must not reorder ties
-        ranked = sorted((-float(f"{scores[k]:.12g}"), self._ids[k], int(k)) for k in candidates)
-        out = [
-            Recommendation(item_id, float(scores[k]), self._because(k, weights, explain_items),
-                           "items")
-            for _, item_id, k in ranked[:n]
-        ]
+        rounded = round12(scores[candidates]).tolist()
+        ranked = sorted((-r, self._ids[k], k) for r, k in zip(rounded, candidates.tolist(),
+                                                                strict=True))
+        top = [k for _, _, k in ranked[:n]]
+        because = self._explain(top, contributors, explain_items)
+        out = [Recommendation(self._ids[k], float(scores[k]), why, "items")
+               for k, why in zip(top, because, strict=True)]
         if backfill and len(out) < n:
             # trending items fill the list, scored below every co-occurrence candidate so that
             # a sorted set keeps their order
@@ -337,16 +353,24 @@ class ItemCooccurrence:
                         self.trending(n - len(out), exclude=taken))]
         return out
 
-    def _because(self, k: int, weights: list[tuple[int, float]], limit: int) -> tuple[str, ...]:
-        if limit == 0:
-            return ()
-        contributions = []
-        for j, w in weights:
-            sim = self._neighbours[j].by_id.get(k)
-            if sim is not None:
-                contributions.append((-w * sim, self._ids[j]))
-        contributions.sort()
-        return tuple(item_id for _, item_id in contributions[:limit])
+    def _explain(self, top: list[int], contributors: list[tuple[str, float, _Neighbours]],
+                 limit: int) -> list[tuple[str, ...]]:
+        """For each item of ``top``, the ``limit`` contributors that added most to its score
+        (ties, after rounding to 12 digits, by item id)."""
+        if limit == 0 or not contributors:
+            return [()] * len(top)
+        contributors = sorted(contributors, key=lambda c: c[0])
+        position = np.full(len(self._ids), -1)
+        position[top] = np.arange(len(top))
+        added = np.zeros((len(top), len(contributors)))
+        for column, (_, w, entry) in enumerate(contributors):
+            rows = position[entry.ids]
+            hit = rows >= 0
+            added[rows[hit], column] = w * entry.sims[hit]
+        order = np.argsort(-round12(added), axis=1, kind="stable")[:, :limit]
+        names = [c[0] for c in contributors]
+        return [tuple(names[c] for c in row if added[r, c] > 0.0)
+                for r, row in enumerate(order.tolist())]
 
     # --- state ----------------------------------------------------------------------------------
     def item_ids(self) -> list[str]:

@@ -66,6 +66,7 @@ class RedisState:
         self.keys = keys
         self.items = items
         self.last_delta_id = "0-0"
+        self._applied_own: set[str] = set()  # ids of our own entries, applied at commit
 
     # --- per batch ------------------------------------------------------------------------------
     async def next_offsets(self, fields: Iterable[str]) -> dict[str, int]:
@@ -83,8 +84,9 @@ class RedisState:
     async def commit(self, *, expected: Mapping[str, int], offsets: Mapping[str, int],
                      users: Mapping[str, UserState], deltas: list[Delta],
                      dirty: Mapping[tuple[str, int], set[str]]) -> None:
-        """Write one batch's effects atomically. Raises `StaleBatch` if any partition's offset
-        moved since ``expected`` was read."""
+        """Write one batch's effects atomically and apply its deltas to the in-memory statistics
+        (`follow` skips our own entries). Raises `StaleBatch` if any partition's offset moved
+        since ``expected`` was read."""
         async with self.client.pipeline(transaction=True) as pipe:
             await pipe.watch(self.keys.offsets)
             current = await pipe.hmget(self.keys.offsets, list(expected))
@@ -95,14 +97,19 @@ class RedisState:
             pipe.hset(self.keys.offsets, mapping={k: str(v) for k, v in offsets.items()})
             for user_id, state in users.items():
                 pipe.set(self.keys.history(user_id), state.to_json())
-            if deltas:
-                pipe.xadd(self.keys.deltas, {"d": orjson.dumps([d.to_json() for d in deltas])})
             for (topic, partition), user_ids in dirty.items():
                 pipe.sadd(self.keys.users(topic, partition), *user_ids)
+            if deltas:
+                pipe.xadd(self.keys.deltas, {"d": orjson.dumps([d.to_json() for d in deltas])})
             try:
-                await pipe.execute()
+                results = await pipe.execute()
             except WatchError as exc:
                 raise StaleBatch(str(exc)) from None
+        if deltas:
+            entry_id = results[-1]
+            self._applied_own.add(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
+            for delta in deltas:
+                self.items.apply(delta)
 
     # --- the replicated item statistics ----------------------------------------------------------
     async def follow(self, *, block_ms: int | None = None) -> int:
@@ -120,10 +127,14 @@ class RedisState:
             if not reply:
                 return applied
             _, entries = reply[0]
-            for entry_id, fields in entries:
-                for value in orjson.loads(fields[b"d"]):
-                    self.items.apply(Delta.from_json(value))
-                self.last_delta_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            for raw_id, fields in entries:
+                entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                if entry_id in self._applied_own:
+                    self._applied_own.discard(entry_id)
+                else:
+                    for value in orjson.loads(fields[b"d"]):
+                        self.items.apply(Delta.from_json(value))
+                self.last_delta_id = entry_id
                 applied += 1
             block_ms = None
 
@@ -131,6 +142,7 @@ class RedisState:
         """Store the item statistics with the stream id they reflect, then trim the stream to the
         entries after the previous snapshot: a follower up to one snapshot behind can still catch
         up from the stream; one further behind reloads the snapshot."""
+        await self.follow()  # own deltas are applied at commit: catch up so the id covers them
         previous = await self.client.hget(self.keys.snapshot, "delta_id")
         await self.client.hset(self.keys.snapshot, mapping={
             "delta_id": self.last_delta_id, "items": self.items.to_bytes()})
@@ -148,6 +160,7 @@ class RedisState:
             return False
         self.items.load_bytes(snap[b"items"])
         self.last_delta_id = snap[b"delta_id"].decode()
+        self._applied_own.clear()
         logger.info("snapshot loaded at delta %s (%d items)", self.last_delta_id,
                     self.items.n_items)
         return True

@@ -94,7 +94,9 @@ def assert_equal_to_reference(settings: Settings, model, users: Iterable[str]) -
             assert _close(score, r.score), (user, rank, item, score, r)
             if item != r.item_id:  # only a rounding tie may swap items
                 assert item in longer and _close(longer[item].score, r.score), (
-                    f"user {user}, rank {rank}: redis {item} {score} != reference {r}")
+                    f"user {user}, rank {rank}: redis {have[max(0, rank - 1):rank + 2]} != "
+                    f"reference {want[max(0, rank - 1):rank + 2]}; reference for {item}: "
+                    f"{longer.get(item)}")
             assert because == longer[item].because, (user, rank, item)
         compared += len(want)
     return compared
