@@ -243,8 +243,10 @@ def worker(
 
 @app.command()
 def demo(
-    keep: Annotated[bool, typer.Option("--keep", help="Leave the stack and worker running.")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", help="Replay only N events.", min=1)] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the stack and worker running.")
+                    ] = False,
+    limit: Annotated[int | None, typer.Option("--limit", help="Replay only N events.", min=1)
+                     ] = None,
 ) -> None:
     """Stack up, a worker, MovieLens-100K replayed, recommendations printed, summary."""
     from streams.demo import run_demo

@@ -38,7 +38,9 @@ class Keys:
         return f"{self.prefix}item:{item_id}"
 
     def item_sentiment(self, item_id: str) -> str:
-        """Hash: count, mean, recent — review sentiment aggregates of an item."""
+        """Hash of an item's review sentiment (P(positive) per review): ``count``, ``sum``
+        (mean = sum / count) and ``decayed_sum``, ``decayed_weight`` (recent = their ratio,
+        reviews weighted by time decay)."""
         return f"{self.prefix}sentiment:{item_id}"
 
     @property
@@ -68,6 +70,10 @@ class Keys:
     def settled(self) -> str:
         """Hash: "topic:partition" -> the deltas id its users' recommendations were settled at."""
         return f"{self.prefix}settled"
+
+    def sentiment_model(self, topic: str, partition: int) -> str:
+        """JSON snapshot of a review partition's sentiment model and the offset it reflects."""
+        return f"{self.prefix}sentiment_model:{topic}:{partition}"
 
     def users(self, topic: str, partition: int) -> str:
         """Set of the users seen on a source partition (the settle pass recomputes them)."""

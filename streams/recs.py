@@ -40,7 +40,8 @@ class Sentiment:
     """Review sentiment aggregate of an item (`Keys.item_sentiment`)."""
 
     count: int
-    mean: float
+    mean: float  # mean P(positive) over the item's reviews
+    recent: float  # the same, reviews weighted by time decay
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +78,16 @@ def _explanation(raw: Any) -> tuple[list[str], str | None]:
         return [], None
 
 
-def _sentiment(count: Any, mean: Any) -> Sentiment | None:
-    if count is None or mean is None:
-        return None
+def _sentiment(count: Any, total: Any, decayed_sum: Any, decayed_weight: Any
+               ) -> Sentiment | None:
     try:
-        return Sentiment(int(float(_text(count) or 0)), float(_text(mean) or "nan"))
+        n, s = float(_text(count) or 0), float(_text(total) or 0)
+        ds, dw = float(_text(decayed_sum) or 0), float(_text(decayed_weight) or 0)
     except ValueError:
         return None
+    if n <= 0:
+        return None
+    return Sentiment(int(n), s / n, ds / dw if dw > 0 else s / n)
 
 
 def get_recommendations(
@@ -126,7 +130,7 @@ def _read(client: redis.Redis, keys: Keys, user_id: str, n: int) -> list[Recomme
     with client.pipeline(transaction=False) as pipe:
         for item in items:
             pipe.hget(keys.item(item), "title")
-            pipe.hmget(keys.item_sentiment(item), ["count", "mean"])
+            pipe.hmget(keys.item_sentiment(item), ["count", "sum", "decayed_sum", "decayed_weight"])
         for item in because_items:
             pipe.hget(keys.item(item), "title")
         replies = pipe.execute()

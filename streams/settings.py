@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +26,7 @@ ENV_PREFIX = "TASTEMAKER_"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Positive = Annotated[int, Field(ge=1)]
+ReviewFeedback = Literal["sentiment", "stars", "none"]
 
 
 class SettingsError(ValueError):
@@ -90,6 +91,7 @@ class Settings(BaseSettings):
     feedback_rating: float = 1.0
     feedback_rating_centre: Annotated[float, Field(ge=0.5, le=5)] = 3.0
     feedback_review: float = 1.0
+    review_feedback: ReviewFeedback = "sentiment"  # what a review's feedback weight comes from
 
     # --- observability --------------------------------------------------------------------------
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0: no Prometheus endpoint

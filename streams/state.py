@@ -83,7 +83,9 @@ class RedisState:
 
     async def commit(self, *, expected: Mapping[str, int], offsets: Mapping[str, int],
                      users: Mapping[str, UserState], deltas: list[Delta],
-                     dirty: Mapping[tuple[str, int], set[str]]) -> None:
+                     dirty: Mapping[tuple[str, int], set[str]],
+                     item_sentiment: Mapping[str, list[float]] | None = None,
+                     blobs: Mapping[str, bytes] | None = None) -> None:
         """Write one batch's effects atomically and apply its deltas to the in-memory statistics
         (`follow` skips our own entries). Raises `StaleBatch` if any partition's offset moved
         since ``expected`` was read."""
@@ -99,6 +101,15 @@ class RedisState:
                 pipe.set(self.keys.history(user_id), state.to_json())
             for (topic, partition), user_ids in dirty.items():
                 pipe.sadd(self.keys.users(topic, partition), *user_ids)
+            for item_id, (count, total, decayed_sum, decayed_weight) in (
+                    item_sentiment or {}).items():
+                key = self.keys.item_sentiment(item_id)
+                pipe.hincrbyfloat(key, "count", count)
+                pipe.hincrbyfloat(key, "sum", total)
+                pipe.hincrbyfloat(key, "decayed_sum", decayed_sum)
+                pipe.hincrbyfloat(key, "decayed_weight", decayed_weight)
+            for key, value in (blobs or {}).items():
+                pipe.set(key, value)
             if deltas:
                 pipe.xadd(self.keys.deltas, {"d": orjson.dumps([d.to_json() for d in deltas])})
             try:

@@ -41,7 +41,8 @@ from models.feedback import FeedbackWeights
 from streams.dlq import dead_letter
 from streams.events import Event, Play, Rating, RejectedEvent, Review, decode_event
 from streams.keys import Keys
-from streams.settings import Settings
+from streams.sentiment import ReviewSentiments
+from streams.settings import ReviewFeedback, Settings
 from streams.state import RedisState, StaleBatch, UserState, offset_field
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class EventProcessor:
     client: aioredis.Redis
     producer: AIOKafkaProducer
     state: RedisState = field(init=False)
+    sentiments: ReviewSentiments = field(init=False)
     keys: Keys = field(init=False)
     weights: FeedbackWeights = field(init=False)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -98,6 +100,7 @@ class EventProcessor:
     settled_at: tuple[str, list[tuple[str, int]]] = ("", [])  # delta id and partitions settled
     batches_since_snapshot: int = 0
     started: bool = False
+    unsettled: bool = False  # recommendations were written since the last settle pass
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -106,13 +109,16 @@ class EventProcessor:
         items = ItemCooccurrence(neighbour_cap=s.neighbour_cap, row_cap=s.row_cap,
                                  alpha=s.similarity_alpha)
         self.state = RedisState(self.client, self.keys, items)
+        self.sentiments = ReviewSentiments(s, self.keys)
 
     async def start(self) -> None:
-        if self.started:
-            return
-        await self._retrying(self.state.load_snapshot)
-        await self._retrying(self.state.follow)
-        self.started = True
+        """Load the latest snapshot and catch up with the deltas stream, once."""
+        async with self.lock:  # the agent and the settle timer may both ask first
+            if self.started:
+                return
+            await self._retrying(self.state.load_snapshot)
+            await self._retrying(self.state.follow)
+            self.started = True
 
     # --- per batch ------------------------------------------------------------------------------
     async def process(self, messages: Sequence[SourceMessage]) -> BatchReport:
@@ -133,19 +139,33 @@ class EventProcessor:
         if not fresh:
             return report
 
+        reviews_topic = self.settings.topic_reviews
+        for partition in sorted({m.partition for m in fresh if m.topic == reviews_topic}):
+            await self.sentiments.ensure(self.client, partition,
+                                         expected[offset_field(reviews_topic, partition)])
         events: list[tuple[SourceMessage, Event]] = []
         rejected: list[tuple[SourceMessage, RejectedEvent]] = []
+        scores: dict[int, float] = {}  # id(event) -> P(positive), for reviews
         for m in fresh:
             try:
-                events.append((m, decode_event(self._kind(m.topic), m.value,
-                                               max_bytes=self.settings.max_message_bytes)))
+                event = decode_event(self._kind(m.topic), m.value,
+                                     max_bytes=self.settings.max_message_bytes)
             except RejectedEvent as exc:
                 rejected.append((m, exc))
+                if m.topic == reviews_topic:
+                    self.sentiments.skip(m.partition, m.offset)
+                continue
+            if isinstance(event, Review):
+                # every valid review of the partition, in offset order, duplicates too: the
+                # model's history must be the partition's log, as when it is re-learned
+                scores[id(event)] = self.sentiments.score(m.partition, m.offset, event)
+            events.append((m, event))
 
         users = await self.state.user_states({e.user_id for _, e in events})
         deltas: list[Delta] = []
         dirty: dict[tuple[str, int], set[str]] = defaultdict(set)
         touched: dict[str, tuple[float, float]] = {}  # user -> (latest event ts, kafka ts)
+        item_sentiment: dict[str, list[float]] = {}  # item -> [count, sum, decayed sum, weight]
         for m, event in events:
             user = users[event.user_id]
             event_id = event.dedup_id()
@@ -153,7 +173,15 @@ class EventProcessor:
                 report.duplicates += 1
                 continue
             user.seen.append(event_id)
-            deltas += self._observe(user, event)
+            p_positive = scores.get(id(event))
+            if p_positive is not None:
+                g = self._decay(event.ts)
+                agg = item_sentiment.setdefault(event.item_id, [0.0, 0.0, 0.0, 0.0])
+                agg[0] += 1.0
+                agg[1] += p_positive
+                agg[2] += p_positive * g
+                agg[3] += g
+            deltas += self._observe(user, event, p_positive)
             dirty[(m.topic, m.partition)].add(event.user_id)
             touched[event.user_id] = (event.ts, m.timestamp)
             report.processed += 1
@@ -165,15 +193,23 @@ class EventProcessor:
 
         if rejected:
             await self._send_dead_letters(rejected)
+        review_partitions = {m.partition for m in fresh if m.topic == reviews_topic}
         try:
-            await self.state.commit(expected=expected, offsets=offsets,
-                                    users={u: users[u] for u in touched}, deltas=deltas,
-                                    dirty=dirty)
+            await self.state.commit(
+                expected=expected, offsets=offsets, users={u: users[u] for u in touched},
+                deltas=deltas, dirty=dirty, item_sentiment=item_sentiment,
+                blobs=self.sentiments.snapshots_due(review_partitions))
         except StaleBatch as exc:
             logger.warning("batch dropped, its partitions moved to another worker: %s", exc)
+            for partition in review_partitions:  # reloaded by the next batch that has them
+                self.sentiments.models.pop(partition, None)
             return BatchReport(skipped=len(messages))
         await self.state.follow()
-        await self._write_recommendations({u: users[u] for u in touched}, touched)
+        # recommendations written now use neighbour lists up to 10% stale: the next settle pass
+        # must recompute them, even if no statistics changed (the settled marker is cleared)
+        self.unsettled = True
+        await self._write_recommendations({u: users[u] for u in touched}, touched,
+                                          unsettle=sorted(fields))
 
         for m, _ in events:
             EVENTS.labels(m.topic).inc()
@@ -190,15 +226,15 @@ class EventProcessor:
         return {s.topic_plays: "play", s.topic_ratings: "rating", s.topic_reviews: "review"}.get(
             topic, topic)
 
-    def _observe(self, user: UserState, event: Event) -> list[Delta]:
-        weight = self.feedback(event)
-        g = decay_factor(event.ts, half_life_s=self.settings.half_life_days * DAY_S,
-                         epoch=self.settings.decay_epoch)
-        return user.history.observe(event.item_id, weight, event.ts,
-                                    cap=self.settings.history_cap, g=g)
+    def _decay(self, ts: float) -> float:
+        return decay_factor(ts, half_life_s=self.settings.half_life_days * DAY_S,
+                            epoch=self.settings.decay_epoch)
 
-    def feedback(self, event: Event) -> float:
-        return event_feedback(event, self.weights)
+    def _observe(self, user: UserState, event: Event, p_positive: float | None) -> list[Delta]:
+        weight = event_feedback(event, self.weights, p_positive=p_positive,
+                                review_feedback=self.settings.review_feedback)
+        return user.history.observe(event.item_id, weight, event.ts,
+                                    cap=self.settings.history_cap, g=self._decay(event.ts))
 
     async def _send_dead_letters(self, rejected: list[tuple[SourceMessage, RejectedEvent]]
                                  ) -> None:
@@ -223,8 +259,8 @@ class EventProcessor:
             recency_half_life=s.recency_half_life, explain_items=s.explain_items)
 
     async def _write_recommendations(self, users: dict[str, UserState],
-                                     touched: dict[str, tuple[float, float]] | None = None
-                                     ) -> None:
+                                     touched: dict[str, tuple[float, float]] | None = None,
+                                     *, unsettle: list[str] = ()) -> None:
         keys = self.keys
         # one MULTI/EXEC: a reader never sees a user's list without its explanations
         async with self.client.pipeline(transaction=True) as pipe:
@@ -240,6 +276,8 @@ class EventProcessor:
                 if touched and user_id in touched:
                     meta["event_ts"] = touched[user_id][0]
                 pipe.hset(keys.recs_meta(user_id), mapping=meta)
+            if unsettle:
+                pipe.hdel(keys.settled, *unsettle)
             await pipe.execute()
         if touched:
             now = time.time()
@@ -258,7 +296,7 @@ class EventProcessor:
         assigned = sorted(assigned)
         async with self.lock:
             await self._retrying(self.state.follow)
-            if (self.state.last_delta_id, assigned) == self.settled_at:
+            if not self.unsettled and (self.state.last_delta_id, assigned) == self.settled_at:
                 return 0
             return await self._retrying(self._settle, assigned, writes_items)
 
@@ -279,6 +317,7 @@ class EventProcessor:
             self.batches_since_snapshot = 0
         delta_id = self.state.last_delta_id
         self.settled_at = (delta_id, assigned)
+        self.unsettled = False
         if assigned:
             await self.client.hset(self.keys.settled, mapping={
                 offset_field(t, p): delta_id for t, p in assigned})
@@ -319,14 +358,21 @@ class EventProcessor:
         raise AssertionError("unreachable")
 
 
-def event_feedback(event: Event, weights: FeedbackWeights) -> float:
-    """The feedback weight of one event (see `models.feedback`)."""
+def event_feedback(event: Event, weights: FeedbackWeights, *, p_positive: float | None = None,
+                   review_feedback: ReviewFeedback = "sentiment") -> float:
+    """The feedback weight of one event (see `models.feedback`). A review counts by its
+    sentiment ``p_positive`` ("sentiment", falling back to its stars when unscored), by its
+    attached stars alone ("stars"), or not at all ("none")."""
     if isinstance(event, Play):
         return weights.for_play(completion=event.completion)
     if isinstance(event, Rating):
         return weights.for_rating(event.rating)
     if isinstance(event, Review):
-        return weights.for_review(p_positive=None, rating=event.rating)
+        if review_feedback == "none":
+            return 0.0
+        if review_feedback == "stars":
+            return weights.for_review(p_positive=None, rating=event.rating)
+        return weights.for_review(p_positive=p_positive, rating=event.rating)
     raise TypeError(f"not an event: {event!r}")
 
 

@@ -62,18 +62,35 @@ def recommendations_in_redis(settings: Settings, users: Iterable[str]
 
 
 def reference(settings: Settings, events: Iterable[tuple[str, dict]]):  # noqa: ANN201
-    """Replay ``(kind, event dict)`` in-process as a worker would (dedup by event id)."""
+    """Replay ``(kind, event dict)`` in-process as the workers do: reviews scored by one
+    sentiment model per reviews partition (Kafka's default partitioner on the user id, in
+    produce order), events deduplicated by id."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from models.sentiment import ReviewSentiment, label_from_rating
+
     model = reference_recommender(settings)
     weights = settings.feedback_weights()
+    partitions = list(range(settings.topic_partitions))
+    sentiment: dict[int, ReviewSentiment] = {}
     seen: set[tuple[str, str]] = set()
     for kind, value in events:
         event: Event = parse_event(kind, dict(value))  # type: ignore[arg-type]
+        p_positive = None
+        if kind == "review":
+            partition = DefaultPartitioner()(event.user_id.encode(), partitions, partitions)
+            scorer = sentiment.setdefault(partition, ReviewSentiment())
+            p_positive = scorer.predict_proba_one(event.text)  # type: ignore[union-attr]
+            label = label_from_rating(event.rating)  # type: ignore[union-attr]
+            if label is not None:
+                scorer.learn_one(event.text, label)  # type: ignore[union-attr]
         key = (event.user_id, event.dedup_id())
         if key in seen:
             continue
         seen.add(key)
-        model.learn_one(event.user_id, event.item_id, weight=event_feedback(event, weights),
-                        ts=event.ts)
+        weight = event_feedback(event, weights, p_positive=p_positive,
+                                review_feedback=settings.review_feedback)
+        model.learn_one(event.user_id, event.item_id, weight=weight, ts=event.ts)
     return model
 
 

@@ -1,0 +1,127 @@
+"""Review sentiment in the stream: one online model per partition of the reviews topic.
+
+Why per partition: a model that learns from every partition would learn rated reviews in an order
+that depends on how batches interleave, so an unrated review's score — and with it the user's
+feedback and the item statistics — would differ between a run with a crash and one without. A
+partition's log is fixed, so a model fed only that partition, in offset order, gives every review
+the same score in every run, on whichever worker owns the partition.
+
+State: each model is snapshotted to ``sentiment_model:{topic}:{partition}`` (JSON, never pickle)
+every ``snapshot_every_batches`` batches, inside the batch's Redis transaction, with the offset it
+reflects. A worker that takes a partition over loads the snapshot and re-learns the rated reviews
+between the snapshot's offset and the committed offset, read back from Kafka: it resumes, it does
+not relearn from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from models.sentiment import ReviewSentiment, label_from_rating
+from streams.events import RejectedEvent, Review, decode_event
+from streams.keys import Keys
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PartitionModel:
+    model: ReviewSentiment
+    next_offset: int  # the first offset of the partition this model has not seen
+    batches_since_snapshot: int = 0
+
+
+@dataclass(slots=True)
+class ReviewSentiments:
+    """The sentiment models of the review partitions this worker processes."""
+
+    settings: Settings
+    keys: Keys
+    models: dict[int, PartitionModel] = field(default_factory=dict)
+
+    def score(self, partition: int, offset: int, review: Review) -> float:
+        """P(positive) of ``review`` before learning it; then learn it if it has a rating."""
+        entry = self.models[partition]
+        p = entry.model.predict_proba_one(review.text)
+        label = label_from_rating(review.rating)
+        if label is not None:
+            entry.model.learn_one(review.text, label)
+        entry.next_offset = offset + 1
+        return p
+
+    def skip(self, partition: int, offset: int) -> None:
+        """A message of the partition that is not a valid review: the model moves past it."""
+        self.models[partition].next_offset = offset + 1
+
+    def snapshots_due(self, partitions: set[int]) -> dict[str, bytes]:
+        """Snapshots to write with this batch (key -> value), every ``snapshot_every_batches``."""
+        due = {}
+        for p in partitions:
+            entry = self.models[p]
+            entry.batches_since_snapshot += 1
+            if entry.batches_since_snapshot >= self.settings.snapshot_every_batches:
+                due[self.keys.sentiment_model(self.settings.topic_reviews, p)] = orjson.dumps(
+                    {"offset": entry.next_offset, "state": entry.model.to_state()})
+                entry.batches_since_snapshot = 0
+        return due
+
+    async def ensure(self, client, partition: int, committed: int) -> None:  # noqa: ANN001
+        """Make the partition's model reflect exactly the messages before ``committed``."""
+        entry = self.models.get(partition)
+        if entry is not None and entry.next_offset == committed:
+            return
+        raw = await client.get(self.keys.sentiment_model(self.settings.topic_reviews, partition))
+        if raw is not None:
+            snap = orjson.loads(raw)
+            model, offset = ReviewSentiment.from_state(snap["state"]), int(snap["offset"])
+        else:
+            model, offset = ReviewSentiment(), 0
+        if offset > committed:  # a snapshot can't be ahead of its batch's offsets; be safe
+            model, offset = ReviewSentiment(), 0
+        relearned = await self._relearn(model, partition, offset, committed)
+        self.models[partition] = PartitionModel(model, committed)
+        if relearned or offset:
+            logger.info("review sentiment of partition %d resumed from offset %d (%d rated "
+                        "reviews re-learned up to %d)", partition, offset, relearned, committed)
+
+    async def _relearn(self, model: ReviewSentiment, partition: int, start: int, end: int
+                       ) -> int:
+        if start >= end:
+            return 0
+        tp = TopicPartition(self.settings.topic_reviews, partition)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                                    enable_auto_commit=False,
+                                    max_partition_fetch_bytes=8 * 1024 * 1024)
+        await consumer.start()
+        learned = 0
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            position, idle = start, 0
+            while position < end and idle < 30:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=2000)
+                idle = 0 if batch else idle + 1
+                for message in batch.get(tp, []):
+                    if message.offset >= end:
+                        break
+                    position = message.offset + 1
+                    try:
+                        review = decode_event("review", message.value,
+                                              max_bytes=self.settings.max_message_bytes)
+                    except RejectedEvent:
+                        continue
+                    label = label_from_rating(review.rating)  # type: ignore[union-attr]
+                    if label is not None:
+                        model.learn_one(review.text, label)  # type: ignore[union-attr]
+                        learned += 1
+        finally:
+            await consumer.stop()
+        if position < end:
+            logger.error("review partition %d: offsets %d..%d could not be read back; the "
+                         "sentiment model resumes without them", partition, position, end)
+        return learned
