@@ -8,6 +8,8 @@ seeded sample of events. Each rating is learned as the replay sends it: a ``play
 
     python -m bench.quality                 # full ML-100K, writes bench/out/quality.json
     python -m bench.quality --limit 20000   # a slice
+    python -m bench.quality --reviews       # the replay with review texts: review feedback from
+                                            # sentiment vs stars vs none (bench/out/reviews.json)
 """
 
 from __future__ import annotations
@@ -138,13 +140,41 @@ def _learn(model: object, r: Rating, feedback: FeedbackWeights) -> None:
     model.learn_one(r.user_id, r.item_id, weight=feedback.for_rating(r.rating), ts=r.ts)  # type: ignore[attr-defined]
 
 
+def run_replay(events: Sequence[tuple[str, dict]], *, eval_share: float, seed: int,
+               variants: Sequence[str] = ("sentiment", "stars", "none")) -> dict[str, Score]:
+    """Prequential over the stream the replay sends (plays, ratings, reviews with real texts),
+    through `streams.reference.StreamReplica` — the workers' computation — once per way of
+    turning a review into feedback. Asked at each play (one per rating) before it is learned."""
+    from streams.reference import StreamReplica
+
+    rng = random.Random(seed)
+    asked = [kind == "play" and rng.random() < eval_share for kind, _ in events]
+    scores: dict[str, Score] = {}
+    for variant in variants:
+        replica = StreamReplica(get_settings(), review_feedback=variant)  # type: ignore[arg-type]
+        score = scores[f"tastemaker, reviews by {variant}"] = Score()
+        started = time.perf_counter()
+        for (kind, value), ask in zip(events, asked, strict=True):
+            if ask:
+                recs = replica.model.recommend(str(value["user_id"]), K, explain=False)
+                score.add([r.item_id for r in recs], str(value["item_id"]))
+            replica.learn(kind, value)
+        score.seconds = time.perf_counter() - started
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--eval-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--out", type=Path, default=Path("bench/out/quality.json"))
+    parser.add_argument("--reviews", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.reviews:
+        main_reviews(args)
+        return
+    args.out = args.out or Path("bench/out/quality.json")
     ratings, _ = movielens_100k(get_settings().cache_dir)
     ratings = ratings[: args.limit]
     scores = run(ratings, eval_share=args.eval_share, seed=args.seed)
@@ -161,6 +191,23 @@ def main() -> None:
         print(f"{name:28} {v['recall@10']:>10} {v['ndcg@10']:>8} {v['evaluated']:>9} "
               f"{v['seconds']:>8}")
     print(f"recall ratio vs best baseline: {summary['recall_ratio_vs_best_baseline']}")
+
+
+def main_reviews(args: argparse.Namespace) -> None:
+    from streams.replay import load_dataset, movielens_events
+
+    ratings, reviews, _ = load_dataset(get_settings(), "movielens-100k")
+    events = list(movielens_events(ratings[: args.limit], reviews, seed=args.seed))
+    scores = run_replay(events, eval_share=args.eval_share, seed=args.seed)
+    result = {name: s.as_dict() for name, s in scores.items()}
+    out = args.out or Path("bench/out/reviews.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"events": len(events), "eval_share": args.eval_share,
+                               "seed": args.seed, "models": result}, indent=2))
+    print(f"{'model':34} {'recall@10':>10} {'ndcg@10':>8} {'evaluated':>9} {'seconds':>8}")
+    for name, v in result.items():
+        print(f"{name:34} {v['recall@10']:>10} {v['ndcg@10']:>8} {v['evaluated']:>9} "
+              f"{v['seconds']:>8}")
 
 
 if __name__ == "__main__":

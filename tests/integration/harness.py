@@ -10,11 +10,10 @@ from collections.abc import Iterable
 import orjson
 import redis
 
-from streams.events import Event, parse_event
 from streams.keys import Keys
+from streams.reference import StreamReplica
 from streams.settings import Settings
 from streams.supervisor import WorkerProcess, is_settled, processed, settings_env  # noqa: F401 - re-exported
-from streams.worker import event_feedback, reference_recommender
 
 
 def client(settings: Settings) -> redis.Redis:
@@ -62,36 +61,11 @@ def recommendations_in_redis(settings: Settings, users: Iterable[str]
 
 
 def reference(settings: Settings, events: Iterable[tuple[str, dict]]):  # noqa: ANN201
-    """Replay ``(kind, event dict)`` in-process as the workers do: reviews scored by one
-    sentiment model per reviews partition (Kafka's default partitioner on the user id, in
-    produce order), events deduplicated by id."""
-    from aiokafka.partitioner import DefaultPartitioner
-
-    from models.sentiment import ReviewSentiment, label_from_rating
-
-    model = reference_recommender(settings)
-    weights = settings.feedback_weights()
-    partitions = list(range(settings.topic_partitions))
-    sentiment: dict[int, ReviewSentiment] = {}
-    seen: set[tuple[str, str]] = set()
+    """The in-process model fed ``(kind, event dict)`` as the workers are (`StreamReplica`)."""
+    replica = StreamReplica(settings)
     for kind, value in events:
-        event: Event = parse_event(kind, dict(value))  # type: ignore[arg-type]
-        p_positive = None
-        if kind == "review":
-            partition = DefaultPartitioner()(event.user_id.encode(), partitions, partitions)
-            scorer = sentiment.setdefault(partition, ReviewSentiment())
-            p_positive = scorer.predict_proba_one(event.text)  # type: ignore[union-attr]
-            label = label_from_rating(event.rating)  # type: ignore[union-attr]
-            if label is not None:
-                scorer.learn_one(event.text, label)  # type: ignore[union-attr]
-        key = (event.user_id, event.dedup_id())
-        if key in seen:
-            continue
-        seen.add(key)
-        weight = event_feedback(event, weights, p_positive=p_positive,
-                                review_feedback=settings.review_feedback)
-        model.learn_one(event.user_id, event.item_id, weight=weight, ts=event.ts)
-    return model
+        replica.learn(kind, value)
+    return replica.model
 
 
 def assert_equal_to_reference(settings: Settings, model, users: Iterable[str]) -> int:  # noqa: ANN001

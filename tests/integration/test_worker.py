@@ -200,6 +200,23 @@ def test_movielens_slice_equals_the_in_process_model(unique_topics: Settings, wo
     users = {e["user_id"] for _, e in events}
     assert assert_equal_to_reference(settings, reference(settings, events), users) > 0
 
+    # every review, rated or not, was scored and counted in its item's sentiment aggregate
+    from collections import Counter
+
+    from streams.recs import get_recommendations
+
+    reviews = Counter(e["item_id"] for kind, e in events if kind == "review")
+    unrated = sum(1 for kind, e in events if kind == "review" and "rating" not in e)
+    assert unrated > 100
+    r, keys = client(settings), Keys(settings.key_prefix)
+    for item, n in reviews.items():
+        agg = r.hgetall(keys.item_sentiment(item))
+        assert float(agg[b"count"]) == n
+        assert 0.0 <= float(agg[b"sum"]) / n <= 1.0
+    shown = [rec for u in sorted(users)[:20] for rec in get_recommendations(u, 10,
+                                                                            settings=settings)]
+    assert any(rec.sentiment is not None and rec.sentiment.count > 0 for rec in shown)
+
 
 def test_kill_minus_9_three_times_gives_the_uninterrupted_result(unique_topics: Settings,
                                                                  worker):

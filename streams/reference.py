@@ -1,0 +1,60 @@
+"""The workers' computation in one process: what their final Redis state must equal.
+
+Tests compare the workers against it; the quality benchmarks replay data sets through it. It
+scores reviews as the workers do — one sentiment model per reviews partition, fed in produce
+order (Kafka's default partitioner on the user id) — and drops events whose id it has seen.
+
+>>> from streams.settings import load_settings
+>>> replica = StreamReplica(load_settings())
+>>> _ = replica.learn("play", {"user_id": "ann", "item_id": "alien", "ts": 1e9})
+>>> _ = replica.learn("play", {"user_id": "ann", "item_id": "aliens", "ts": 1e9})
+>>> _ = replica.learn("play", {"user_id": "bob", "item_id": "alien", "ts": 1e9})
+>>> [r.item_id for r in replica.model.recommend("bob", 3, fresh=True)]
+['aliens']
+"""
+
+from __future__ import annotations
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from models.cooccurrence import CooccurrenceRecommender
+from models.sentiment import ReviewSentiment, label_from_rating
+from streams.events import Event, Review, parse_event
+from streams.settings import ReviewFeedback, Settings
+from streams.worker import event_feedback, reference_recommender
+
+
+class StreamReplica:
+    def __init__(self, settings: Settings, *, review_feedback: ReviewFeedback | None = None
+                 ) -> None:
+        self.settings = settings
+        self.model: CooccurrenceRecommender = reference_recommender(settings)
+        self.weights = settings.feedback_weights()
+        self.review_feedback = review_feedback or settings.review_feedback
+        self._partitions = list(range(settings.topic_partitions))
+        self._partitioner = DefaultPartitioner()
+        self.sentiment: dict[int, ReviewSentiment] = {}
+        self._seen: set[tuple[str, str]] = set()
+
+    def learn(self, kind: str, value: dict) -> Event | None:
+        """Learn one event as a worker would; None when it is a duplicate."""
+        event = parse_event(kind, dict(value))  # type: ignore[arg-type]
+        p_positive = self._score(event) if isinstance(event, Review) else None
+        key = (event.user_id, event.dedup_id())
+        if key in self._seen:
+            return None
+        self._seen.add(key)
+        weight = event_feedback(event, self.weights, p_positive=p_positive,
+                                review_feedback=self.review_feedback)
+        self.model.learn_one(event.user_id, event.item_id, weight=weight, ts=event.ts)
+        return event
+
+    def _score(self, review: Review) -> float:
+        partition = self._partitioner(review.user_id.encode(), self._partitions,
+                                      self._partitions)
+        scorer = self.sentiment.setdefault(partition, ReviewSentiment())
+        p_positive = scorer.predict_proba_one(review.text)
+        label = label_from_rating(review.rating)
+        if label is not None:
+            scorer.learn_one(review.text, label)
+        return p_positive
