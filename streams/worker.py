@@ -464,5 +464,14 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Run one worker until stopped (``tastemaker worker``)."""
     from faust import Worker
 
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(settings.metrics_port)
+        except OSError as exc:
+            raise SystemExit(f"cannot serve metrics on port {settings.metrics_port} "
+                             f"(TASTEMAKER_METRICS_PORT): {exc}") from None
+        logger.info("Prometheus metrics on :%d/metrics", settings.metrics_port)
     app = create_app(settings)
     Worker(app, loglevel=loglevel).execute_from_commandline()

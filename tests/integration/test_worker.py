@@ -42,14 +42,20 @@ def as_messages(settings: Settings, events):  # noqa: ANN001, ANN201
         yield topic_of(settings, kind), str(value["user_id"]).encode(), orjson.dumps(value)
 
 
+def _worker_factory(settings: Settings, tmp_path: Path):  # noqa: ANN202
+    def start(n: int = 0) -> WorkerProcess:
+        return WorkerProcess(settings, tmp_path / f"worker-{n}.log").start()
+    return start
+
+
 @pytest.fixture
 def worker(unique_topics: Settings, tmp_path: Path):  # noqa: ANN201
     started: list[WorkerProcess] = []
+    factory = _worker_factory(unique_topics, tmp_path)
 
     def start(n: int = 0) -> WorkerProcess:
-        w = WorkerProcess(unique_topics, tmp_path / f"worker-{n}.log").start()
-        started.append(w)
-        return w
+        started.append(factory(n))
+        return started[-1]
 
     yield start
     for w in started:
@@ -133,8 +139,11 @@ async def _read_all(settings: Settings, topic: str, expected: int) -> list[bytes
 
 
 def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_carries_on(
-        unique_topics: Settings, worker):
-    settings = unique_topics
+        unique_topics: Settings, tmp_path: Path):
+    from tests.conftest import free_port
+
+    settings = load_settings(**{**unique_topics.model_dump(), "metrics_port": free_port()})
+    worker = _worker_factory(settings, tmp_path)
     valid = [("play", {"user_id": f"u{n % 50}", "item_id": f"i{n}", "ts": 1e9 + n,
                        "event_id": f"v{n}"}) for n in range(2000)]
     bad = _invalid_messages(settings, 500)
@@ -161,27 +170,42 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_carries_on(
             await producer.stop()
 
     w = worker()
-    invalid_at = asyncio.run(send_and_locate())
-    w.wait_ready()
-    wait_processed(settings, len(mixed), [w])
+    try:
+        invalid_at = asyncio.run(send_and_locate())
+        w.wait_ready()
+        wait_processed(settings, len(mixed), [w])
 
-    records = [parse_dead_letter(v) for v in asyncio.run(_read_all(settings, settings.topic_dlq,
-                                                                  500))]
-    by_source = {(d["topic"], d["partition"], d["offset"]): d for d in records}
-    assert len(records) == len(by_source) == 500  # one record per bad message, none twice
-    assert set(by_source) == set(invalid_at)  # exactly the bad ones, at their source offsets
-    for source, why in invalid_at.items():
-        assert why.lower() in by_source[source]["reason"].lower(), by_source[source]
+        records = [parse_dead_letter(v) for v in asyncio.run(_read_all(settings, settings.topic_dlq,
+                                                                      500))]
+        by_source = {(d["topic"], d["partition"], d["offset"]): d for d in records}
+        assert len(records) == len(by_source) == 500  # one record per bad message, none twice
+        assert set(by_source) == set(invalid_at)  # exactly the bad ones, at their source offsets
+        for source, why in invalid_at.items():
+            assert why.lower() in by_source[source]["reason"].lower(), by_source[source]
 
-    r, keys = client(settings), Keys(settings.key_prefix)
-    seen = [e for n in range(50) for e in UserState.from_json(r.get(keys.history(f"u{n}"))).seen]
-    assert sorted(seen) == sorted(e["event_id"] for _, e in valid)
+        r, keys = client(settings), Keys(settings.key_prefix)
+        seen = [e for n in range(50)
+                for e in UserState.from_json(r.get(keys.history(f"u{n}"))).seen]
+        assert sorted(seen) == sorted(e["event_id"] for _, e in valid)
 
-    more = [("play", {"user_id": "late", "item_id": f"i{n}", "ts": 2e9, "event_id": f"late{n}"})
-            for n in range(10)]
-    asyncio.run(send_raw(settings, as_messages(settings, more)))
-    wait_processed(settings, len(mixed) + 10, [w])
-    assert w.alive()
+        more = [("play", {"user_id": "late", "item_id": f"i{n}", "ts": 2e9, "event_id": f"late{n}"})
+                for n in range(10)]
+        asyncio.run(send_raw(settings, as_messages(settings, more)))
+        wait_processed(settings, len(mixed) + 10, [w])
+        assert w.alive()
+
+        # rejects are counted per reason on the worker's Prometheus endpoint
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.metrics_port}/metrics") as page:
+            metrics = page.read().decode()
+        rejected = {line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                    for line in metrics.splitlines()
+                    if line.startswith("tastemaker_rejected_events_total{")}
+        assert sum(rejected.values()) == 500
+        assert {"not_utf8", "bad_json", "not_object", "invalid", "too_large"} <= set(rejected)
+    finally:
+        w.stop()
 
 
 def _movielens_slice(settings: Settings, ratings: int) -> list[tuple[str, dict]]:
