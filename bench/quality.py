@@ -29,6 +29,7 @@ from models.cooccurrence import CooccurrenceRecommender
 from models.feedback import FeedbackWeights
 from models.popularity import DecayedPopularity
 from streams.datasets import Rating, movielens_100k
+from streams.replay import completion_of
 from streams.settings import get_settings
 
 K = 10
@@ -136,7 +137,8 @@ def _learn(model: object, r: Rating, feedback: FeedbackWeights) -> None:
     if isinstance(model, BiasedMFRanker):
         model.learn_one(r.user_id, r.item_id, r.rating)
         return
-    model.learn_one(r.user_id, r.item_id, weight=feedback.for_play(completion=1.0), ts=r.ts)  # type: ignore[attr-defined]
+    completion = completion_of(r.rating)  # as the replay sends it
+    model.learn_one(r.user_id, r.item_id, weight=feedback.for_play(completion=completion), ts=r.ts)  # type: ignore[attr-defined]
     model.learn_one(r.user_id, r.item_id, weight=feedback.for_rating(r.rating), ts=r.ts)  # type: ignore[attr-defined]
 
 

@@ -182,7 +182,7 @@ class _Neighbours:
 class ItemCooccurrence:
     """Global item statistics built from `Delta`s; answers neighbour and scoring queries."""
 
-    def __init__(self, *, neighbour_cap: int = 100, row_cap: int = 1000, alpha: float = 0.5,
+    def __init__(self, *, neighbour_cap: int = 300, row_cap: int = 1000, alpha: float = 0.5,
                  staleness: float = 0.1) -> None:
         if row_cap < neighbour_cap:
             raise ValueError("row_cap must be >= neighbour_cap")
@@ -430,13 +430,13 @@ class CooccurrenceRecommender:
     """
 
     history_cap: int = 500
-    neighbour_cap: int = 100
+    neighbour_cap: int = 300
     row_cap: int = 1000
-    half_life_days: float = 30.0
+    half_life_days: float = 180.0
     decay_epoch: float = 1e9
     alpha: float = 0.5
-    recent_items: int = 100
-    recency_half_life: float = 50.0
+    recent_items: int = 500
+    recency_half_life: float = 200.0
     explain_items: int = 3
     exclude_seen: bool = True
     histories: dict[str, UserHistory] = field(default_factory=dict)

@@ -4,7 +4,7 @@ Each event maps to a signed weight; a user's affinity for an item is the sum of 
 their events on it, clipped at zero (see `models.cooccurrence.UserHistory`). So a play followed by
 a one-star rating cancels out instead of counting as a like.
 
->>> w = FeedbackWeights()
+>>> w = FeedbackWeights(rating=1.0)
 >>> w.for_play(completion=1.0), w.for_play(completion=0.1), w.for_rating(5), w.for_rating(1)
 (1.0, 0.1, 1.0, -1.0)
 >>> w.for_review(p_positive=0.9), w.for_review(p_positive=None, rating=2)
@@ -23,7 +23,9 @@ class FeedbackWeights:
 
     play: float = 1.0  # a full play
     skip_below: float = 0.0  # plays completed less than this share count for nothing
-    rating: float = 1.0  # multiplies (stars - rating_centre) / 2
+    # multiplies (stars - rating_centre) / 2. 0 by default: on ML-100K, where the replay's play
+    # completion already follows the stars, counting ratings again lowered both benchmarks
+    rating: float = 0.0
     rating_centre: float = 3.0
     review: float = 1.0  # multiplies (2 * p_positive - 1)
 

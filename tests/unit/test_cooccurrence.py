@@ -49,7 +49,7 @@ def test_tiny_history_gives_known_neighbours_scores_and_explanations():
 
 
 def test_low_rating_cancels_a_play_and_negative_feedback_is_not_a_like():
-    w = FeedbackWeights()
+    w = FeedbackWeights(rating=1.0)
     history = UserHistory()
     deltas = history.observe("x", w.for_play(completion=0.2), TS, cap=10, g=1.0)
     assert deltas and deltas[0].popularity > 0
