@@ -31,7 +31,11 @@ exceeded) plus a cached list of its ``neighbour_cap`` most similar items (~40 B 
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import io
+import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -83,14 +87,19 @@ class Delta:
     increments: tuple[float, ...]  # ... and the increment of C[item][other] = C[other][item]
     norm: float  # increment of N[item]
     popularity: float  # increment of the item's decayed popularity
+    user_id: str = ""  # whose event, and, when it changed, the user's latest liked items
+    user_items: tuple[tuple[str, float], ...] | None = None  # (item, ts), for similar users
 
     def to_json(self) -> list:
-        return [self.item_id, list(self.others), list(self.increments), self.norm, self.popularity]
+        return [self.item_id, list(self.others), list(self.increments), self.norm,
+                self.popularity, self.user_id,
+                None if self.user_items is None else [list(x) for x in self.user_items]]
 
     @classmethod
     def from_json(cls, value: list) -> Delta:
-        item_id, others, increments, norm, popularity = value
-        return cls(item_id, tuple(others), tuple(increments), norm, popularity)
+        item_id, others, increments, norm, popularity, user_id, user_items = value
+        return cls(item_id, tuple(others), tuple(increments), norm, popularity, user_id,
+                   None if user_items is None else tuple((i, t) for i, t in user_items))
 
 
 class UserHistory:
@@ -106,15 +115,25 @@ class UserHistory:
     is subtracted.
     """
 
-    __slots__ = ("items",)
+    __slots__ = ("items", "_latest")
 
     def __init__(self, items: dict[str, list[float]] | None = None) -> None:
         self.items: dict[str, list[float]] = {} if items is None else items
+        self._latest: tuple[tuple[str, float], ...] | None = None  # derived: latest_liked
 
-    def observe(self, item_id: str, weight: float, ts: float, *, cap: int, g: float
-                ) -> list[Delta]:
+    def latest_liked(self, limit: int) -> tuple[tuple[str, float], ...]:
+        """The ``limit`` latest liked items with their time, newest first (ties by id)."""
+        liked = [(t, j) for j, (s, t, _) in self.items.items() if s > 0.0]
+        return tuple((j, t) for t, j in heapq.nlargest(limit, liked, key=lambda x: (x[0], x[1])))
+
+    def observe(self, item_id: str, weight: float, ts: float, *, cap: int, g: float,
+                user_id: str = "", user_items_cap: int = 50) -> list[Delta]:
         """Record feedback ``weight`` on ``item_id`` at ``ts`` (decay weight ``g = g(ts)``);
-        return the deltas to the item statistics (none when nothing changed)."""
+        return the deltas to the item statistics (none when nothing changed). When the user's
+        ``user_items_cap`` latest liked items change, the last delta carries them: a function
+        of this history, so followers' similar-user index is too."""
+        if self._latest is None:
+            self._latest = self.latest_liked(user_items_cap)
         previous = self.items.get(item_id)
         if previous is None:
             s0, a0, t0, g0 = 0.0, 0.0, ts, g
@@ -137,7 +156,13 @@ class UserHistory:
                                 a1 * a1 * g1 - a0 * a0 * g0, a1 * g1 - a0 * g0))
         while len(self.items) > cap:
             deltas.append(self._evict_oldest())
-        return [d for d in deltas if d.others or d.norm or d.popularity]
+        deltas = [d for d in deltas if d.others or d.norm or d.popularity]
+        latest = self.latest_liked(user_items_cap)
+        if latest != self._latest:
+            self._latest = latest
+            last = deltas.pop() if deltas else Delta(item_id, (), (), 0.0, 0.0)
+            deltas.append(dataclasses.replace(last, user_id=user_id, user_items=latest))
+        return deltas
 
     def _evict_oldest(self) -> Delta:
         oldest = min(self.items, key=lambda j: (self.items[j][1], j))
@@ -183,13 +208,20 @@ class ItemCooccurrence:
     """Global item statistics built from `Delta`s; answers neighbour and scoring queries."""
 
     def __init__(self, *, neighbour_cap: int = 300, row_cap: int = 1000, alpha: float = 0.5,
-                 staleness: float = 0.1) -> None:
+                 staleness: float = 0.1, likers_cap: int = 100, user_items_cap: int = 50
+                 ) -> None:
         if row_cap < neighbour_cap:
             raise ValueError("row_cap must be >= neighbour_cap")
         self.neighbour_cap = neighbour_cap
         self.row_cap = row_cap
         self.alpha = alpha
         self.staleness = staleness  # neighbour lists are refreshed after this relative change
+        self.likers_cap = likers_cap
+        self.user_items_cap = user_items_cap
+        # the similar-user index: each user's latest liked items (as their deltas say), and its
+        # inverse, each item's likers among those
+        self._user_items: dict[str, dict[str, float]] = {}
+        self._likers: dict[str, dict[str, float]] = {}
         self._ids: list[str] = []
         self._index: dict[str, int] = {}
         self._rows: list[defaultdict[int, float]] = []
@@ -238,6 +270,15 @@ class ItemCooccurrence:
         self._churn[i] += abs(delta.norm)
         self._norm[i] += delta.norm
         self._popularity[i] += delta.popularity
+        if delta.user_items is not None:
+            self._set_user_items(delta.user_id, dict(delta.user_items))
+
+    def _set_user_items(self, user_id: str, items: dict[str, float]) -> None:
+        for item_id in self._user_items.get(user_id, {}).keys() - items.keys():
+            self._likers[item_id].pop(user_id, None)
+        for item_id, ts in items.items():
+            self._likers.setdefault(item_id, {})[user_id] = ts
+        self._user_items[user_id] = items
 
     def _prune(self, i: int) -> None:
         """Keep the row's ``row_cap // 2`` most similar entries: bounded memory, room to grow."""
@@ -305,12 +346,15 @@ class ItemCooccurrence:
 
     def score(self, recent: list[tuple[str, float]], n: int, *, exclude: Iterable[str] = (),
               recency_half_life: float = 50.0, explain_items: int = 3, fresh: bool = False,
-              backfill: bool = True) -> list[Recommendation]:
+              backfill: bool = True, user_id: str | None = None, similar_users: int = 0,
+              user_blend: float = 1.0) -> list[Recommendation]:
         """Top ``n`` items for a user whose liked items, newest first, are ``recent``.
 
         An item's score sums its similarity to each recent item, weighted by the user's affinity
-        and by recency (half-life ``recency_half_life`` positions). Items in ``exclude`` are left
-        out. When fewer than ``n`` items score, trending items fill the list.
+        and by recency (half-life ``recency_half_life`` positions). With ``similar_users`` > 0,
+        the items liked by the user's most similar users (overlap of liked items, cosine) add
+        ``user_blend`` times their score, both parts scaled to a maximum of 1. Items in
+        ``exclude`` are left out. When fewer than ``n`` items score, trending items fill the list.
         """
         m = len(self._ids)
         excluded = set(exclude)
@@ -329,6 +373,15 @@ class ItemCooccurrence:
             k = self._index.get(item_id)
             if k is not None:
                 scores[k] = 0.0
+        from_users = np.zeros(0)
+        if user_id is not None and similar_users > 0:
+            from_users = self._similar_user_scores(user_id, [i for i, _ in recent], excluded,
+                                                   similar_users)
+            top_items, top_users = scores.max(initial=0.0), from_users.max(initial=0.0)
+            if top_users > 0.0:
+                item_part = scores / top_items if top_items > 0.0 else scores
+                from_users = user_blend * from_users / top_users
+                scores = item_part + from_users
         candidates = np.flatnonzero(scores > 0.0)
         if len(candidates) > n:
             # a margin below the n-th score so that ties at the cut are broken by id
@@ -341,7 +394,9 @@ class ItemCooccurrence:
                                                                 strict=True))
         top = [k for _, _, k in ranked[:n]]
         because = self._explain(top, contributors, explain_items)
-        out = [Recommendation(self._ids[k], float(scores[k]), why, "items")
+        out = [Recommendation(self._ids[k], float(scores[k]), why,
+                              "users" if len(from_users) and from_users[k] * 2 > scores[k]
+                              else "items")
                for k, why in zip(top, because, strict=True)]
         if backfill and len(out) < n:
             # trending items fill the list, scored below every co-occurrence candidate so that
@@ -352,6 +407,30 @@ class ItemCooccurrence:
                     for rank, (item_id, _) in enumerate(
                         self.trending(n - len(out), exclude=taken))]
         return out
+
+    def _similar_user_scores(self, user_id: str, recent: list[str], excluded: set[str],
+                             limit: int) -> np.ndarray:
+        """Per item, the summed similarity of the ``limit`` users most similar to ``user_id``
+        among those who liked it: users sharing the user's latest liked items (cosine of the
+        two sets, ties by user id)."""
+        mine = recent[: self.user_items_cap]
+        overlap: dict[str, int] = {}
+        for item_id in mine:
+            likers = self._likers.get(item_id, {})
+            if len(likers) > self.likers_cap:  # the latest likers (ties by id)
+                likers = heapq.nlargest(self.likers_cap, likers, key=lambda u: (likers[u], u))
+            for other in likers:
+                if other != user_id:
+                    overlap[other] = overlap.get(other, 0) + 1
+        ranked = sorted((-c / math.sqrt(len(mine) * len(self._user_items[v])), v)
+                        for v, c in overlap.items())[:limit]
+        scores = np.zeros(len(self._ids))
+        for neg_sim, other in ranked:
+            for item_id in self._user_items[other]:
+                k = self._index.get(item_id)
+                if k is not None and item_id not in excluded:
+                    scores[k] -= neg_sim
+        return scores
 
     def _explain(self, top: list[int], contributors: list[tuple[str, float, _Neighbours]],
                  limit: int) -> list[tuple[str, ...]]:
@@ -391,9 +470,11 @@ class ItemCooccurrence:
         total = int(sizes.sum())
         cols = np.fromiter((j for r in self._rows for j in r), dtype=np.int64, count=total)
         vals = np.fromiter((v for r in self._rows for v in r.values()), float, int(sizes.sum()))
+        index = json.dumps(self._user_items).encode()
         buffer = io.BytesIO()
         np.savez(buffer, ids=np.array(self._ids, dtype=np.str_), norm=self._norm[:m],
-                 popularity=self._popularity[:m], sizes=sizes, cols=cols, vals=vals)
+                 popularity=self._popularity[:m], sizes=sizes, cols=cols, vals=vals,
+                 user_index=np.frombuffer(index, dtype=np.uint8))
         return buffer.getvalue()
 
     def load_bytes(self, data: bytes) -> None:
@@ -402,8 +483,12 @@ class ItemCooccurrence:
             ids = [str(i) for i in arrays["ids"]]
             norm, popularity = arrays["norm"], arrays["popularity"]
             sizes, cols, vals = arrays["sizes"], arrays["cols"], arrays["vals"]
+            user_index = json.loads(arrays["user_index"].tobytes())
         self.__init__(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,  # type: ignore[misc]
-                      alpha=self.alpha, staleness=self.staleness)
+                      alpha=self.alpha, staleness=self.staleness, likers_cap=self.likers_cap,
+                      user_items_cap=self.user_items_cap)
+        for user_id, items in user_index.items():
+            self._set_user_items(user_id, items)
         for item_id in ids:
             self._intern(item_id)
         m = len(ids)
@@ -437,14 +522,19 @@ class CooccurrenceRecommender:
     alpha: float = 0.5
     recent_items: int = 500
     recency_half_life: float = 200.0
+    similar_users: int = 30
+    user_blend: float = 1.0
     explain_items: int = 3
     exclude_seen: bool = True
+    likers_cap: int = 100
+    user_items_cap: int = 50
     histories: dict[str, UserHistory] = field(default_factory=dict)
     items: ItemCooccurrence = field(init=False)
 
     def __post_init__(self) -> None:
         self.items = ItemCooccurrence(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,
-                                      alpha=self.alpha)
+                                      alpha=self.alpha, likers_cap=self.likers_cap,
+                                      user_items_cap=self.user_items_cap)
 
     def observe(self, user_id: str, item_id: str, weight: float, ts: float) -> list[Delta]:
         """Update the user's history only; return the deltas for the item statistics."""
@@ -452,7 +542,8 @@ class CooccurrenceRecommender:
         if history is None:
             history = self.histories[user_id] = UserHistory()
         g = decay_factor(ts, half_life_s=self.half_life_days * DAY_S, epoch=self.decay_epoch)
-        return history.observe(item_id, weight, ts, cap=self.history_cap, g=g)
+        return history.observe(item_id, weight, ts, cap=self.history_cap, g=g, user_id=user_id,
+                               user_items_cap=self.user_items_cap)
 
     def learn_one(self, user_id: str, item_id: str, *, weight: float, ts: float) -> None:
         for delta in self.observe(user_id, item_id, weight, ts):
@@ -468,6 +559,7 @@ class CooccurrenceRecommender:
             exclude=history.items.keys() if self.exclude_seen else (),
             recency_half_life=self.recency_half_life,
             explain_items=self.explain_items if explain else 0, fresh=fresh,
+            user_id=user_id, similar_users=self.similar_users, user_blend=self.user_blend,
         )
 
     def cold_start(self, n: int) -> list[Recommendation]:

@@ -107,7 +107,8 @@ class EventProcessor:
         self.keys = Keys(s.key_prefix)
         self.weights = s.feedback_weights()
         items = ItemCooccurrence(neighbour_cap=s.neighbour_cap, row_cap=s.row_cap,
-                                 alpha=s.similarity_alpha)
+                                 alpha=s.similarity_alpha, likers_cap=s.likers_cap,
+                                 user_items_cap=s.user_items_cap)
         self.state = RedisState(self.client, self.keys, items)
         self.sentiments = ReviewSentiments(s, self.keys)
 
@@ -234,7 +235,9 @@ class EventProcessor:
         weight = event_feedback(event, self.weights, p_positive=p_positive,
                                 review_feedback=self.settings.review_feedback)
         return user.history.observe(event.item_id, weight, event.ts,
-                                    cap=self.settings.history_cap, g=self._decay(event.ts))
+                                    cap=self.settings.history_cap, g=self._decay(event.ts),
+                                    user_id=event.user_id,
+                                    user_items_cap=self.settings.user_items_cap)
 
     async def _send_dead_letters(self, rejected: list[tuple[SourceMessage, RejectedEvent]]
                                  ) -> None:
@@ -252,11 +255,12 @@ class EventProcessor:
             logger.info("rejected %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc.reason)
 
     # --- recommendations ------------------------------------------------------------------------
-    def recommend(self, user: UserState) -> list[Recommendation]:
+    def recommend(self, user_id: str, user: UserState) -> list[Recommendation]:
         s = self.settings
         return self.state.items.score(
             user.history.recent(s.recent_items), s.top_n, exclude=user.history.items.keys(),
-            recency_half_life=s.recency_half_life, explain_items=s.explain_items)
+            recency_half_life=s.recency_half_life, explain_items=s.explain_items,
+            user_id=user_id, similar_users=s.similar_users, user_blend=s.user_blend)
 
     async def _write_recommendations(self, users: dict[str, UserState],
                                      touched: dict[str, tuple[float, float]] | None = None,
@@ -265,7 +269,7 @@ class EventProcessor:
         # one MULTI/EXEC: a reader never sees a user's list without its explanations
         async with self.client.pipeline(transaction=True) as pipe:
             for user_id, user in users.items():
-                recs = self.recommend(user)
+                recs = self.recommend(user_id, user)
                 pipe.delete(keys.recs(user_id), keys.explain(user_id))
                 if recs:
                     pipe.zadd(keys.recs(user_id), {r.item_id: r.score for r in recs})
@@ -384,7 +388,9 @@ def reference_recommender(settings: Settings) -> CooccurrenceRecommender:
         row_cap=settings.row_cap, half_life_days=settings.half_life_days,
         decay_epoch=settings.decay_epoch, alpha=settings.similarity_alpha,
         recent_items=settings.recent_items, recency_half_life=settings.recency_half_life,
-        explain_items=settings.explain_items)
+        explain_items=settings.explain_items, similar_users=settings.similar_users,
+        user_blend=settings.user_blend, likers_cap=settings.likers_cap,
+        user_items_cap=settings.user_items_cap)
 
 
 def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily

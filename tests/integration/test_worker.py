@@ -78,6 +78,7 @@ def test_walking_skeleton_1000_events_arrive_exactly_once(unique_topics: Setting
         seen += state.seen
         assert len(state.history.items) == 10
     assert sorted(seen) == sorted(e["event_id"] for _, e in events)  # each once, none lost
+    wait_settled(settings)  # recommendations are written just after the state is committed
     assert all(r.exists(keys.recs(f"u{n}")) for n in range(100))
 
 
@@ -93,10 +94,12 @@ def test_hand_checked_recommendations_with_explanations(unique_topics: Settings,
     wait_processed(settings, len(events), [w])
     wait_settled(settings)
     # cy played alien; aliens co-occurs with alien for ann and bob, heat only for bob:
-    # cos(alien, aliens) = 2 / (sqrt 3 * sqrt 2) = 0.816; cos(alien, heat) = 1 / sqrt 3 = 0.577
+    # cos(alien, aliens) = 2 / (sqrt 3 * sqrt 2) = 0.816; cos(alien, heat) = 1 / sqrt 3 = 0.577,
+    # scaled to a max of 1: 1 and 0.707. Similar users: ann (1 / sqrt 2 = 0.707) liked aliens,
+    # bob (1 / sqrt 3 = 0.577) aliens and heat: 1.284 and 0.577, scaled: 1 and 0.449. Sum:
     recs = recommendations_in_redis(settings, ["cy"])["cy"]
     assert [(item, round(score, 3), because) for item, score, because in recs] == [
-        ("aliens", 0.816, ("alien",)), ("heat", 0.577, ("alien",))]
+        ("aliens", 2.0, ("alien",)), ("heat", 1.157, ("alien",))]
     neighbours = client(settings).zrevrange(Keys(settings.key_prefix).neighbours("alien"), 0, -1)
     assert neighbours == [b"aliens", b"heat"]
 

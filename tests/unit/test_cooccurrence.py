@@ -28,8 +28,34 @@ def learn(model: CooccurrenceRecommender, events) -> CooccurrenceRecommender:  #
     return model
 
 
+TINY = [
+    ("ann", "alien", 1.0, TS), ("ann", "aliens", 1.0, TS),
+    ("bob", "alien", 1.0, TS), ("bob", "aliens", 1.0, TS), ("bob", "heat", 1.0, TS),
+    ("cy", "alien", 1.0, TS),
+]
+
+
+def test_similar_users_add_their_items_with_the_blend_weight():
+    model = learn(CooccurrenceRecommender(similar_users=30, user_blend=1.0), TINY)
+    # cy liked alien, as did ann (cosine of liked sets 1/sqrt(1*2)) and bob (1/sqrt(1*3)).
+    # From users: aliens 0.707 + 0.577 = 1.284, heat 0.577; scaled to a max of 1.
+    # From items: aliens 0.816, heat 0.577; scaled: 1 and 0.707.
+    recs = model.recommend("cy", 5, fresh=True)
+    assert [r.item_id for r in recs] == ["aliens", "heat"]
+    assert [r.score for r in recs] == pytest.approx(
+        [2.0, 1 / math.sqrt(2) + (1 / math.sqrt(3)) / (1 / math.sqrt(2) + 1 / math.sqrt(3))])
+
+
+def test_snapshot_keeps_the_similar_user_index():
+    model = learn(CooccurrenceRecommender(), TINY)
+    restored = CooccurrenceRecommender()
+    restored.items.load_bytes(model.items.to_bytes())
+    restored.histories = model.histories
+    assert restored.recommend("cy", 5, fresh=True) == model.recommend("cy", 5, fresh=True)
+
+
 def test_tiny_history_gives_known_neighbours_scores_and_explanations():
-    model = learn(CooccurrenceRecommender(), [
+    model = learn(CooccurrenceRecommender(similar_users=0), [
         ("ann", "alien", 1.0, TS), ("ann", "aliens", 1.0, TS),
         ("bob", "alien", 1.0, TS), ("bob", "aliens", 1.0, TS), ("bob", "heat", 1.0, TS),
         ("cy", "alien", 1.0, TS),
@@ -134,7 +160,7 @@ def test_snapshot_round_trip_gives_identical_recommendations():
 
 
 def test_cold_start_gets_trending_and_a_new_item_is_recommendable_once_it_co_occurs():
-    model = learn(CooccurrenceRecommender(), [
+    model = learn(CooccurrenceRecommender(similar_users=0), [
         ("a", "hit", 1.0, TS), ("b", "hit", 1.0, TS), ("c", "hit", 1.0, TS),
         ("a", "old", 1.0, TS),
     ])
