@@ -1,0 +1,409 @@
+"""Speed: the model core in one process, and the stream end to end against a running stack.
+
+``core``: the full ML-100K replay (`streams.replay.movielens_events`, every kind) turned into
+feedback weights as the worker does (`streams.worker.event_feedback`), then timed through
+``CooccurrenceRecommender.learn_one`` alone; a cProfile pass over the same events names the top
+functions; ``recommend`` latency (top-N with explanations) is timed for every user twice, first
+right after learning (neighbour lists rebuilt on demand), then again (cached).
+
+``e2e``: the full replay is produced once to fresh topics; then (a) a raw aiokafka consumer
+reads them from the beginning to the end (plain ``getmany`` loop, no processing) and (b) one real
+worker process (``tastemaker worker``) processes all of it, once per batch size, each with its own
+key prefix and consumer group. The worker's rate is taken from its first committed batch to the
+last (``processed() == total``); times from the process start and from "Worker ready" are kept
+too, and the worker's CPU seconds (the machine is shared: CPU per event is the steadier figure).
+A budget bounds each worker run; one cut short reports its rate over the prefix it processed.
+
+Needs a running stack for ``e2e`` (``tastemaker up``); topics and keys it makes are deleted at the
+end. Writes ``bench/out/speed.json``.
+
+    python -m bench.speed                        # core + e2e (full replay, batch size 500)
+    python -m bench.speed --part core
+    python -m bench.speed --part e2e --limit 50000 --batch-sizes 500 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streams.events import Event, parse_event
+from streams.keys import Keys
+from streams.replay import load_dataset, movielens_events
+from streams.settings import Settings, get_settings, load_settings
+from streams.worker import event_feedback, reference_recommender
+
+OUT_DIR = Path(__file__).parent / "out"
+LOG_DIR = OUT_DIR / "logs"
+
+
+# --- shared by the stream benchmarks (bench.freshness, bench.state_size) ------------------------
+def machine() -> dict[str, Any]:
+    """Load average and CPU count now: the machine is shared, so every figure carries them;
+    and the code measured (commit, and the files of models/ and streams/ changed since)."""
+    one, five, fifteen = os.getloadavg()
+    return {"loadavg_1_5_15": [round(one, 2), round(five, 2), round(fifteen, 2)],
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "at": time.strftime("%Y-%m-%d %H:%M:%S"), **revision()}
+
+
+def revision() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "models", "streams"],
+                               cwd=root, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    return {"commit": commit, "changed": [line[3:] for line in dirty.splitlines()]}
+
+
+def ml_events(settings: Settings, limit: int | None = None) -> list[Event]:
+    """The ML-100K replay events, in the order `streams.replay.replay` sends them."""
+    ratings, reviews, _ = load_dataset(settings, "movielens-100k")
+    out = []
+    for kind, obj in movielens_events(ratings, reviews):
+        if limit is not None and len(out) >= limit:
+            break
+        out.append(parse_event(kind, obj))
+    return out
+
+
+def bench_settings(base: Settings, tag: str | None = None, **overrides: object) -> Settings:
+    """``base`` with topics, key prefix and consumer group of its own (like the tests'
+    ``isolated_settings``), so a benchmark neither sees nor disturbs anyone else's."""
+    tag = tag or uuid.uuid4().hex[:10]
+    return load_settings(**{
+        **base.model_dump(),
+        "topic_plays": f"bench-plays-{tag}", "topic_ratings": f"bench-ratings-{tag}",
+        "topic_reviews": f"bench-reviews-{tag}", "topic_dlq": f"bench-events-dlq-{tag}",
+        "topic_model_updates": f"bench-model-updates-{tag}",
+        "key_prefix": f"bench-{tag}:", "app_id": f"tastemaker-bench-{tag}",
+        **overrides,
+    })
+
+
+def another_worker(settings: Settings, suffix: str, **overrides: object) -> Settings:
+    """Same topics, a key prefix and consumer group of its own: a second independent run
+    over the events already produced."""
+    return load_settings(**{**settings.model_dump(),
+                            "key_prefix": f"{settings.key_prefix.rstrip(':')}-{suffix}:",
+                            "app_id": f"{settings.app_id}-{suffix}", **overrides})
+
+
+async def create_topics(settings: Settings) -> None:
+    from streams.topics import ensure_topics
+
+    await ensure_topics(settings)
+
+
+async def cleanup(runs: Sequence[Settings]) -> None:
+    """Delete the runs' topics (and Faust's ``<app_id>-*`` topics) and their Redis keys."""
+    import redis.asyncio as aioredis
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from streams.topics import topic_partitions
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=runs[0].kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = set()
+        for s in runs:
+            doomed |= set(topic_partitions(s))
+            doomed |= {t for t in existing if t.startswith(f"{s.app_id}-")}
+        doomed &= existing
+        if doomed:
+            await admin.delete_topics(sorted(doomed))
+    finally:
+        await admin.close()
+    client = aioredis.from_url(runs[0].redis_url)
+    try:
+        for s in runs:
+            batch = []
+            async for key in client.scan_iter(match=f"{s.key_prefix}*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    await client.delete(*batch)
+                    batch.clear()
+            if batch:
+                await client.delete(*batch)
+    finally:
+        await client.aclose()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (from /proc; no psutil here)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processed(settings: Settings) -> int:
+    """Messages committed by the workers (sum of the stored next offsets)."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return sum(int(v) for v in client.hgetall(Keys(settings.key_prefix).offsets).values())
+    finally:
+        client.close()
+
+
+@dataclass
+class WorkerRun:
+    """Timestamps (perf_counter) of one worker process processing ``total`` messages."""
+
+    batch_size: int
+    total: int
+    processed: int = 0
+    spawned: float = 0.0
+    ready: float = 0.0
+    first_commit: float = 0.0
+    first_commit_count: int = 0
+    done: float = 0.0
+    cpu_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        steady = self.done - self.first_commit
+        return {
+            "batch_size": self.batch_size, "events": self.total, "processed": self.processed,
+            "complete": self.processed >= self.total,
+            "spawn_to_done_s": round(self.done - self.spawned, 2),
+            "ready_to_done_s": round(self.done - self.ready, 2),
+            "spawn_to_ready_s": round(self.ready - self.spawned, 2),
+            "first_commit_to_done_s": round(steady, 2),
+            "events_per_s": round((self.processed - self.first_commit_count) / steady, 1),
+            "events_per_s_from_ready": round(self.processed / (self.done - self.ready), 1),
+            "worker_cpu_s": round(self.cpu_s, 2),
+            "worker_cpu_us_per_event": round(self.cpu_s / self.processed * 1e6, 1),
+            "worker_cpu_share": round(self.cpu_s / (self.done - self.spawned), 2),
+        }
+
+
+def start_worker(settings: Settings, name: str):  # noqa: ANN201 - harness.WorkerProcess
+    """One ``tastemaker worker`` process with these settings, logging to bench/out/logs."""
+    from tests.integration.harness import WorkerProcess
+
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / f"{name}.log"
+    log.unlink(missing_ok=True)
+    return WorkerProcess(settings, log).start()
+
+
+def run_worker_until(settings: Settings, total: int, *, name: str, budget_s: float,
+                     stop: bool = True) -> tuple[WorkerRun, Any]:
+    """Start a worker and time it to ``processed() == total``, or for ``budget_s`` at most
+    (then the run is marked incomplete and its rate is over what it did). Returns the run and
+    the worker process (stopped unless ``stop=False``)."""
+    run = WorkerRun(settings.batch_size, total)
+    run.spawned = time.perf_counter()
+    worker = start_worker(settings, name)
+    try:
+        worker.wait_ready(timeout=60)
+        run.ready = time.perf_counter()
+        deadline = run.spawned + budget_s
+        while True:
+            n = processed(settings)
+            now = time.perf_counter()
+            if n and not run.first_commit:
+                run.first_commit, run.first_commit_count = now, n
+            if n >= total or (now > deadline and n):
+                run.done, run.processed = now, n
+                break
+            if not worker.alive():
+                raise RuntimeError(f"worker died:\n{worker.tail()}")
+            if now > deadline + 60:
+                raise RuntimeError(f"nothing processed in {budget_s + 60:g} s:\n{worker.tail()}")
+            time.sleep(0.05)
+        run.cpu_s = cpu_seconds(worker.proc.pid)
+    except BaseException:
+        worker.stop()
+        raise
+    if stop:
+        worker.stop()
+    return run, worker
+
+
+# --- core -----------------------------------------------------------------------------------------
+def percentiles(values: Sequence[float], *ps: float) -> list[float]:
+    ordered = sorted(values)
+    return [ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+            for p in ps]
+
+
+def bench_core(settings: Settings, *, limit: int | None, profile_top: int,
+               profile_events: int | None) -> dict[str, Any]:
+    events = ml_events(settings, limit)
+    weights = settings.feedback_weights()
+    feedback = [(e.user_id, e.item_id, event_feedback(e, weights), e.ts) for e in events]
+    del events
+
+    load_before = machine()
+    model = reference_recommender(settings)
+    learn = model.learn_one
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for user, item, weight, ts in feedback:
+        learn(user, item, weight=weight, ts=ts)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+
+    users = sorted(model.histories, key=lambda u: (len(u), u))
+    latency: dict[str, dict[str, float]] = {}
+    for phase in ("after_learning", "cached"):
+        times = []
+        for user in users:
+            t0 = time.perf_counter()
+            model.recommend(user, settings.top_n, explain=True)
+            times.append((time.perf_counter() - t0) * 1e3)
+        p50, p99 = percentiles(times, 50, 99)
+        latency[phase] = {"p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
+                          "max_ms": round(max(times), 3), "users": len(times)}
+
+    # cProfile on a fresh model: what the learning loop spends its time in. The loop is
+    # learn_one's own body, so that the co-occurrence updates can be counted on the way
+    profiled = reference_recommender(settings)
+    observe, apply = profiled.observe, profiled.items.apply
+    entries = 0
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for user, item, weight, ts in feedback[:profile_events]:
+        for delta in observe(user, item, weight, ts):
+            entries += len(delta.others)
+            apply(delta)
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(profile_top)
+    rows = re.compile(r"^\s*\d+(/\d+)?\s+\d+\.\d+")  # ncalls tottime ...
+    top = [line.strip() for line in text.getvalue().splitlines() if rows.match(line)]
+
+    return {
+        "events": len(feedback),
+        "learn_s": round(wall, 2), "learn_cpu_s": round(cpu, 2),
+        "events_per_s": round(len(feedback) / wall, 1),
+        "events_per_s_cpu": round(len(feedback) / cpu, 1),
+        "cooccurrence_updates_profiled_events": entries,
+        "profiled_events": len(feedback[:profile_events]),
+        "items": model.items.n_items, "item_entries": model.items.n_entries(),
+        "recommend": latency, "top_n": settings.top_n,
+        "profile_top_tottime": top,
+        "load_before": load_before, "load_after": machine(),
+    }
+
+
+# --- end to end -----------------------------------------------------------------------------------
+async def raw_consume(settings: Settings, total: int) -> dict[str, Any]:
+    """Read every event topic from the beginning to the end: no group, no processing."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    t0 = time.perf_counter()
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in settings.event_topics
+               for p in range(settings.topic_partitions)]  # created by bench_e2e
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        n = nbytes = 0
+        while n < total:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                n += len(records)
+                nbytes += sum(len(r.value) for r in records)
+        seconds = time.perf_counter() - t0
+    finally:
+        await consumer.stop()
+    return {"events": n, "seconds": round(seconds, 2), "events_per_s": round(n / seconds, 1),
+            "mb": round(nbytes / 1e6, 1)}
+
+
+def bench_e2e(base: Settings, *, batch_sizes: Iterable[int], limit: int | None,
+              budget_s: float) -> dict[str, Any]:
+    from streams.replay import replay
+
+    settings = bench_settings(base)
+    runs = [another_worker(settings, f"b{b}", batch_size=b) for b in batch_sizes]
+    out: dict[str, Any] = {"partitions": settings.topic_partitions, "load_before": machine()}
+    try:
+        asyncio.run(create_topics(settings))
+        report = asyncio.run(replay(settings, limit=limit, progress=False))
+        total = report.events
+        out["produce"] = {"events": total, "seconds": round(report.seconds, 2),
+                          "events_per_s": round(report.rate, 1)}
+        print(f"  produced {total} events in {report.seconds:.1f} s ({report.rate:,.0f}/s)")
+        out["raw_consumer"] = asyncio.run(raw_consume(settings, total))
+        print(f"  raw consumer: {out['raw_consumer']}")
+        out["worker"] = []
+        for s in runs:
+            run, _ = run_worker_until(s, total, name=f"speed-b{s.batch_size}", budget_s=budget_s)
+            result = run.as_dict()
+            result["ratio_to_raw"] = round(
+                result["events_per_s"] / out["raw_consumer"]["events_per_s"], 3)
+            result["load_after"] = machine()
+            out["worker"].append(result)
+            print(f"  worker: {result}")
+    finally:
+        with suppress(Exception):
+            asyncio.run(cleanup([settings, *runs]))
+    out["load_after"] = machine()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("all", "core", "e2e"), default="all")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[500])
+    parser.add_argument("--budget", type=float, default=240.0,
+                        help="seconds per worker run at most (then its rate is over a prefix)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N events")
+    parser.add_argument("--profile-top", type=int, default=5)
+    parser.add_argument("--profile-events", type=int, default=110_000,
+                        help="profile the first N events (cProfile doubles the time)")
+    parser.add_argument("--out", type=Path, default=OUT_DIR / "speed.json")
+    args = parser.parse_args()
+
+    settings = get_settings()
+    result: dict[str, Any] = {}
+    if args.out.exists():  # keep the other part's figures when one part is rerun
+        with suppress(ValueError):
+            result = json.loads(args.out.read_text())
+    if args.part in ("all", "core"):
+        print("core: learn_one over the ML-100K replay ...")
+        result["core"] = core = bench_core(settings, limit=args.limit,
+                                           profile_top=args.profile_top,
+                                           profile_events=args.profile_events)
+        print(f"  {core['events']} events in {core['learn_s']} s: {core['events_per_s']:,.0f}"
+              f" events/s wall, {core['events_per_s_cpu']:,.0f} events/s CPU")
+        for phase, lat in core["recommend"].items():
+            print(f"  recommend({settings.top_n}, explain) {phase}: {lat}")
+        print(f"  top functions by own time (cProfile, first {core['profiled_events']} events,"
+              f" {core['cooccurrence_updates_profiled_events']:,} co-occurrence updates):")
+        for line in core["profile_top_tottime"]:
+            print("   ", line)
+    if args.part in ("all", "e2e"):
+        print("e2e: produce, raw consumer, worker ...")
+        result["e2e"] = bench_e2e(settings, batch_sizes=args.batch_sizes, limit=args.limit,
+                                  budget_s=args.budget)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
