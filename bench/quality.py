@@ -31,6 +31,7 @@ from models.popularity import DecayedPopularity
 from streams.datasets import Rating, movielens_100k
 from streams.replay import completion_of
 from streams.settings import get_settings
+from streams.worker import reference_recommender
 
 K = 10
 
@@ -119,9 +120,7 @@ def run(ratings: Sequence[Rating], *, eval_share: float, seed: int,
 def default_models() -> dict[str, Callable[[], object]]:
     settings = get_settings()
     return {
-        "tastemaker-cooccurrence": lambda: CooccurrenceRecommender(
-            history_cap=settings.history_cap, neighbour_cap=settings.neighbour_cap,
-            half_life_days=settings.half_life_days),
+        "tastemaker-cooccurrence": lambda: reference_recommender(settings),
         "popularity-decayed": lambda: DecayedPopularity(half_life_days=settings.half_life_days),
         "river-BiasedMF": BiasedMFRanker,
     }
