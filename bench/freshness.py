@@ -5,21 +5,16 @@ path, `streams.produce.EventSender`) at ``--rate`` events/s for ``--seconds`` in
 worker process. Every ``--sample``-th event is tracked: its send time is the wall clock when it
 is handed to the producer, and its offset is known (fresh topics, this producer their only
 writer: offsets count up from 0 per partition in send order). A poller takes atomic snapshots
-inside Redis (one Lua script per pass): the committed offsets (committed with the users' state
-in one transaction), the last commit's time (the ``deltas`` stream id) and each pending user's
-``recsmeta`` ``updated_at`` (the worker's ``time.time()``, written with the recommendations).
-An event's freshness is ``updated_at - send time`` at the first snapshot where
-
-- its partition's committed offset is past it (the event was processed), and
-- ``updated_at`` is at or after the send and the earliest time the event's batch can have
-  committed (the first ``deltas`` entry after the last commit seen while the event was not yet
-  committed): the recommendations were rewritten after the batch holding the event committed,
-  not left over from an earlier batch.
-
-That value is exact when the snapshot sees the write of the event's own batch (the usual case:
-snapshots every ~10 ms, batches every 50 ms or more), too high when a later batch rewrote the
-user's recommendations first; the last snapshot that found the event not yet committed gives a
-lower bound. Both are reported. Same machine, same clock. Events still
+inside Redis (one Lua script per pass, every ~10 ms): the committed offsets (committed with the
+users' state in one transaction) and each pending user's ``recsmeta`` ``updated_at`` (the
+worker's ``time.time()``, written with the recommendations). An event's freshness is
+``updated_at - send time`` at the first snapshot where its partition's committed offset is past
+it and ``updated_at`` is at or after both its send and the last snapshot that found it not yet
+committed (so the write came after its batch could have committed, not from an earlier batch).
+That last not-committed snapshot also gives a lower bound; both are reported. The value is too
+high when a later batch rewrote the user's recommendations before the snapshot saw the write of
+the event's own batch, and too low when an earlier batch rewrote them between that snapshot and
+the commit; frequent snapshots keep both rare. Same machine, same clock. Events still
 unresolved when the run ends rank above every resolved one (their percentiles read
 "unresolved"). Writes ``bench/out/freshness.json`` and ``bench/out/freshness.png``; deletes its
 topics and keys at the end.
@@ -64,21 +59,16 @@ class Sample:
     offset_field: str  # "topic:partition", as in the offsets hash
     offset: int
     sent: float  # time.time() when handed to the producer
-    after_id: str = "0-0"  # a commit (deltas id) known to precede the event's own commit
     not_committed_at: float = 0.0  # last snapshot time that found it not yet committed
-    commit_ms: int | None = None  # earliest time its batch can have committed
     fresh_s: float | None = None
     lower_s: float | None = None
 
 
-# One atomic snapshot per poll pass, inside Redis: the last commit's stream id, the committed
-# offsets, and the recsmeta updated_at of each user with pending samples.
+# One atomic snapshot per poll pass, inside Redis: the committed offsets and the recsmeta
+# updated_at of each user with pending samples.
 SNAPSHOT = """
-local out = {}
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-out[1] = (#last > 0) and last[1][1] or '0-0'
-out[2] = redis.call('HGETALL', KEYS[2])
-for i = 3, #KEYS do
+local out = {redis.call('HGETALL', KEYS[1])}
+for i = 2, #KEYS do
   out[i] = redis.call('HGET', KEYS[i], 'updated_at') or ''
 end
 return out
@@ -86,19 +76,20 @@ return out
 
 
 async def poll(settings: Settings, pending: dict[str, list[Sample]], done: list[Sample],
-               stop: asyncio.Event, latest: dict[str, str]) -> int:
+               stop: asyncio.Event) -> int:
     """Resolve samples until ``stop`` is set; returns the number of snapshots taken.
 
     A sample is committed once the stored next offset of its partition is past its offset (the
-    offsets are committed with the users' state in one transaction). Its batch committed after
-    the last commit seen while it was not committed yet, so no earlier than the next entry of
-    the deltas stream: ``commit_ms``. It resolves at the first snapshot where it is committed
-    and the user's ``updated_at`` is at or after its send time and ``commit_ms`` (recommendations
-    rewritten after its batch committed); its freshness is then ``updated_at - sent``: exact
-    when that write is its own batch's, higher when a later batch rewrote them first, lower
-    when several batches committed between two snapshots (then the lower bound still holds).
-    The last snapshot that found it not yet committed gives that lower bound. The poll interval
-    stretches to twice the time a pass takes, so the poller takes little from the worker."""
+    offsets are committed with the users' state in one transaction), so its batch committed
+    after the last snapshot that found it not committed (``not_committed_at``). It resolves at
+    the first snapshot where it is committed and the user's ``updated_at`` is at or after its
+    send and ``not_committed_at``: the recommendations were rewritten after its batch could
+    have committed. Its freshness is ``updated_at - sent`` and ``not_committed_at - sent`` is a
+    lower bound. The measured value is too high when a later batch rewrote the user's
+    recommendations before the snapshot, too low when an earlier batch rewrote them between
+    ``not_committed_at`` and the commit; snapshots every ~10 ms keep both rare. The poll
+    interval stretches to twice the time a pass takes, so the poller takes little from the
+    worker it measures."""
     import redis.asyncio as aioredis
 
     keys = Keys(settings.key_prefix)
@@ -111,35 +102,21 @@ async def poll(settings: Settings, pending: dict[str, list[Sample]], done: list[
             users = [u for u, samples in pending.items() if samples]
             if users:
                 before = time.time()
-                reply = await snapshot(keys=[keys.deltas, keys.offsets,
-                                             *(keys.recs_meta(u) for u in users)])
+                reply = await snapshot(keys=[keys.offsets, *(keys.recs_meta(u) for u in users)])
                 passes += 1
-                last = _text(reply[0])
-                flat = reply[1]
+                flat = reply[0]
                 offsets = {flat[k].decode(): int(flat[k + 1]) for k in range(0, len(flat), 2)}
-                updated = {u: float(raw) if raw else 0.0
-                           for u, raw in zip(users, reply[2:], strict=True)}
-                newly = [s for u in users for s in pending[u]
-                         if s.commit_ms is None and offsets.get(s.offset_field, 0) > s.offset]
-                if newly:  # the first commit after the last one each was seen uncommitted at
-                    async with client.pipeline(transaction=False) as pipe:
-                        for s in newly:
-                            pipe.xrange(keys.deltas, min=f"({s.after_id}", count=1)
-                        firsts = await pipe.execute()
-                    for s, first in zip(newly, firsts, strict=True):
-                        # none: its batch added no deltas and none came since
-                        s.commit_ms = int(_text(first[0][0]).split("-")[0]) if first else 0
-                latest["last"] = last
-                for user in users:
+                for user, raw in zip(users, reply[1:], strict=True):
+                    updated = float(raw) if raw else 0.0
                     still = []
                     for s in pending[user]:
-                        if s.commit_ms is None:
-                            s.not_committed_at, s.after_id = before, last
+                        if offsets.get(s.offset_field, 0) <= s.offset:
+                            s.not_committed_at = before
                             still.append(s)
-                        elif updated[user] < s.sent or updated[user] * 1000 + 1 < s.commit_ms:
+                        elif updated < max(s.sent, s.not_committed_at):
                             still.append(s)  # its batch has not rewritten recs yet
                         else:
-                            s.fresh_s = updated[user] - s.sent
+                            s.fresh_s = updated - s.sent
                             s.lower_s = max(0.0, s.not_committed_at - s.sent)
                             done.append(s)
                     pending[user] = still  # no await since reading it: nothing added meanwhile
@@ -149,10 +126,6 @@ async def poll(settings: Settings, pending: dict[str, list[Sample]], done: list[
     finally:
         await client.aclose()
     return passes
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def committed_offsets(settings: Settings) -> dict[str, int]:
@@ -202,8 +175,7 @@ async def paced_run(settings: Settings, events: list[Event], *, rate: float, sec
                 raise RuntimeError("the worker did not process the first event in 60 s")
             await asyncio.sleep(0.05)
 
-        latest = {"last": "0-0"}  # the last commit id the poller has seen
-        poller = asyncio.create_task(poll(settings, pending, done, stop, latest))
+        poller = asyncio.create_task(poll(settings, pending, done, stop))
         started = time.perf_counter()
         next_report = 0.0
         sent = 0
@@ -216,7 +188,7 @@ async def paced_run(settings: Settings, events: list[Event], *, rate: float, sec
                 name, offset = place(event)
                 if sent % sample_every == 0:
                     pending.setdefault(event.user_id, []).append(
-                        Sample(event.user_id, name, offset, time.time(), latest["last"]))
+                        Sample(event.user_id, name, offset, time.time()))
                 sent += 1
             if elapsed >= next_report:
                 backlog.append((round(elapsed, 2), sent,
