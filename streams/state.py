@@ -110,6 +110,8 @@ class RedisState:
                 pipe.hincrbyfloat(key, "decayed_weight", decayed_weight)
             for key, value in (blobs or {}).items():
                 pipe.set(key, value)
+            # these partitions' users now await a settle pass (see streams.worker)
+            pipe.hdel(self.keys.settled, *expected)
             if deltas:
                 pipe.xadd(self.keys.deltas, {"d": orjson.dumps([d.to_json() for d in deltas])})
             try:

@@ -207,10 +207,9 @@ class EventProcessor:
             return BatchReport(skipped=len(messages))
         await self.state.follow()
         # recommendations written now use neighbour lists up to 10% stale: the next settle pass
-        # must recompute them, even if no statistics changed (the settled marker is cleared)
+        # must recompute them, even if no statistics changed (commit cleared the settled marks)
         self.unsettled = True
-        await self._write_recommendations({u: users[u] for u in touched}, touched,
-                                          unsettle=sorted(fields))
+        await self._write_recommendations({u: users[u] for u in touched}, touched)
 
         for m, _ in events:
             EVENTS.labels(m.topic).inc()
@@ -263,8 +262,8 @@ class EventProcessor:
             user_id=user_id, similar_users=s.similar_users, user_blend=s.user_blend)
 
     async def _write_recommendations(self, users: dict[str, UserState],
-                                     touched: dict[str, tuple[float, float]] | None = None,
-                                     *, unsettle: list[str] = ()) -> None:
+                                     touched: dict[str, tuple[float, float]] | None = None
+                                     ) -> None:
         keys = self.keys
         # one MULTI/EXEC: a reader never sees a user's list without its explanations
         async with self.client.pipeline(transaction=True) as pipe:
@@ -280,8 +279,6 @@ class EventProcessor:
                 if touched and user_id in touched:
                     meta["event_ts"] = touched[user_id][0]
                 pipe.hset(keys.recs_meta(user_id), mapping=meta)
-            if unsettle:
-                pipe.hdel(keys.settled, *unsettle)
             await pipe.execute()
         if touched:
             now = time.time()

@@ -185,3 +185,15 @@ def test_newer_co_occurrence_counts_more_with_time_decay():
     ])
     neighbours = dict(model.items.neighbours("seed", fresh=True))
     assert neighbours["new-friend"] > 30 * neighbours["old-friend"]  # 2^10 weight, cosine-damped
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=events_strategy, cap=st.integers(1, 6), items_cap=st.integers(1, 4))
+def test_the_latest_liked_items_follow_the_history(events, cap, items_cap):
+    histories: dict[str, UserHistory] = {}
+    for user, item, weight, ts in events:
+        history = histories.setdefault(user, UserHistory())
+        history.observe(item, weight, ts, cap=cap, g=1.0, user_id=user,
+                        user_items_cap=items_cap)
+        liked = sorted(((t, j) for j, (s, t, _) in history.items.items() if s > 0), reverse=True)
+        assert history._latest == tuple((j, t) for t, j in liked[:items_cap])
