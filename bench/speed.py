@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from streams.events import Event, parse_event
-from streams.keys import Keys
 from streams.replay import load_dataset, movielens_events
 from streams.settings import Settings, get_settings, load_settings
+from streams.supervisor import WorkerProcess, processed
 from streams.worker import event_feedback, reference_recommender
 
 OUT_DIR = Path(__file__).parent / "out"
@@ -155,16 +155,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def processed(settings: Settings) -> int:
-    """Messages committed by the workers (sum of the stored next offsets)."""
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        return sum(int(v) for v in client.hgetall(Keys(settings.key_prefix).offsets).values())
-    finally:
-        client.close()
-
 
 @dataclass
 class WorkerRun:
@@ -197,10 +187,8 @@ class WorkerRun:
         }
 
 
-def start_worker(settings: Settings, name: str):  # noqa: ANN201 - harness.WorkerProcess
+def start_worker(settings: Settings, name: str) -> WorkerProcess:
     """One ``tastemaker worker`` process with these settings, logging to bench/out/logs."""
-    from tests.integration.harness import WorkerProcess
-
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / f"{name}.log"
     log.unlink(missing_ok=True)
