@@ -37,7 +37,7 @@ import io
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -565,7 +565,3 @@ class CooccurrenceRecommender:
     def cold_start(self, n: int) -> list[Recommendation]:
         return self.items.score([], n)
 
-
-def iter_deltas(deltas: Iterable[list]) -> Iterator[Delta]:
-    """Decode deltas as written by `Delta.to_json`."""
-    return (Delta.from_json(d) for d in deltas)
