@@ -82,26 +82,36 @@ def test_walking_skeleton_1000_events_arrive_exactly_once(unique_topics: Setting
     assert all(r.exists(keys.recs(f"u{n}")) for n in range(100))
 
 
-def test_hand_checked_recommendations_with_explanations(unique_topics: Settings, worker):
-    settings = unique_topics
+# cy played alien; aliens co-occurs with alien for ann and bob, heat only for bob:
+# cos(alien, aliens) = 2 / (sqrt 3 * sqrt 2) = 0.816; cos(alien, heat) = 1 / sqrt 3 = 0.577.
+# With similar users, both parts are scaled to a max of 1 (items: 1 and 0.707) and summed with
+# the similar users' part: ann (1 / sqrt 2 = 0.707) liked aliens, bob (1 / sqrt 3 = 0.577) aliens
+# and heat: 1.284 and 0.577, scaled: 1 and 0.449.
+HAND_CHECKED = {0: [("aliens", 0.816, ("alien",)), ("heat", 0.577, ("alien",))],
+                30: [("aliens", 2.0, ("alien",)), ("heat", 1.157, ("alien",))]}
+
+
+@pytest.mark.parametrize("similar_users", sorted(HAND_CHECKED))
+def test_hand_checked_recommendations_with_explanations(unique_topics: Settings, tmp_path: Path,
+                                                        similar_users: int):
+    settings = load_settings(**{**unique_topics.model_dump(), "similar_users": similar_users})
     plays = [("ann", "alien"), ("ann", "aliens"), ("bob", "alien"), ("bob", "aliens"),
              ("bob", "heat"), ("cy", "alien")]
     events = [("play", {"user_id": u, "item_id": i, "ts": 1e9 + n})
               for n, (u, i) in enumerate(plays)]
-    w = worker()
-    asyncio.run(send_raw(settings, as_messages(settings, events)))
-    w.wait_ready()
-    wait_processed(settings, len(events), [w])
-    wait_settled(settings)
-    # cy played alien; aliens co-occurs with alien for ann and bob, heat only for bob:
-    # cos(alien, aliens) = 2 / (sqrt 3 * sqrt 2) = 0.816; cos(alien, heat) = 1 / sqrt 3 = 0.577,
-    # scaled to a max of 1: 1 and 0.707. Similar users: ann (1 / sqrt 2 = 0.707) liked aliens,
-    # bob (1 / sqrt 3 = 0.577) aliens and heat: 1.284 and 0.577, scaled: 1 and 0.449. Sum:
-    recs = recommendations_in_redis(settings, ["cy"])["cy"]
-    assert [(item, round(score, 3), because) for item, score, because in recs] == [
-        ("aliens", 2.0, ("alien",)), ("heat", 1.157, ("alien",))]
-    neighbours = client(settings).zrevrange(Keys(settings.key_prefix).neighbours("alien"), 0, -1)
-    assert neighbours == [b"aliens", b"heat"]
+    w = _worker_factory(settings, tmp_path)()
+    try:
+        asyncio.run(send_raw(settings, as_messages(settings, events)))
+        w.wait_ready()
+        wait_processed(settings, len(events), [w])
+        wait_settled(settings)
+        recs = recommendations_in_redis(settings, ["cy"])["cy"]
+        assert [(item, round(score, 3), because) for item, score, because in recs] == (
+            HAND_CHECKED[similar_users])
+        nbrs = client(settings).zrevrange(Keys(settings.key_prefix).neighbours("alien"), 0, -1)
+        assert nbrs == [b"aliens", b"heat"]
+    finally:
+        w.stop()
 
 
 def _invalid_messages(settings: Settings, n: int) -> list[tuple[str, bytes, bytes, str]]:
