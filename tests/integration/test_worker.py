@@ -256,7 +256,7 @@ def test_movielens_slice_equals_the_in_process_model(unique_topics: Settings, wo
 
 
 def test_kill_minus_9_three_times_gives_the_uninterrupted_result(unique_topics: Settings,
-                                                                 worker):
+                                                                 tmp_path: Path):
     """A worker is killed with SIGKILL at three points of a 20,000-event replay and restarted;
     the settled Redis state equals that of the in-process model fed each event once.
 
@@ -266,20 +266,24 @@ def test_kill_minus_9_three_times_gives_the_uninterrupted_result(unique_topics: 
     events = _movielens_slice(settings, 9120)
     assert len(events) >= 20_000
     asyncio.run(send_raw(settings, as_messages(settings, events)))
+    start = _worker_factory(settings, tmp_path)  # the workers get row_cap 2000 too
     kills = 0
-    w = worker(0)
-    w.wait_ready()
-    for n, share in enumerate((0.2, 0.45, 0.7), start=1):
-        target = int(len(events) * share)
-        while processed(settings) < target:
-            assert w.alive(), w.tail()
-            time.sleep(0.05)
-        w.kill9()
-        kills += 1
-        w = worker(n)
+    w = start(0)
+    try:
         w.wait_ready()
-    wait_processed(settings, len(events), [w])
-    wait_settled(settings)
+        for n, share in enumerate((0.2, 0.45, 0.7), start=1):
+            target = int(len(events) * share)
+            while processed(settings) < target:
+                assert w.alive(), w.tail()
+                time.sleep(0.05)
+            w.kill9()
+            kills += 1
+            w = start(n)
+            w.wait_ready()
+        wait_processed(settings, len(events), [w])
+        wait_settled(settings)
+    finally:
+        w.stop()
     users = {e["user_id"] for _, e in events}
     assert kills == 3
     assert assert_equal_to_reference(settings, reference(settings, events), users) > 0
