@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     recent_items: Positive = 500
     recency_half_life: Annotated[float, Field(gt=0)] = 200.0
     explain_items: Positive = 3
-    similar_users: Annotated[int, Field(ge=0)] = 0  # 0: no similar-user candidates (see README)
+    similar_users: Annotated[int, Field(ge=0)] = 30  # 0: no similar-user candidates
     user_blend: Annotated[float, Field(ge=0)] = 1.0
     likers_cap: Positive = 100  # latest likers kept per item (similar-user index)
     user_items_cap: Positive = 50  # latest liked items kept per user (similar-user index)
