@@ -39,7 +39,7 @@ from models.cooccurrence import (
 )
 from models.feedback import FeedbackWeights
 from streams.dlq import dead_letter
-from streams.events import Event, Play, Rating, RejectedEvent, Review, decode_event
+from streams.events import Event, Play, Rating, RejectedEvent, Review, decode_event, kind_of_topic
 from streams.keys import Keys
 from streams.sentiment import ReviewSentiments
 from streams.settings import ReviewFeedback, Settings
@@ -223,8 +223,9 @@ class EventProcessor:
 
     def _kind(self, topic: str) -> str:
         s = self.settings
-        return {s.topic_plays: "play", s.topic_ratings: "rating", s.topic_reviews: "review"}.get(
-            topic, topic)
+        kind = kind_of_topic(topic, plays=s.topic_plays, ratings=s.topic_ratings,
+                             reviews=s.topic_reviews)
+        return kind or topic  # decode_event rejects an unknown topic with its name
 
     def _decay(self, ts: float) -> float:
         return decay_factor(ts, half_life_s=self.settings.half_life_days * DAY_S,
