@@ -89,6 +89,27 @@ class RedisState:
         """Write one batch's effects atomically and apply its deltas to the in-memory statistics
         (`follow` skips our own entries). Raises `StaleBatch` if any partition's offset moved
         since ``expected`` was read."""
+        # the offsets hash is shared by all workers: a WatchError caused by another worker
+        # committing other partitions is retried; only our own partitions moving is stale
+        while True:
+            try:
+                results = await self._commit_once(
+                    expected=expected, offsets=offsets, users=users, deltas=deltas,
+                    dirty=dirty, item_sentiment=item_sentiment, blobs=blobs)
+                break
+            except WatchError:
+                logger.debug("offsets changed during commit; checking our partitions")
+        if deltas:
+            entry_id = results[-1]
+            self._applied_own.add(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
+            for delta in deltas:
+                self.items.apply(delta)
+
+    async def _commit_once(self, *, expected: Mapping[str, int], offsets: Mapping[str, int],
+                           users: Mapping[str, UserState], deltas: list[Delta],
+                           dirty: Mapping[tuple[str, int], set[str]],
+                           item_sentiment: Mapping[str, list[float]] | None,
+                           blobs: Mapping[str, bytes] | None) -> list:
         async with self.client.pipeline(transaction=True) as pipe:
             await pipe.watch(self.keys.offsets)
             current = await pipe.hmget(self.keys.offsets, list(expected))
@@ -114,15 +135,7 @@ class RedisState:
             pipe.hdel(self.keys.settled, *expected)
             if deltas:
                 pipe.xadd(self.keys.deltas, {"d": orjson.dumps([d.to_json() for d in deltas])})
-            try:
-                results = await pipe.execute()
-            except WatchError as exc:
-                raise StaleBatch(str(exc)) from None
-        if deltas:
-            entry_id = results[-1]
-            self._applied_own.add(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
-            for delta in deltas:
-                self.items.apply(delta)
+            return await pipe.execute()
 
     # --- the replicated item statistics ----------------------------------------------------------
     async def follow(self, *, block_ms: int | None = None) -> int:

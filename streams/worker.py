@@ -395,10 +395,13 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
     """Build the Faust app with its agent and timers."""
     import faust
 
+    faust_dir = settings.stack_dir / "faust"  # Faust's local data, kept out of the cwd
+    faust_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
+        datadir=str(faust_dir / "{conf.id}-data"),
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
