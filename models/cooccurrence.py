@@ -89,17 +89,19 @@ class Delta:
     popularity: float  # increment of the item's decayed popularity
     user_id: str = ""  # whose event, and, when it changed, the user's latest liked items
     user_items: tuple[tuple[str, float], ...] | None = None  # (item, ts), for similar users
+    mass: float = 0.0  # increment of the item's undecayed like mass (sum of affinities)
 
     def to_json(self) -> list:
         return [self.item_id, list(self.others), list(self.increments), self.norm,
                 self.popularity, self.user_id,
-                None if self.user_items is None else [list(x) for x in self.user_items]]
+                None if self.user_items is None else [list(x) for x in self.user_items],
+                self.mass]
 
     @classmethod
     def from_json(cls, value: list) -> Delta:
-        item_id, others, increments, norm, popularity, user_id, user_items = value
+        item_id, others, increments, norm, popularity, user_id, user_items, mass = value
         return cls(item_id, tuple(others), tuple(increments), norm, popularity, user_id,
-                   None if user_items is None else tuple((i, t) for i, t in user_items))
+                   None if user_items is None else tuple((i, t) for i, t in user_items), mass)
 
 
 class UserHistory:
@@ -153,7 +155,8 @@ class UserHistory:
                 increments = [v[0] * (a1 * (g1 if g1 > v[2] else v[2])
                                       - a0 * (g0 if g0 > v[2] else v[2])) for _, v in liked]
             deltas.append(Delta(item_id, tuple(j for j, _ in liked), tuple(increments),
-                                a1 * a1 * g1 - a0 * a0 * g0, a1 * g1 - a0 * g0))
+                                a1 * a1 * g1 - a0 * a0 * g0, a1 * g1 - a0 * g0,
+                                mass=a1 - a0))
         while len(self.items) > cap:
             deltas.append(self._evict_oldest())
         deltas = [d for d in deltas if d.others or d.norm or d.popularity]
@@ -172,7 +175,7 @@ class UserHistory:
             return Delta(oldest, (), (), 0.0, 0.0)
         others = tuple(j for j, (sj, _, _) in self.items.items() if sj > 0.0)
         increments = tuple(-a * self.items[j][0] * max(g, self.items[j][2]) for j in others)
-        return Delta(oldest, others, increments, -a * a * g, -a * g)
+        return Delta(oldest, others, increments, -a * a * g, -a * g, mass=-a)
 
     def recent(self, limit: int) -> list[tuple[str, float]]:
         """Up to ``limit`` liked items, newest first (ties by id), with their affinity."""
@@ -194,6 +197,9 @@ class Recommendation:
     score: float
     because: tuple[str, ...]  # the user's items that contributed most, strongest first
     source: Source
+    item_score: float = 0.0  # the co-occurrence part of ``score`` ...
+    user_score: float = 0.0  # ... and the similar-user part (each scaled to a maximum of 1
+    #                          when both are blended)
 
 
 @dataclass(slots=True)
@@ -227,6 +233,8 @@ class ItemCooccurrence:
         self._rows: list[defaultdict[int, float]] = []
         self._norm = np.zeros(64)
         self._popularity = np.zeros(64)
+        self._mass = np.zeros(64)  # undecayed like mass: popularity / mass = mean g of the likes
+        self._reviews = np.zeros((64, 2))  # review count, sum of P(positive)
         self._churn = np.zeros(64)
         self._neighbours: dict[int, _Neighbours] = {}
 
@@ -242,6 +250,8 @@ class ItemCooccurrence:
                 grow = len(self._norm)
                 self._norm = np.concatenate([self._norm, np.zeros(grow)])
                 self._popularity = np.concatenate([self._popularity, np.zeros(grow)])
+                self._mass = np.concatenate([self._mass, np.zeros(grow)])
+                self._reviews = np.concatenate([self._reviews, np.zeros((grow, 2))])
                 self._churn = np.concatenate([self._churn, np.zeros(grow)])
         return idx
 
@@ -270,8 +280,32 @@ class ItemCooccurrence:
         self._churn[i] += abs(delta.norm)
         self._norm[i] += delta.norm
         self._popularity[i] += delta.popularity
+        self._mass[i] += delta.mass
         if delta.user_items is not None:
             self._set_user_items(delta.user_id, dict(delta.user_items))
+
+    def add_reviews(self, item_id: str, count: float, p_positive_sum: float) -> None:
+        """Add ``count`` scored reviews of ``item_id`` whose P(positive) sum to the given sum."""
+        i = self._intern(item_id)
+        self._reviews[i, 0] += count
+        self._reviews[i, 1] += p_positive_sum
+
+    def item_stats(self, item_ids: Iterable[str]) -> np.ndarray:
+        """Per item: decayed popularity, like mass, review count, review P(positive) sum (rows
+        of zeros for unknown items)."""
+        index = [self._index.get(i, -1) for i in item_ids]
+        out = np.zeros((len(index), 4))
+        known = np.array([k >= 0 for k in index], dtype=bool)
+        if known.any():
+            k = np.array(index)[known]
+            out[known, 0] = self._popularity[k]
+            out[known, 1] = self._mass[k]
+            out[known, 2:] = self._reviews[k]
+        return out
+
+    @property
+    def max_popularity(self) -> float:
+        return float(self._popularity[: len(self._ids)].max(initial=0.0))
 
     def _set_user_items(self, user_id: str, items: dict[str, float]) -> None:
         for item_id in self._user_items.get(user_id, {}).keys() - items.keys():
@@ -374,6 +408,7 @@ class ItemCooccurrence:
             if k is not None:
                 scores[k] = 0.0
         from_users = np.zeros(0)
+        item_part = scores
         if user_id is not None and similar_users > 0:
             from_users = self._similar_user_scores(user_id, [i for i, _ in recent], excluded,
                                                    similar_users)
@@ -396,7 +431,8 @@ class ItemCooccurrence:
         because = self._explain(top, contributors, explain_items)
         out = [Recommendation(self._ids[k], float(scores[k]), why,
                               "users" if len(from_users) and from_users[k] * 2 > scores[k]
-                              else "items")
+                              else "items", float(item_part[k]),
+                              float(from_users[k]) if len(from_users) else 0.0)
                for k, why in zip(top, because, strict=True)]
         if backfill and len(out) < n:
             # trending items fill the list, scored below every co-occurrence candidate so that
@@ -473,7 +509,8 @@ class ItemCooccurrence:
         index = json.dumps(self._user_items).encode()
         buffer = io.BytesIO()
         np.savez(buffer, ids=np.array(self._ids, dtype=np.str_), norm=self._norm[:m],
-                 popularity=self._popularity[:m], sizes=sizes, cols=cols, vals=vals,
+                 popularity=self._popularity[:m], mass=self._mass[:m],
+                 reviews=self._reviews[:m], sizes=sizes, cols=cols, vals=vals,
                  user_index=np.frombuffer(index, dtype=np.uint8))
         return buffer.getvalue()
 
@@ -482,6 +519,7 @@ class ItemCooccurrence:
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             ids = [str(i) for i in arrays["ids"]]
             norm, popularity = arrays["norm"], arrays["popularity"]
+            mass, reviews = arrays["mass"], arrays["reviews"]
             sizes, cols, vals = arrays["sizes"], arrays["cols"], arrays["vals"]
             user_index = json.loads(arrays["user_index"].tobytes())
         self.__init__(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,  # type: ignore[misc]
@@ -494,6 +532,8 @@ class ItemCooccurrence:
         m = len(ids)
         self._norm[:m] = norm
         self._popularity[:m] = popularity
+        self._mass[:m] = mass
+        self._reviews[:m] = reviews
         bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         cols_l, vals_l = cols.tolist(), vals.tolist()
         self._rows = [defaultdict(float, zip(cols_l[a:b], vals_l[a:b], strict=False))

@@ -242,6 +242,46 @@ def worker(
 
 
 @app.command()
+def trainer(
+    once: Annotated[bool, typer.Option(
+        "--once", help="Read the examples logged so far, fit once, exit.")] = False,
+    rollback: Annotated[int | None, typer.Option(
+        "--rollback", metavar="VERSION", help="Serve a published VERSION again, then exit.")
+    ] = None,
+) -> None:
+    """Fine-tune the ranker on the workers' logged examples and publish guarded versions.
+
+    Trains on CUDA when torch sees a GPU (TASTEMAKER_TRAINER_DEVICE=auto), else on the CPU.
+    """
+    import asyncio
+
+    from models.ranker import ArtefactError
+    from streams.trainer import Trainer
+
+    settings = _settings()
+    if settings.metrics_port and rollback is None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+    runner = Trainer(settings)
+    try:
+        if rollback is not None:
+            asyncio.run(runner.rollback(rollback))
+            typer.echo(f"serving ranker version {rollback}")
+            return
+        result = asyncio.run(runner.run(once=once))
+    except ArtefactError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        return
+    if once and result is None:
+        typer.echo("not enough examples to fit")
+    elif once:
+        typer.echo(f"{'published' if result.published else 'refused'}: held-out nDCG@10 "
+                      f"{result.candidate['ndcg@10']:.4f} vs {result.current['ndcg@10']:.4f}")
+
+
+@app.command()
 def demo(
     keep: Annotated[bool, typer.Option("--keep", help="Leave the stack and worker running.")
                     ] = False,

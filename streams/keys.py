@@ -48,6 +48,30 @@ class Keys:
         """Sorted set: member = item id, score = popularity with time decay."""
         return f"{self.prefix}trending"
 
+    # --- the ranker's model store (streams.model_store) ------------------------------------------
+    def ranker_artefact(self, version: int) -> str:
+        """String: an immutable safetensors artefact of one published ranker version."""
+        return f"{self.prefix}ranker:artefact:{version}"
+
+    @property
+    def ranker_current(self) -> str:
+        """String: the version workers serve (absent: rank by co-occurrence alone)."""
+        return f"{self.prefix}ranker:current"
+
+    @property
+    def ranker_versions(self) -> str:
+        """Sorted set: member = published version, score = publish time (epoch s)."""
+        return f"{self.prefix}ranker:versions"
+
+    @property
+    def ranker_next_version(self) -> str:
+        return f"{self.prefix}ranker:next_version"
+
+    @property
+    def ranker_serving(self) -> str:
+        """Hash: worker id -> JSON {"version", "since"}: what each worker serves now."""
+        return f"{self.prefix}ranker:serving"
+
     # --- internal state: written atomically with the offsets it reflects -------------------------
     def history(self, user_id: str) -> str:
         return f"{self.prefix}hist:{user_id}"

@@ -20,6 +20,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from models.cooccurrence import CooccurrenceRecommender
 from models.sentiment import ReviewSentiment, label_from_rating
 from streams.events import Event, Review, parse_event
+from streams.ranking import Ranking
 from streams.settings import ReviewFeedback, Settings
 from streams.worker import event_feedback, reference_recommender
 
@@ -35,6 +36,7 @@ class StreamReplica:
         self._partitioner = DefaultPartitioner()
         self.sentiment: dict[int, ReviewSentiment] = {}
         self._seen: set[tuple[str, str]] = set()
+        self.ranking = Ranking(settings)  # set .model/.catalogue to rank as a worker would
 
     def learn(self, kind: str, value: dict) -> Event | None:
         """Learn one event as a worker would; None when it is a duplicate."""
@@ -47,6 +49,8 @@ class StreamReplica:
         weight = event_feedback(event, self.weights, p_positive=p_positive,
                                 review_feedback=self.review_feedback)
         self.model.learn_one(event.user_id, event.item_id, weight=weight, ts=event.ts)
+        if p_positive is not None:
+            self.model.items.add_reviews(event.item_id, 1.0, p_positive)
         return event
 
     def _score(self, review: Review) -> float:

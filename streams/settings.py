@@ -89,6 +89,24 @@ class Settings(BaseSettings):
     likers_cap: Positive = 100  # latest likers kept per item (similar-user index)
     user_items_cap: Positive = 50  # latest liked items kept per user (similar-user index)
 
+    # --- ranker (models.ranker) and its trainer -----------------------------------------------
+    topic_ranker_examples: str = "ranker-examples"
+    ranker_candidates: Positive = 100  # co-occurrence candidates the ranker re-orders
+    ranker_example_rate: Annotated[float, Field(ge=0, le=1)] = 0.25  # positive events logged
+    ranker_examples_retention_ms: Positive = 7 * 86_400_000  # the examples topic is bounded ...
+    ranker_examples_retention_bytes: Positive = 256 * 1024 * 1024  # ... per partition
+    ranker_max_artefact_bytes: Positive = 4 * 1024 * 1024  # larger artefacts are refused
+    ranker_keep_versions: Positive = 5  # published versions kept (the current one always)
+    ranker_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.25  # workers check for a new version
+    trainer_interval_s: Annotated[float, Field(gt=0)] = 300.0  # fine-tune at least this often ...
+    trainer_min_new_examples: Positive = 2_000  # ... or once this many new examples arrived
+    trainer_window: Positive = 50_000  # the most recent examples trained and evaluated on
+    trainer_holdout: Annotated[float, Field(gt=0, lt=1)] = 0.2  # newest share held out
+    trainer_epochs: Positive = 5
+    trainer_lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    trainer_device: Literal["auto", "cpu", "cuda"] = "auto"
+    trainer_seed: int = 0
+
     # --- feedback weights (models.feedback) ------------------------------------------------------
     feedback_play: float = 1.0
     feedback_skip_below: Annotated[float, Field(ge=0, le=1)] = 0.0

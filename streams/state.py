@@ -99,11 +99,13 @@ class RedisState:
                 break
             except WatchError:
                 logger.debug("offsets changed during commit; checking our partitions")
-        if deltas:
+        if deltas or item_sentiment:
             entry_id = results[-1]
             self._applied_own.add(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
             for delta in deltas:
                 self.items.apply(delta)
+            for item_id, (count, total, *_) in (item_sentiment or {}).items():
+                self.items.add_reviews(item_id, count, total)
 
     async def _commit_once(self, *, expected: Mapping[str, int], offsets: Mapping[str, int],
                            users: Mapping[str, UserState], deltas: list[Delta],
@@ -133,8 +135,11 @@ class RedisState:
                 pipe.set(key, value)
             # these partitions' users now await a settle pass (see streams.worker)
             pipe.hdel(self.keys.settled, *expected)
-            if deltas:
-                pipe.xadd(self.keys.deltas, {"d": orjson.dumps([d.to_json() for d in deltas])})
+            if deltas or item_sentiment:
+                # followers apply both: the item statistics and the items' review sentiment
+                pipe.xadd(self.keys.deltas, {
+                    "d": orjson.dumps([d.to_json() for d in deltas]),
+                    "s": orjson.dumps({i: v[:2] for i, v in (item_sentiment or {}).items()})})
             return await pipe.execute()
 
     # --- the replicated item statistics ----------------------------------------------------------
@@ -158,8 +163,7 @@ class RedisState:
                 if entry_id in self._applied_own:
                     self._applied_own.discard(entry_id)
                 else:
-                    for value in orjson.loads(fields[b"d"]):
-                        self.items.apply(Delta.from_json(value))
+                    apply_entry(self.items, fields)
                 self.last_delta_id = entry_id
                 applied += 1
             block_ms = None
@@ -190,6 +194,14 @@ class RedisState:
         logger.info("snapshot loaded at delta %s (%d items)", self.last_delta_id,
                     self.items.n_items)
         return True
+
+
+def apply_entry(items: ItemCooccurrence, fields: Mapping[bytes, bytes]) -> None:
+    """Apply one ``deltas`` stream entry: item-statistics deltas and review sentiment sums."""
+    for value in orjson.loads(fields[b"d"]):
+        items.apply(Delta.from_json(value))
+    for item_id, (count, total) in orjson.loads(fields.get(b"s", b"{}")).items():
+        items.add_reviews(item_id, count, total)
 
 
 def _id_tuple(stream_id: bytes | str) -> tuple[int, int]:

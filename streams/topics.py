@@ -7,6 +7,8 @@ of creating a stray topic; `ensure_topics` creates the real ones. Partition coun
   so a user's history lives on one partition and worker instances split the users between them.
 - ``events-dlq``: 1. Low volume, read by people and by ``replay`` in the order things failed; one
   partition gives that single order.
+- ``ranker-examples``: ``settings.topic_partitions``, keyed by user; bounded by retention (time
+  and bytes per partition, from the settings): the trainer only ever needs the recent ones.
 - ``model-updates``: 1. Every worker reads every model version announcement (no group split) and
   must see them in publish order; one partition is one total order.
 
@@ -32,16 +34,25 @@ MODEL_UPDATES_PARTITIONS = 1
 REPLICATION_FACTOR = 1
 
 
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Per-topic configuration beyond the broker's defaults."""
+    return {settings.topic_ranker_examples: {
+        "retention.ms": str(settings.ranker_examples_retention_ms),
+        "retention.bytes": str(settings.ranker_examples_retention_bytes)}}
+
+
 def topic_partitions(settings: Settings) -> dict[str, int]:
     """Every topic tastemaker uses, with its partition count.
 
     >>> from streams.settings import load_settings
     >>> topic_partitions(load_settings(topic_partitions=4, topic_plays="p", topic_ratings="r",
-    ...     topic_reviews="v", topic_dlq="d", topic_model_updates="m"))
-    {'p': 4, 'r': 4, 'v': 4, 'd': 1, 'm': 1}
+    ...     topic_reviews="v", topic_dlq="d", topic_model_updates="m",
+    ...     topic_ranker_examples="x"))
+    {'p': 4, 'r': 4, 'v': 4, 'd': 1, 'x': 4, 'm': 1}
     """
     partitions = {topic: settings.topic_partitions for topic in settings.event_topics}
     partitions[settings.topic_dlq] = DLQ_PARTITIONS
+    partitions[settings.topic_ranker_examples] = settings.topic_partitions
     partitions[settings.topic_model_updates] = MODEL_UPDATES_PARTITIONS
     return partitions
 
@@ -70,7 +81,8 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[
                     count,
                 )
         missing = [
-            NewTopic(topic, count, REPLICATION_FACTOR)
+            NewTopic(topic, count, REPLICATION_FACTOR,
+                     topic_configs=topic_configs(settings).get(topic, {}))
             for topic, count in wanted.items()
             if topic not in existing
         ]

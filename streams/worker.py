@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
@@ -38,9 +39,12 @@ from models.cooccurrence import (
     decay_factor,
 )
 from models.feedback import FeedbackWeights
+from models.ranker import ArtefactError
 from streams.dlq import dead_letter
 from streams.events import Event, Play, Rating, RejectedEvent, Review, decode_event, kind_of_topic
 from streams.keys import Keys
+from streams.model_store import ModelStore
+from streams.ranking import Ranking, sampled
 from streams.sentiment import ReviewSentiments
 from streams.settings import ReviewFeedback, Settings
 from streams.state import RedisState, StaleBatch, UserState, offset_field
@@ -54,6 +58,9 @@ BATCH_SECONDS = Histogram("tastemaker_batch_seconds", "Time to process one batch
 FRESHNESS = Histogram("tastemaker_freshness_seconds",
                       "Kafka append time to recommendations written",
                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+RANKER_VERSION = Gauge("tastemaker_ranker_version", "Ranker version served (0: none)")
+EXAMPLES_LOGGED = Counter("tastemaker_ranker_examples_total", "Ranker training examples logged")
 
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
@@ -95,6 +102,11 @@ class EventProcessor:
     sentiments: ReviewSentiments = field(init=False)
     keys: Keys = field(init=False)
     weights: FeedbackWeights = field(init=False)
+    ranking: Ranking = field(init=False)
+    store: ModelStore = field(init=False)
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    refused_versions: set[int] = field(default_factory=set)
+    catalogue_upto: int = 0  # item statistics' items whose metadata was looked up
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_batch_at: float = 0.0
     settled_at: tuple[str, list[tuple[str, int]]] = ("", [])  # delta id and partitions settled
@@ -111,6 +123,9 @@ class EventProcessor:
                                  user_items_cap=s.user_items_cap)
         self.state = RedisState(self.client, self.keys, items)
         self.sentiments = ReviewSentiments(s, self.keys)
+        self.ranking = Ranking(s)
+        self.store = ModelStore(self.client, self.keys, max_bytes=s.ranker_max_artefact_bytes,
+                                keep=s.ranker_keep_versions)
 
     async def start(self) -> None:
         """Load the latest snapshot and catch up with the deltas stream, once."""
@@ -120,6 +135,7 @@ class EventProcessor:
             await self._retrying(self.state.load_snapshot)
             await self._retrying(self.state.follow)
             self.started = True
+        await self.maybe_swap()
 
     # --- per batch ------------------------------------------------------------------------------
     async def process(self, messages: Sequence[SourceMessage]) -> BatchReport:
@@ -163,6 +179,8 @@ class EventProcessor:
             events.append((m, event))
 
         users = await self.state.user_states({e.user_id for _, e in events})
+        await self._refresh_catalogue({e.item_id for _, e in events})
+        examples: list[dict] = []
         deltas: list[Delta] = []
         dirty: dict[tuple[str, int], set[str]] = defaultdict(set)
         touched: dict[str, tuple[float, float]] = {}  # user -> (latest event ts, kafka ts)
@@ -182,7 +200,16 @@ class EventProcessor:
                 agg[1] += p_positive
                 agg[2] += p_positive * g
                 agg[3] += g
-            deltas += self._observe(user, event, p_positive)
+            weight = event_feedback(event, self.weights, p_positive=p_positive,
+                                    review_feedback=self.settings.review_feedback)
+            if weight > 0 and self.settings.ranker_example_rate > 0 and sampled(
+                    event_id, self.settings.ranker_example_rate):
+                example = self.ranking.example(self.state.items, event.user_id, user.history,
+                                               item_id=event.item_id, ts=event.ts,
+                                               event_id=event_id)
+                if example is not None:
+                    examples.append(example)
+            deltas += self._observe(user, event, weight)
             dirty[(m.topic, m.partition)].add(event.user_id)
             touched[event.user_id] = (event.ts, m.timestamp)
             report.processed += 1
@@ -194,6 +221,8 @@ class EventProcessor:
 
         if rejected:
             await self._send_dead_letters(rejected)
+        if examples:  # at-least-once, like the DLQ: the trainer drops repeats by example id
+            await self._send_examples(examples)
         review_partitions = {m.partition for m in fresh if m.topic == reviews_topic}
         try:
             await self.state.commit(
@@ -206,6 +235,7 @@ class EventProcessor:
                 self.sentiments.models.pop(partition, None)
             return BatchReport(skipped=len(messages))
         await self.state.follow()
+        await self._refresh_catalogue(())
         # recommendations written now use neighbour lists up to 10% stale: the next settle pass
         # must recompute them, even if no statistics changed (commit cleared the settled marks)
         self.unsettled = True
@@ -231,9 +261,7 @@ class EventProcessor:
         return decay_factor(ts, half_life_s=self.settings.half_life_days * DAY_S,
                             epoch=self.settings.decay_epoch)
 
-    def _observe(self, user: UserState, event: Event, p_positive: float | None) -> list[Delta]:
-        weight = event_feedback(event, self.weights, p_positive=p_positive,
-                                review_feedback=self.settings.review_feedback)
+    def _observe(self, user: UserState, event: Event, weight: float) -> list[Delta]:
         return user.history.observe(event.item_id, weight, event.ts,
                                     cap=self.settings.history_cap, g=self._decay(event.ts),
                                     user_id=event.user_id,
@@ -254,13 +282,64 @@ class EventProcessor:
         for m, exc in rejected:
             logger.info("rejected %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc.reason)
 
+    async def _send_examples(self, examples: list[dict]) -> None:
+        futures = [await self.producer.send(self.settings.topic_ranker_examples,
+                                            orjson.dumps(e), key=e["user_id"].encode())
+                   for e in examples]
+        await asyncio.gather(*futures)
+        EXAMPLES_LOGGED.inc(len(examples))
+
+    async def _refresh_catalogue(self, item_ids: Iterable[str]) -> None:
+        """Look up the genres of items not looked up yet (``item:{id}`` hashes, when the
+        catalogue was written): the ranker's genre feature. Each item is looked up once."""
+        known = self.state.items.item_ids()[self.catalogue_upto:]
+        wanted = sorted({*known, *item_ids} - self.ranking.catalogue.keys())
+        self.catalogue_upto += len(known)
+        if not wanted:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for item_id in wanted:
+                pipe.hget(self.keys.item(item_id), "genres")
+            found = await pipe.execute()
+        self.ranking.learn_catalogue({
+            item_id: (raw.decode().split() if raw else ())
+            for item_id, raw in zip(wanted, found, strict=True)})
+
+    # --- the ranker -----------------------------------------------------------------------------
+    async def maybe_swap(self) -> int:
+        """Serve the published ranker version if it changed: load and check it outside the lock,
+        then swap between batches. A version that fails to load is refused (logged once) and
+        the current one stays. Returns the version served."""
+        try:
+            version = await self.store.current_version()
+        except RETRYABLE as exc:
+            logger.warning("cannot read the ranker version (%s); keeping version %d", exc,
+                           self.ranking.version)
+            return self.ranking.version
+        if version == self.ranking.version or version in self.refused_versions:
+            return self.ranking.version
+        model = None
+        if version:
+            try:
+                model, _ = await self.store.load(version)
+            except ArtefactError as exc:
+                self.refused_versions.add(version)
+                logger.error("refusing ranker version %d: %s; still serving version %d",
+                             version, exc, self.ranking.version)
+                return self.ranking.version
+        async with self.lock:
+            previous = self.ranking.version
+            self.ranking.model, self.ranking.version = model, version
+            self.unsettled = True  # the settle pass re-ranks every owned user with it
+        RANKER_VERSION.set(version)
+        await self.client.hset(self.keys.ranker_serving, self.worker_id,
+                               orjson.dumps({"version": version, "since": time.time()}))
+        logger.info("serving ranker version %d (was %d)", version, previous)
+        return version
+
     # --- recommendations ------------------------------------------------------------------------
     def recommend(self, user_id: str, user: UserState) -> list[Recommendation]:
-        s = self.settings
-        return self.state.items.score(
-            user.history.recent(s.recent_items), s.top_n, exclude=user.history.items.keys(),
-            recency_half_life=s.recency_half_life, explain_items=s.explain_items,
-            user_id=user_id, similar_users=s.similar_users, user_blend=s.user_blend)
+        return self.ranking.recommend(self.state.items, user_id, user.history)
 
     async def _write_recommendations(self, users: dict[str, UserState],
                                      touched: dict[str, tuple[float, float]] | None = None
@@ -276,7 +355,8 @@ class EventProcessor:
                     pipe.hset(keys.explain(user_id), mapping={
                         r.item_id: orjson.dumps({"because": list(r.because), "source": r.source})
                         for r in recs})
-                meta = {"updated_at": time.time(), "model": "none"}
+                meta = {"updated_at": time.time(),
+                        "model": str(self.ranking.version) if self.ranking.version else "none"}
                 if touched and user_id in touched:
                     meta["event_ts"] = touched[user_id][0]
                 pipe.hset(keys.recs_meta(user_id), mapping=meta)
@@ -305,6 +385,7 @@ class EventProcessor:
     async def _settle(self, assigned: list[tuple[str, int]], writes_items: bool) -> int:
         items = self.state.items
         items.refresh()
+        await self._refresh_catalogue(())
         user_ids: set[str] = set()
         for topic, partition in assigned:
             user_ids |= {u.decode() for u in await self.client.smembers(
@@ -457,6 +538,12 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
     async def settle_when_quiet() -> None:
         proc = await processor()
         await proc.settle(assigned(), writes_items=owns_item_lists())
+
+    @app.timer(interval=settings.ranker_poll_s)
+    async def swap_ranker() -> None:
+        proc = await processor()
+        if proc.started:
+            await proc.maybe_swap()
 
     @app.on_before_shutdown.connect
     async def close_clients(app, **kwargs) -> None:  # noqa: ANN001, ANN003

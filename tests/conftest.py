@@ -233,6 +233,7 @@ def isolated_settings(base: Settings, tag: str | None = None) -> Settings:
             "topic_reviews": f"{base.topic_reviews}-{tag}",
             "topic_dlq": f"{base.topic_dlq}-{tag}",
             "topic_model_updates": f"{base.topic_model_updates}-{tag}",
+            "topic_ranker_examples": f"{base.topic_ranker_examples}-{tag}",
             "key_prefix": f"t{tag}:",
             "app_id": f"tastemaker-test-{tag}",
             "web_port": free_port(),

@@ -1,0 +1,97 @@
+"""How a worker ranks a user's recommendations, and the training examples it logs.
+
+One object, used by the stream workers, by `streams.reference.StreamReplica` and by the ranker
+benchmark, so all three rank — and featurise — the same way:
+
+- without a ranker version, the top-N is the co-occurrence order (`models.cooccurrence`);
+- with one, the top ``ranker_candidates`` co-occurrence candidates are re-ordered by the MLP
+  (`models.ranker`) and the top-N kept.
+
+A training example is the candidate list the user would be served at the moment of one of their
+positive events (their history just before it), with the features of every candidate and the
+position of the item they chose; events whose item is not among the candidates give none (the
+ranker can only re-order candidates). A seeded hash of the event id picks ``ranker_example_rate``
+of the positive events, so the same events are logged on every worker and replay.
+
+>>> from streams.settings import load_settings
+>>> from streams.reference import StreamReplica
+>>> replica = StreamReplica(load_settings(ranker_example_rate=1.0))
+>>> for user, item in [("ann", "a"), ("ann", "b"), ("bob", "a"), ("bob", "b"), ("cy", "a")]:
+...     _ = replica.learn("play", {"user_id": user, "item_id": item, "ts": 1e9})
+>>> history = replica.model.histories["cy"]
+>>> example = replica.ranking.example(replica.model.items, "cy", history, item_id="b", ts=1e9,
+...                                   event_id="e1")
+>>> example["items"], example["positive"]
+(['b'], 0)
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.cooccurrence import DAY_S, ItemCooccurrence, Recommendation, UserHistory
+from models.ranker import FEATURE_VERSION, RankerMLP, UserContext, featurise, rerank
+from streams.settings import Settings
+
+
+def sampled(event_id: str, rate: float) -> bool:
+    """Whether an event is among the ``rate`` share logged as training examples (by a hash of
+    its id, so every worker and replay picks the same events)."""
+    if rate >= 1.0:
+        return True
+    return zlib.crc32(event_id.encode()) / 2**32 < rate
+
+
+@dataclass(slots=True)
+class Ranking:
+    settings: Settings
+    catalogue: dict[str, tuple[str, ...]] = field(default_factory=dict)  # item -> genres
+    model: RankerMLP | None = None
+    version: int = 0  # the served ranker version; 0: none (co-occurrence order)
+
+    def candidates(self, items: ItemCooccurrence, user_id: str, history: UserHistory, n: int
+                   ) -> list[Recommendation]:
+        s = self.settings
+        return items.score(
+            history.recent(s.recent_items), n, exclude=history.items.keys(),
+            recency_half_life=s.recency_half_life, explain_items=s.explain_items,
+            user_id=user_id, similar_users=s.similar_users, user_blend=s.user_blend)
+
+    def features(self, items: ItemCooccurrence, history: UserHistory,
+                 candidates: Sequence[Recommendation]) -> np.ndarray:
+        s = self.settings
+        user = UserContext.of(history, self.catalogue, recent_items=s.recent_items)
+        return featurise(candidates, user, items, self.catalogue,
+                         recency_half_life=s.recency_half_life,
+                         half_life_s=s.half_life_days * DAY_S, decay_epoch=s.decay_epoch)
+
+    def recommend(self, items: ItemCooccurrence, user_id: str, history: UserHistory
+                  ) -> list[Recommendation]:
+        """The user's top-N: re-ordered by the ranker when one is served."""
+        s = self.settings
+        if self.model is None:
+            return self.candidates(items, user_id, history, s.top_n)
+        candidates = self.candidates(items, user_id, history, max(s.ranker_candidates, s.top_n))
+        return rerank(self.model, candidates, self.features(items, history, candidates),
+                      s.top_n)
+
+    def example(self, items: ItemCooccurrence, user_id: str, history: UserHistory, *,
+                item_id: str, ts: float, event_id: str) -> dict | None:
+        """The training example of a positive event (call before the event is learned), or None
+        when the chosen item is not among the candidates."""
+        candidates = self.candidates(items, user_id, history, self.settings.ranker_candidates)
+        ids = [c.item_id for c in candidates]
+        if item_id not in ids:
+            return None
+        features = self.features(items, history, candidates)
+        return {"id": f"{user_id}|{event_id}", "user_id": user_id, "ts": ts,
+                "feature_version": FEATURE_VERSION, "items": ids,
+                "positive": ids.index(item_id), "features": features.tolist()}
+
+    def learn_catalogue(self, genres: Mapping[str, Sequence[str]]) -> None:
+        for item_id, item_genres in genres.items():
+            self.catalogue[item_id] = tuple(item_genres)

@@ -1,0 +1,236 @@
+"""The periodic ranker trainer (``tastemaker trainer``): one process, never on the events' hot path.
+
+It reads the training examples the workers log to ``ranker-examples`` (bounded by the topic's
+retention; it keeps the latest ``trainer_window`` of them, deduplicated by example id since
+logging is at-least-once), and every ``trainer_interval_s`` — or as soon as
+``trainer_min_new_examples`` new ones arrived — runs `train_step`: fine-tune the current version
+on the window less its newest ``trainer_holdout`` share, on CUDA when torch sees one, and publish
+only if the held-out nDCG@10 is not worse than the current version's (the co-occurrence order
+when none is published). Both figures are logged with the decision. Publishing stores an
+immutable artefact (`streams.model_store`) and announces it on ``model-updates``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+import torch
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import Counter, Gauge
+
+from models.ranker import (
+    FEATURE_VERSION,
+    FEATURES,
+    ArtefactError,
+    FitReport,
+    Groups,
+    RankerMLP,
+    evaluate,
+    fine_tune,
+    not_worse,
+)
+from streams.keys import Keys
+from streams.model_store import ModelStore
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TRAINER_LOSS = Gauge("tastemaker_trainer_loss", "Listwise loss of the last fit", ["split"])
+GUARD = Counter("tastemaker_trainer_guard_total", "Guard decisions", ["decision"])
+EXAMPLES = Counter("tastemaker_trainer_examples_total", "Training examples read", ["outcome"])
+PUBLISHED_VERSION = Gauge("tastemaker_trainer_published_version", "Last published version")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    model: RankerMLP
+    published: bool
+    candidate: dict[str, float]  # held-out metrics of the fine-tuned model ...
+    current: dict[str, float]  # ... and of the current version (or the co-occurrence order)
+    fit: FitReport
+    train_groups: int
+    holdout_groups: int
+
+    def as_dict(self) -> dict:
+        return {"published": self.published, "candidate": self.candidate,
+                "current": self.current, "train_groups": self.train_groups,
+                "holdout_groups": self.holdout_groups, "examples": self.fit.examples,
+                "fit_seconds": round(self.fit.seconds, 3), "device": self.fit.device,
+                "train_loss": round(self.fit.train_loss, 5)}
+
+
+def train_step(current: RankerMLP | None, groups: Groups, settings: Settings) -> TrainResult:
+    """Fine-tune a copy of ``current`` (a fresh model when None) and decide whether to publish."""
+    train, holdout = groups.split(settings.trainer_holdout)
+    if current is not None:
+        candidate = copy.deepcopy(current)
+    else:
+        torch.manual_seed(settings.trainer_seed)
+        candidate = RankerMLP()
+        candidate.fit_scaler(train)
+    fit = fine_tune(candidate, train, epochs=settings.trainer_epochs, lr=settings.trainer_lr,
+                    device=settings.trainer_device, seed=settings.trainer_seed)
+    ours, theirs = evaluate(candidate, holdout), evaluate(current, holdout)
+    published = not_worse(ours, theirs)
+    return TrainResult(candidate, published, ours, theirs, fit, len(train), len(holdout))
+
+
+def parse_example(raw: bytes) -> tuple[str, tuple[np.ndarray, int, float]]:
+    """An example record's id and (features, positive, ts); ValueError when malformed."""
+    try:
+        record = orjson.loads(raw)
+        features = np.asarray(record["features"], dtype=np.float32)
+        positive, ts, example_id = int(record["positive"]), float(record["ts"]), str(record["id"])
+        version = record["feature_version"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed example: {exc}") from None
+    if version != FEATURE_VERSION:
+        raise ValueError(f"feature version {version!r}, expected {FEATURE_VERSION!r}")
+    if features.ndim != 2 or features.shape[1] != len(FEATURES) or len(features) == 0:
+        raise ValueError(f"features of shape {features.shape}, expected (n, {len(FEATURES)})")
+    if not 0 <= positive < len(features) or not np.isfinite(features).all():
+        raise ValueError("positive out of range or non-finite features")
+    return example_id, (features, positive, ts)
+
+
+class Trainer:
+    """Reads examples, fine-tunes, guards, publishes. `run` loops; `run_once` fits once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.client = aioredis.from_url(settings.redis_url, socket_timeout=10)
+        self.store = ModelStore(self.client, self.keys,
+                                max_bytes=settings.ranker_max_artefact_bytes,
+                                keep=settings.ranker_keep_versions)
+        self.window: OrderedDict[str, tuple[np.ndarray, int, float]] = OrderedDict()
+        self.new_since_fit = 0
+        self.current: RankerMLP | None = None
+        self.current_version = 0
+
+    async def _load_current(self) -> None:
+        version = await self.store.current_version()
+        if version == self.current_version:
+            return
+        try:
+            self.current, _ = await self.store.load(version)
+            self.current_version = version
+            logger.info("fine-tuning from ranker version %d", version)
+        except ArtefactError as exc:
+            logger.error("current ranker version %d unusable (%s): training from scratch",
+                         version, exc)
+            self.current, self.current_version = None, 0
+
+    def _add(self, raw: bytes | None) -> None:
+        try:
+            example_id, example = parse_example(raw or b"")
+        except ValueError as exc:
+            EXAMPLES.labels("rejected").inc()
+            logger.warning("skipping training example: %s", exc)
+            return
+        EXAMPLES.labels("read").inc()
+        if example_id in self.window:
+            return  # logged twice (a worker crashed between logging and committing)
+        self.window[example_id] = example
+        self.new_since_fit += 1
+        while len(self.window) > self.settings.trainer_window:
+            self.window.popitem(last=False)
+
+    async def fit(self, producer: AIOKafkaProducer) -> TrainResult | None:
+        """One train step on the window; publish and announce when the guard allows."""
+        if len(self.window) < 20:
+            logger.info("only %d examples: not fitting yet", len(self.window))
+            return None
+        await self._load_current()
+        groups = Groups.of(list(self.window.values()))
+        self.new_since_fit = 0
+        result = await asyncio.to_thread(train_step, self.current, groups, self.settings)
+        TRAINER_LOSS.labels("train").set(result.fit.train_loss)
+        TRAINER_LOSS.labels("holdout").set(result.candidate["loss"])
+        decision = "published" if result.published else "refused"
+        GUARD.labels(decision).inc()
+        logger.info("guard %s: held-out nDCG@10 %.4f (fine-tuned) vs %.4f (%s) on %d groups; "
+                    "fit %d groups x %d epochs on %s in %.2f s", decision,
+                    result.candidate["ndcg@10"], result.current["ndcg@10"],
+                    f"version {self.current_version}" if self.current is not None
+                    else "co-occurrence order", result.holdout_groups, result.train_groups,
+                    self.settings.trainer_epochs, result.fit.device, result.fit.seconds)
+        if result.published:
+            version = await self.store.publish(result.model, {
+                "holdout": result.candidate, "previous": result.current,
+                "trained_on": result.train_groups})
+            self.current, self.current_version = result.model, version
+            PUBLISHED_VERSION.set(version)
+            await producer.send_and_wait(self.settings.topic_model_updates, orjson.dumps({
+                "version": version, "published_at": time.time(),
+                "key": self.keys.ranker_artefact(version),
+                "holdout_ndcg@10": result.candidate["ndcg@10"]}))
+        return result
+
+    async def run(self, *, once: bool = False) -> TrainResult | None:
+        """Consume examples and fit on schedule; with ``once``, read up to the current end of
+        the topic, fit once and return."""
+        s = self.settings
+        consumer = AIOKafkaConsumer(s.topic_ranker_examples,
+                                    bootstrap_servers=s.kafka_bootstrap_servers, group_id=None,
+                                    auto_offset_reset="earliest", enable_auto_commit=False,
+                                    max_partition_fetch_bytes=8 * 1024 * 1024)
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers, acks="all")
+        await consumer.start()
+        await producer.start()
+        try:
+            if once:
+                await self._read_to_end(consumer)
+                return await self.fit(producer)
+            last_fit = time.monotonic()
+            while True:
+                self._add_batch(await consumer.getmany(timeout_ms=1000, max_records=5000))
+                due = time.monotonic() - last_fit >= s.trainer_interval_s
+                if self.new_since_fit >= s.trainer_min_new_examples or (
+                        due and self.new_since_fit > 0):
+                    await self.fit(producer)
+                    last_fit = time.monotonic()
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            await self.client.aclose()
+
+    async def _read_to_end(self, consumer: AIOKafkaConsumer) -> None:
+        """Read every example logged before this call."""
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            self._add_batch(await consumer.getmany(timeout_ms=200))
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        while True:
+            behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+            if not behind:
+                return
+            self._add_batch(await consumer.getmany(*behind, timeout_ms=1000,
+                                                   max_records=5000))
+
+    def _add_batch(self, batches: dict) -> None:
+        for records in batches.values():
+            for record in records:
+                self._add(record.value)
+
+    async def rollback(self, version: int) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                                    acks="all")
+        await producer.start()
+        try:
+            await self.store.rollback(version)
+            await producer.send_and_wait(self.settings.topic_model_updates, orjson.dumps({
+                "version": version, "published_at": time.time(), "rollback": True,
+                "key": self.keys.ranker_artefact(version)}))
+        finally:
+            await producer.stop()
+            await self.client.aclose()
+
