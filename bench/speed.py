@@ -94,6 +94,7 @@ def bench_settings(base: Settings, tag: str | None = None, **overrides: object) 
         "topic_plays": f"bench-plays-{tag}", "topic_ratings": f"bench-ratings-{tag}",
         "topic_reviews": f"bench-reviews-{tag}", "topic_dlq": f"bench-events-dlq-{tag}",
         "topic_model_updates": f"bench-model-updates-{tag}",
+        "topic_ranker_examples": f"bench-ranker-examples-{tag}",
         "key_prefix": f"bench-{tag}:", "app_id": f"tastemaker-bench-{tag}",
         **overrides,
     })
