@@ -303,6 +303,16 @@ class ItemCooccurrence:
             out[known, 2:] = self._reviews[k]
         return out
 
+    def similarities_to(self, item_id: str, candidates: Iterable[str]) -> np.ndarray:
+        """Each candidate's similarity to ``item_id`` in ``item_id``'s neighbour list (0 when
+        not in it), from the same cached lists that scoring uses."""
+        index = [self._index.get(c, -1) for c in candidates]
+        j = self._index.get(item_id)
+        if j is None:
+            return np.zeros(len(index))
+        by_id = self._neighbour_list(j).by_id
+        return np.array([by_id.get(k, 0.0) for k in index])
+
     @property
     def max_popularity(self) -> float:
         return float(self._popularity[: len(self._ids)].max(initial=0.0))

@@ -49,11 +49,15 @@ FEATURES: tuple[str, ...] = (
     "sentiment",  # mean P(positive) of the item's reviews (0.5 without reviews)
     "reviews",  # log(1 + number of scored reviews of the item)
     "because_recency",  # recency weight of the user's item that explains the candidate best
+    "last_similarity",  # similarity to the user's latest liked item
+    "recent_similarity",  # mean similarity to the user's ``RECENT`` latest liked items
     "user_activity",  # log(1 + items in the user's history)
     "genre_match",  # cosine of the candidate's genres and the user's affinity-weighted genres
 )
+COLUMN = {name: column for column, name in enumerate(FEATURES)}
 FEATURE_VERSION = "1"
 K = 10  # nDCG@K within a group
+RECENT = 10
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -95,34 +99,41 @@ def featurise(candidates: Sequence[Recommendation], user: UserContext, items: It
     out = np.zeros((n, len(FEATURES)))
     if n == 0:
         return out.astype(np.float32)
+
+    def put(name: str, values: object) -> None:
+        out[:, COLUMN[name]] = values
+
+    ids = [c.item_id for c in candidates]
     item_scores = np.array([c.item_score for c in candidates])
     user_scores = np.array([c.user_score for c in candidates])
-    out[:, 0] = item_scores / item_scores.max() if item_scores.max() > 0 else 0.0
-    out[:, 1] = user_scores / user_scores.max() if user_scores.max() > 0 else 0.0
-    out[:, 2] = 1.0 / np.log2(2.0 + np.arange(n))
-    out[:, 3] = [c.source == "trending" for c in candidates]
-    stats = round12(items.item_stats(c.item_id for c in candidates))
-    popularity, mass, n_reviews, positive = stats.T
+    put("item_score", item_scores / item_scores.max() if item_scores.max() > 0 else 0.0)
+    put("user_score", user_scores / user_scores.max() if user_scores.max() > 0 else 0.0)
+    put("rank", 1.0 / np.log2(2.0 + np.arange(n)))
+    put("trending", [c.source == "trending" for c in candidates])
+    popularity, mass, n_reviews, positive = round12(items.item_stats(ids)).T
     top = round12(np.array([items.max_popularity]))[0]
+    now_exponent = (user.now_ts - decay_epoch) / half_life_s
     with np.errstate(divide="ignore", invalid="ignore"):
-        out[:, 4] = np.where(popularity > 0, np.log(popularity / top), -20.0) if top > 0 else -20.0
-        now_exponent = (user.now_ts - decay_epoch) / half_life_s
-        mean_exponent = np.log2(popularity / mass)
-        out[:, 5] = np.where((popularity > 0) & (mass > 0), now_exponent - mean_exponent, 20.0)
-        out[:, 6] = np.where(n_reviews > 0, positive / n_reviews, 0.5)
-    out[:, 4] = np.clip(out[:, 4], -20.0, 0.0)
-    out[:, 5] = np.clip(out[:, 5], -2.0, 20.0)
-    out[:, 7] = np.log1p(np.maximum(n_reviews, 0.0))
+        ratio = np.log(popularity / top) if top > 0 else np.zeros(n)
+        put("popularity", np.clip(np.where(popularity > 0, ratio, -20.0), -20.0, 0.0))
+        age = now_exponent - np.log2(popularity / mass)
+        put("like_age", np.clip(np.where((popularity > 0) & (mass > 0), age, 20.0), -2.0, 20.0))
+        put("sentiment", np.where(n_reviews > 0, positive / n_reviews, 0.5))
+    put("reviews", np.log1p(np.maximum(n_reviews, 0.0)))
     position = {item_id: rank for rank, (item_id, _) in enumerate(user.recent)}
-    out[:, 8] = [0.5 ** (position[c.because[0]] / recency_half_life)
-                 if c.because and c.because[0] in position else 0.0 for c in candidates]
-    out[:, 9] = math.log1p(user.n_items)
+    put("because_recency", [0.5 ** (position[c.because[0]] / recency_half_life)
+                            if c.because and c.because[0] in position else 0.0
+                            for c in candidates])
+    recent = [item_id for item_id, _ in user.recent[:RECENT]]
+    if recent:
+        near = np.array([items.similarities_to(item_id, ids) for item_id in recent])
+        put("last_similarity", near[0])
+        put("recent_similarity", near.mean(axis=0))
+    put("user_activity", math.log1p(user.n_items))
     if user.genres:
-        for row, c in enumerate(candidates):
-            genres = catalogue.get(c.item_id, ())
-            if genres:
-                out[row, 10] = sum(user.genres.get(g, 0.0) for g in genres) / math.sqrt(
-                    len(genres))
+        put("genre_match", [
+            sum(user.genres.get(g, 0.0) for g in catalogue.get(i, ())) / math.sqrt(
+                len(catalogue[i])) if catalogue.get(i) else 0.0 for i in ids])
     return round12(out).astype(np.float32)
 
 
@@ -178,15 +189,16 @@ def toy_groups(*, n_groups: int, width: int = 20, seed: int = 0) -> Groups:
     mix of the features that the co-occurrence order (position) does not follow."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n_groups, width, len(FEATURES))).astype(np.float32)
-    x[:, :, FEATURES.index("rank")] = 1.0 / np.log2(2.0 + np.arange(width))
-    hidden = x[:, :, 4] * 1.5 - x[:, :, 6] + 0.5 * x[:, :, 10]
+    x[:, :, COLUMN["rank"]] = 1.0 / np.log2(2.0 + np.arange(width))
+    hidden = (1.5 * x[:, :, COLUMN["popularity"]] - x[:, :, COLUMN["sentiment"]]
+              + 0.5 * x[:, :, COLUMN["genre_match"]])
     positive = hidden.argmax(axis=1)
     return Groups(x, np.ones((n_groups, width), dtype=bool), positive.astype(np.int64),
                   np.arange(n_groups, dtype=np.float64))
 
 
 # --- the model ----------------------------------------------------------------------------------
-RANK = FEATURES.index("rank")
+RANK = COLUMN["rank"]
 
 
 class RankerMLP(nn.Module):
