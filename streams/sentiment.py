@@ -19,9 +19,10 @@ import logging
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from models.sentiment import ReviewSentiment, label_from_rating
+from streams.connections import kafka_consumer
 from streams.events import RejectedEvent, Review, decode_event
 from streams.keys import Keys
 from streams.settings import Settings
@@ -94,8 +95,7 @@ class ReviewSentiments:
         if start >= end:
             return 0
         tp = TopicPartition(self.settings.topic_reviews, partition)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                                    enable_auto_commit=False,
+        consumer = kafka_consumer(self.settings, enable_auto_commit=False,
                                     max_partition_fetch_bytes=8 * 1024 * 1024)
         await consumer.start()
         learned = 0

@@ -97,6 +97,16 @@ POM = """\
 """
 
 
+#: Client settings that undo any security the caller's environment asks for: the local stack's
+#: Redis and its default Kafka listener have none.
+PLAINTEXT_CLIENT: dict[str, Any] = {
+    "kafka_security_protocol": "PLAINTEXT", "kafka_username": None, "kafka_password": None,
+    "kafka_ssl_cafile": None, "kafka_ssl_certfile": None, "kafka_ssl_keyfile": None,
+    "redis_username": None, "redis_password": None, "redis_tls_ca_file": None,
+    "redis_tls_cert_file": None, "redis_tls_key_file": None,
+}
+
+
 class StackError(RuntimeError):
     """The local stack cannot do what was asked; the message says why and what to do."""
 
@@ -178,12 +188,13 @@ class LocalStack:
         }
 
     def client_settings(self) -> Settings:
-        """These settings, pointed at this stack."""
+        """These settings, pointed at this stack's plaintext listener and Redis (no auth)."""
         return load_settings(
             **{
                 **self.settings.model_dump(),
                 "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
                 "redis_url": self.redis_url,
+                **PLAINTEXT_CLIENT,
             }
         )
 
@@ -333,12 +344,13 @@ class LocalStack:
 
     def _wait_for_kafka(self, pid: int, started: float) -> None:
         address = self.kafka_bootstrap_servers
+        probe = self.client_settings()
         while True:
             if not self._alive("kafka", pid):
                 self._pid_file("kafka").unlink(missing_ok=True)
                 raise StackError(f"Kafka exited while starting; {self._log_tail('kafka')}")
             if _accepts_connections(self.settings.kafka_port) and run_coroutine(
-                kafka_answers(address)
+                kafka_answers(probe)
             ):
                 return
             if _since(started) > self.settings.stack_start_timeout_s:
@@ -390,7 +402,9 @@ class LocalStack:
     def _wait_for_redis(self, pid: int, started: float) -> None:
         import redis
 
-        client = redis.Redis(host=HOST, port=self.settings.redis_port, socket_timeout=1.0)
+        from streams.connections import redis_sync
+
+        client = redis_sync(self.client_settings(), socket_timeout=1.0)
         try:
             while True:
                 if not self._alive("redis", pid):
@@ -592,14 +606,14 @@ def _quiet(logger_name: str) -> Iterator[None]:
         quieted.setLevel(level)
 
 
-async def kafka_answers(bootstrap_servers: str, timeout_s: float = 3.0) -> bool:
-    """True when the broker answers a metadata request and knows its controller."""
-    from aiokafka.admin import AIOKafkaAdminClient
+async def kafka_answers(settings: Settings, timeout_s: float = 3.0) -> bool:
+    """True when the broker at ``settings.kafka_bootstrap_servers`` answers a metadata request
+    (with the settings' security) and knows its controller."""
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
-    )
+    from streams.connections import kafka_admin
+
+    admin = kafka_admin(settings, request_timeout_ms=int(timeout_s * 1000))
     with _quiet("aiokafka"):
         try:
             await asyncio.wait_for(admin.start(), timeout_s)

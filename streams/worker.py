@@ -38,6 +38,7 @@ from models.cooccurrence import (
     decay_factor,
 )
 from models.feedback import FeedbackWeights
+from streams import connections
 from streams.dlq import dead_letter
 from streams.events import Event, Play, Rating, RejectedEvent, Review, decode_event, kind_of_topic
 from streams.keys import Keys
@@ -399,7 +400,8 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
     faust_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
-        broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
+        broker=connections.faust_broker(settings),
+        broker_credentials=connections.faust_credentials(settings),
         store="memory://",
         datadir=str(faust_dir / "{conf.id}-data"),
         topic_partitions=settings.topic_partitions,
@@ -417,10 +419,9 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
 
     async def processor() -> EventProcessor:
         if "p" not in runtime:
-            client = aioredis.from_url(settings.redis_url, socket_timeout=10,
-                                       health_check_interval=10)
-            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                        acks="all", enable_idempotence=True)
+            client = connections.redis_async(settings, socket_timeout=10,
+                                             health_check_interval=10)
+            producer = connections.kafka_producer(settings, acks="all", enable_idempotence=True)
             await producer.start()
             runtime["p"] = EventProcessor(settings, client, producer)
         return runtime["p"]
