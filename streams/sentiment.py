@@ -26,6 +26,7 @@ from streams.connections import kafka_consumer
 from streams.events import RejectedEvent, Review, decode_event
 from streams.keys import Keys
 from streams.settings import Settings
+from streams.state import SnapshotTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,13 @@ class ReviewSentiments:
         entry = self.models.get(partition)
         if entry is not None and entry.next_offset == committed:
             return
-        raw = await client.get(self.keys.sentiment_model(self.settings.topic_reviews, partition))
+        key = self.keys.sentiment_model(self.settings.topic_reviews, partition)
+        size = await client.strlen(key)
+        if size > self.settings.max_snapshot_bytes:
+            raise SnapshotTooLarge(f"{key} holds {size} bytes, over the "
+                                   f"{self.settings.max_snapshot_bytes}-byte limit "
+                                   "(TASTEMAKER_MAX_SNAPSHOT_BYTES)")
+        raw = await client.get(key)
         if raw is not None:
             snap = orjson.loads(raw)
             model, offset = ReviewSentiment.from_state(snap["state"]), int(snap["offset"])

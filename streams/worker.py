@@ -44,7 +44,7 @@ from streams.events import Event, Play, Rating, RejectedEvent, Review, decode_ev
 from streams.keys import Keys
 from streams.sentiment import ReviewSentiments
 from streams.settings import ReviewFeedback, Settings
-from streams.state import RedisState, StaleBatch, UserState, offset_field
+from streams.state import RedisState, StaleBatch, UserErased, UserState, offset_field
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class BatchReport:
     rejected: int = 0
     duplicates: int = 0
     skipped: int = 0  # already processed before (redelivery after a crash or rebalance)
+    erased: int = 0  # events of erased users, from before their erasure (`streams.erasure`)
     users: int = 0
 
 
@@ -110,7 +111,8 @@ class EventProcessor:
         items = ItemCooccurrence(neighbour_cap=s.neighbour_cap, row_cap=s.row_cap,
                                  alpha=s.similarity_alpha, likers_cap=s.likers_cap,
                                  user_items_cap=s.user_items_cap)
-        self.state = RedisState(self.client, self.keys, items)
+        self.state = RedisState(self.client, self.keys, items,
+                                max_snapshot_bytes=s.max_snapshot_bytes)
         self.sentiments = ReviewSentiments(s, self.keys)
 
     async def start(self) -> None:
@@ -128,7 +130,12 @@ class EventProcessor:
         await self.start()
         async with self.lock:
             with BATCH_SECONDS.time():
-                report = await self._retrying(self._process, messages)
+                while True:
+                    try:
+                        report = await self._retrying(self._process, messages)
+                        break
+                    except UserErased as exc:  # recompute without the erased history
+                        logger.info("%s; processing the batch again", exc)
             self.last_batch_at = time.monotonic()
             return report
 
@@ -170,6 +177,9 @@ class EventProcessor:
         item_sentiment: dict[str, list[float]] = {}  # item -> [count, sum, decayed sum, weight]
         for m, event in events:
             user = users[event.user_id]
+            if user.erased_at is not None and event.ts <= user.erased_at:
+                report.erased += 1
+                continue
             event_id = event.dedup_id()
             if event_id in user.seen:
                 report.duplicates += 1
@@ -200,11 +210,14 @@ class EventProcessor:
             await self.state.commit(
                 expected=expected, offsets=offsets, users={u: users[u] for u in touched},
                 deltas=deltas, dirty=dirty, item_sentiment=item_sentiment,
-                blobs=self.sentiments.snapshots_due(review_partitions))
-        except StaleBatch as exc:
-            logger.warning("batch dropped, its partitions moved to another worker: %s", exc)
+                blobs=self.sentiments.snapshots_due(review_partitions),
+                erased={u: s.erased_at for u, s in users.items()})
+        except (StaleBatch, UserErased) as exc:
             for partition in review_partitions:  # reloaded by the next batch that has them
                 self.sentiments.models.pop(partition, None)
+            if isinstance(exc, UserErased):
+                raise
+            logger.warning("batch dropped, its partitions moved to another worker: %s", exc)
             return BatchReport(skipped=len(messages))
         await self.state.follow()
         # recommendations written now use neighbour lists up to 10% stale: the next settle pass
@@ -267,21 +280,24 @@ class EventProcessor:
                                      touched: dict[str, tuple[float, float]] | None = None
                                      ) -> None:
         keys = self.keys
-        # one MULTI/EXEC: a reader never sees a user's list without its explanations
-        async with self.client.pipeline(transaction=True) as pipe:
-            for user_id, user in users.items():
-                recs = self.recommend(user_id, user)
-                pipe.delete(keys.recs(user_id), keys.explain(user_id))
-                if recs:
-                    pipe.zadd(keys.recs(user_id), {r.item_id: r.score for r in recs})
-                    pipe.hset(keys.explain(user_id), mapping={
-                        r.item_id: orjson.dumps({"because": list(r.because), "source": r.source})
-                        for r in recs})
-                meta = {"updated_at": time.time(), "model": "none"}
-                if touched and user_id in touched:
-                    meta["event_ts"] = touched[user_id][0]
-                pipe.hset(keys.recs_meta(user_id), mapping=meta)
-            await pipe.execute()
+        lists = {user_id: self.recommend(user_id, user) for user_id, user in users.items()}
+
+        def queue(pipe, user_id: str) -> None:  # noqa: ANN001 - a redis pipeline
+            recs = lists[user_id]
+            pipe.delete(keys.recs(user_id), keys.explain(user_id))
+            if recs:
+                pipe.zadd(keys.recs(user_id), {r.item_id: r.score for r in recs})
+                pipe.hset(keys.explain(user_id), mapping={
+                    r.item_id: orjson.dumps({"because": list(r.because), "source": r.source})
+                    for r in recs})
+            meta = {"updated_at": time.time(), "model": "none"}
+            if touched and user_id in touched:
+                meta["event_ts"] = touched[user_id][0]
+            pipe.hset(keys.recs_meta(user_id), mapping=meta)
+
+        # one MULTI/EXEC: a reader never sees a user's list without its explanations; users
+        # erased meanwhile are left out
+        await self.state.write_users(users, queue)
         if touched:
             now = time.time()
             for _, kafka_ts in touched.values():
