@@ -54,6 +54,14 @@ def acl_rules(prefix: str, commands: tuple[str, ...] = WORKER_REDIS_COMMANDS) ->
     return ["resetkeys", f"~{prefix}*", "resetchannels", "-@all", *(f"+{c}" for c in commands)]
 
 
+def known_commands(client: redis.Redis, commands: tuple[str, ...] = WORKER_REDIS_COMMANDS
+                   ) -> tuple[str, ...]:
+    """The ``commands`` this server has (``client|setinfo`` came with Redis 7.2: an ACL rule
+    naming a command the server lacks is an error)."""
+    replies = client.execute_command("COMMAND INFO", *commands)  # one word: no reply parsing
+    return tuple(c for c, reply in zip(commands, replies, strict=True) if reply)
+
+
 # --- Redis ------------------------------------------------------------------------------------
 def redis_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments of ``Redis.from_url`` for these settings' user, password and TLS."""
