@@ -17,11 +17,12 @@ its key prefix only, and checks that Redis refused none of them (``ACL LOG``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from streams.settings import Settings
+from streams.settings import ENV_PREFIX, Settings
 
 if TYPE_CHECKING:
     import faust
@@ -164,3 +165,53 @@ def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | Non
         username=settings.kafka_username,
         password=settings.kafka_password.get_secret_value(),  # type: ignore[union-attr]
         mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
+
+
+# --- a start-up check -------------------------------------------------------------------------
+class CredentialsRejected(RuntimeError):
+    """A service refused the configured credentials: the process cannot work, say so at start."""
+
+
+async def check_kafka_credentials(settings: Settings, *, timeout_s: float = 15.0) -> None:
+    """Connect to a bootstrap server with the settings' security and raise `CredentialsRejected`
+    naming the settings if authentication fails. aiokafka itself only logs that and keeps
+    retrying ("Unable to bootstrap"), so a wrong password would otherwise look like a hang. An
+    unreachable broker is not an error here: the clients retry until it answers."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
+
+    auth = kafka_auth(settings)
+    for server in settings.kafka_bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await asyncio.wait_for(create_conn(host, int(port), **auth), timeout_s)
+        except (SaslAuthenticationFailed, AuthenticationFailedError) as exc:
+            raise CredentialsRejected(
+                f"Kafka at {server} rejected {settings.kafka_sasl_mechanism} authentication as "
+                f"{ENV_PREFIX}KAFKA_USERNAME={settings.kafka_username!r} (check "
+                f"{ENV_PREFIX}KAFKA_PASSWORD): {exc}") from None
+        except (OSError, KafkaError, TimeoutError) as exc:
+            logger.warning("Kafka at %s did not answer the credentials check: %r", server, exc)
+            continue
+        conn.close()
+        return
+
+
+def check_redis_credentials(settings: Settings, *, timeout_s: float = 10.0) -> None:
+    """PING Redis with the settings' user and password; `CredentialsRejected` naming the
+    settings when Redis refuses them (an unreachable Redis is retried later, not an error)."""
+    import redis
+
+    client = redis_sync(settings, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise CredentialsRejected(
+            f"Redis at {settings.redis_url} refused {ENV_PREFIX}REDIS_USERNAME="
+            f"{settings.redis_username!r} (check {ENV_PREFIX}REDIS_PASSWORD): {exc}") from None
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("Redis did not answer the credentials check: %r", exc)
+    finally:
+        client.close()

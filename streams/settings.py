@@ -14,6 +14,7 @@ invalid setting TASTEMAKER_TOPIC_PARTITIONS: Input should be greater than or equ
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -68,7 +69,8 @@ class Settings(BaseSettings):
     kafka_controller_port: Port = 9093
     redis_port: Port = 6379
     kafka_sasl_port: Port | None = None  # also a SASL_PLAINTEXT (PLAIN) listener on this port
-    stack_sasl_username: str = "tastemaker"  # the one SASL user of the local stack
+    # the one SASL user of the local stack (written into its JAAS config: plain characters only)
+    stack_sasl_username: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")] = "tastemaker"
     stack_sasl_password: SecretStr = SecretStr("tastemaker-local")
     stack_dir: Path = Path(".tastemaker")
     cache_dir: Path = Path.home() / ".cache" / "tastemaker"
@@ -143,6 +145,13 @@ class Settings(BaseSettings):
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.expanduser().is_file():
             raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("stack_sasl_password")
+    @classmethod
+    def _jaas_safe(cls, value: SecretStr) -> SecretStr:
+        if not re.fullmatch(r'[^\s"\\]+', value.get_secret_value()):
+            raise ValueError("no spaces, quotes or backslashes (it goes into a JAAS config)")
         return value
 
     @model_validator(mode="after")

@@ -180,6 +180,26 @@ class LocalStack:
     def redis_url(self) -> str:
         return f"redis://{HOST}:{self.settings.redis_port}/0"
 
+    @property
+    def kafka_sasl_bootstrap_servers(self) -> str | None:
+        """The SASL_PLAINTEXT listener, when ``kafka_sasl_port`` is set."""
+        port = self.settings.kafka_sasl_port
+        return None if port is None else f"{HOST}:{port}"
+
+    def sasl_client_settings(self) -> Settings:
+        """These settings, pointed at this stack's SASL/PLAIN listener as its one SASL user."""
+        servers = self.kafka_sasl_bootstrap_servers
+        if servers is None:
+            raise StackError(f"the stack has no SASL listener: set {ENV_PREFIX}KAFKA_SASL_PORT")
+        return load_settings(**{
+            **self.client_settings().model_dump(),
+            "kafka_bootstrap_servers": servers,
+            "kafka_security_protocol": "SASL_PLAINTEXT",
+            "kafka_sasl_mechanism": "PLAIN",
+            "kafka_username": self.settings.stack_sasl_username,
+            "kafka_password": self.settings.stack_sasl_password,
+        })
+
     def client_env(self) -> dict[str, str]:
         """The settings a client needs to reach this stack, as environment variables."""
         return {
@@ -306,15 +326,29 @@ class LocalStack:
         s = self.settings
         directory = self.root / "kafka"
         directory.mkdir(parents=True, exist_ok=True)
+        listeners = [f"PLAINTEXT://{HOST}:{s.kafka_port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        sasl: dict[str, str] = {}
+        if s.kafka_sasl_port is not None:  # SASL/PLAIN with one user; brokers talk PLAINTEXT
+            listeners.append(f"SASL_PLAINTEXT://{HOST}:{s.kafka_sasl_port}")
+            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+            user, password = s.stack_sasl_username, s.stack_sasl_password.get_secret_value()
+            sasl = {
+                "sasl.enabled.mechanisms": "PLAIN",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    f'user_{user}="{password}";'),
+            }
         properties = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{HOST}:{s.kafka_controller_port}",
-            "listeners": f"PLAINTEXT://{HOST}:{s.kafka_port},CONTROLLER://{HOST}:{s.kafka_controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{s.kafka_port}",
+            "listeners": ",".join([*listeners, f"CONTROLLER://{HOST}:{s.kafka_controller_port}"]),
+            "advertised.listeners": ",".join(listeners),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(protocols),
+            **sasl,
             "log.dirs": str(directory / "data"),
             "num.partitions": str(s.topic_partitions),
             "num.network.threads": "2",
@@ -322,6 +356,7 @@ class LocalStack:
             **SINGLE_NODE_BROKER,
         }
         path = directory / "server.properties"
+        path.touch(mode=0o600)  # it may hold the SASL password
         path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
         return path
 
@@ -524,7 +559,10 @@ class LocalStack:
         """The ports ``name`` listens on, by setting name."""
         s = self.settings
         if name == "kafka":
-            return {"kafka_port": s.kafka_port, "kafka_controller_port": s.kafka_controller_port}
+            ports = {"kafka_port": s.kafka_port, "kafka_controller_port": s.kafka_controller_port}
+            if s.kafka_sasl_port is not None:
+                ports["kafka_sasl_port"] = s.kafka_sasl_port
+            return ports
         return {"redis_port": s.redis_port}
 
     def _check_ports(self, name: ServiceName) -> None:

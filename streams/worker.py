@@ -488,6 +488,11 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Run one worker until stopped (``tastemaker worker``)."""
     from faust import Worker
 
+    try:  # a wrong password fails here, naming the setting, instead of retrying forever
+        asyncio.run(connections.check_kafka_credentials(settings))
+        connections.check_redis_credentials(settings)
+    except connections.CredentialsRejected as exc:
+        raise SystemExit(f"error: {exc}") from None
     if settings.metrics_port:
         from prometheus_client import start_http_server
 

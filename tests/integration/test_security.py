@@ -5,17 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
+import socket
+import subprocess
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
 
-from streams.connections import acl_rules, known_commands, redis_sync
+from streams.connections import (
+    CredentialsRejected,
+    acl_rules,
+    check_kafka_credentials,
+    known_commands,
+    redis_async,
+    redis_sync,
+)
 from streams.erasure import erase_user
 from streams.keys import Keys
 from streams.settings import Settings, load_settings
+from streams.stack import LocalStack, run_coroutine
+from streams.topics import ensure_topics
+from tests.conftest import free_port, isolated_settings
 from tests.integration.harness import (
     WorkerProcess,
     client,
@@ -102,3 +117,147 @@ def test_a_worker_runs_as_an_acl_user_confined_to_its_prefix(unique_topics: Sett
     finally:
         worker.stop()
         admin.execute_command("ACL", "DELUSER", username)
+
+
+# --- Kafka over SASL/PLAIN: a private local stack with a SASL listener ---------------------------
+@pytest.fixture(scope="module")
+def sasl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A stack of our own (own ports and directory) with a SASL_PLAINTEXT listener: the
+    session's shared services are never restarted or reconfigured."""
+    from tests.integration.test_stack import _require_local_stack
+
+    _require_local_stack()
+    stack = LocalStack(load_settings(
+        stack_dir=tmp_path_factory.mktemp("sasl-stack"), kafka_port=free_port(),
+        kafka_controller_port=free_port(), kafka_sasl_port=free_port(), redis_port=free_port(),
+        stack_sasl_password=secrets.token_urlsafe(18)))
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down(wipe=True)
+
+
+def test_a_worker_processes_events_over_sasl_plain(sasl_stack: LocalStack,
+                                                  tmp_path: Path) -> None:
+    settings = isolated_settings(sasl_stack.sasl_client_settings())
+    assert settings.kafka_security_protocol == "SASL_PLAINTEXT"
+    run_coroutine(ensure_topics(settings))  # the admin client authenticates too
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        sent = asyncio.run(send_raw(settings, [m for m in events(settings, 300)
+                                               if not m[0].startswith(settings.topic_reviews)]))
+        worker.wait_ready(timeout=120)
+        wait_processed(settings, sent, [worker])
+        wait_settled(settings)
+        assert client(settings).zcard(Keys(settings.key_prefix).recs("u1")) > 0
+    finally:
+        worker.stop()
+
+
+def test_a_wrong_sasl_password_fails_at_start_naming_the_setting(sasl_stack: LocalStack,
+                                                                 tmp_path: Path) -> None:
+    good = isolated_settings(sasl_stack.sasl_client_settings())
+    wrong = load_settings(**{**good.model_dump(), "kafka_password": "not-the-password"})
+    with pytest.raises(CredentialsRejected, match="TASTEMAKER_KAFKA_PASSWORD"):
+        asyncio.run(asyncio.wait_for(check_kafka_credentials(wrong), 60))
+
+    worker = WorkerProcess(wrong, tmp_path / "worker.log").start()
+    try:
+        deadline = time.monotonic() + 90  # bounded: a worker must not wait forever
+        while worker.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not worker.alive(), f"the worker kept running:\n{worker.tail()}"
+        assert worker.proc is not None and worker.proc.returncode != 0
+        assert "rejected PLAIN authentication" in worker.tail()
+        assert "TASTEMAKER_KAFKA_PASSWORD" in worker.tail()
+    finally:
+        worker.stop()
+
+
+# --- Redis over TLS: a private redis-server with generated certificates ---------------------------
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def _certificates(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+             "-keyout", "ca.key", "-out", "ca.crt", cwd=directory)
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1"),
+                            ("client", "extendedKeyUsage=clientAuth")):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=directory)
+        (directory / f"{name}.ext").write_text(extension + "\n")
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "1", "-extfile", f"{name}.ext",
+                 "-out", f"{name}.crt", cwd=directory)
+    return {n: directory / n for n in ("ca.crt", "server.crt", "server.key", "client.crt",
+                                      "client.key")}
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, dict[str, Path]]]:
+    from tests.conftest import services_unavailable
+
+    if shutil.which("openssl") is None or shutil.which("redis-server") is None:
+        services_unavailable("the Redis TLS test needs openssl and redis-server on PATH")
+    certs = _certificates(tmp_path)
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(certs["server.crt"]), "--tls-key-file", str(certs["server.key"]),
+         "--tls-ca-cert-file", str(certs["ca.crt"]), "--tls-auth-clients", "yes",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening(port):
+            if proc.poll() is not None:
+                services_unavailable(f"redis-server without TLS support? "
+                                     f"{proc.stdout.read().decode(errors='replace')[-500:]}")
+            assert time.monotonic() < deadline, "TLS redis-server did not listen in 30 s"
+            time.sleep(0.1)
+        yield port, certs
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_redis_over_tls_with_a_client_certificate(tls_redis: tuple[int, dict[str, Path]]
+                                                  ) -> None:
+    port, certs = tls_redis
+    url = f"rediss://127.0.0.1:{port}/0"
+    settings = load_settings(redis_url=url, redis_tls_ca_file=certs["ca.crt"],
+                             redis_tls_cert_file=certs["client.crt"],
+                             redis_tls_key_file=certs["client.key"])
+    with redis_sync(settings) as r:
+        r.set("tls-probe", "ok")
+        assert r.get("tls-probe") == b"ok"
+
+    async def read_async() -> bytes | None:
+        r = redis_async(settings)
+        try:
+            return await r.get("tls-probe")
+        finally:
+            await r.aclose()
+
+    assert asyncio.run(read_async()) == b"ok"
+
+    # the server is verified against the CA: without it, the system CAs reject it
+    unverified = load_settings(redis_url=url, redis_tls_cert_file=certs["client.crt"],
+                               redis_tls_key_file=certs["client.key"])
+    with pytest.raises(redis.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        redis_sync(unverified, socket_timeout=5).ping()
+    # and the server asks for a client certificate
+    anonymous = load_settings(redis_url=url, redis_tls_ca_file=certs["ca.crt"])
+    with pytest.raises(redis.ConnectionError):
+        redis_sync(anonymous, socket_timeout=5).ping()
