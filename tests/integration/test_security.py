@@ -261,3 +261,31 @@ def test_redis_over_tls_with_a_client_certificate(tls_redis: tuple[int, dict[str
     anonymous = load_settings(redis_url=url, redis_tls_ca_file=certs["ca.crt"])
     with pytest.raises(redis.ConnectionError):
         redis_sync(anonymous, socket_timeout=5).ping()
+
+
+# --- artefacts: nothing is unpickled, and sizes are checked before a blob is read ---------------
+def test_snapshots_over_the_size_limit_are_refused_before_reading(unique_topics: Settings
+                                                                  ) -> None:
+    from models.cooccurrence import ItemCooccurrence
+    from streams.sentiment import ReviewSentiments
+    from streams.state import RedisState, SnapshotTooLarge
+
+    settings = load_settings(**{**unique_topics.model_dump(), "max_snapshot_bytes": 1000})
+    keys = Keys(settings.key_prefix)
+    admin = client(settings)
+    admin.hset(keys.snapshot, mapping={"delta_id": "0-1", "items": b"x" * 1001})
+    admin.set(keys.sentiment_model(settings.topic_reviews, 0), b"{" * 1001)
+
+    async def load() -> None:
+        r = redis_async(settings)
+        try:
+            state = RedisState(r, keys, ItemCooccurrence(),
+                               max_snapshot_bytes=settings.max_snapshot_bytes)
+            with pytest.raises(SnapshotTooLarge, match="TASTEMAKER_MAX_SNAPSHOT_BYTES"):
+                await state.load_snapshot()
+            with pytest.raises(SnapshotTooLarge, match="TASTEMAKER_MAX_SNAPSHOT_BYTES"):
+                await ReviewSentiments(settings, keys).ensure(r, 0, 0)
+        finally:
+            await r.aclose()
+
+    asyncio.run(load())
