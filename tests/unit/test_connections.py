@@ -103,3 +103,10 @@ def test_acl_rules_confine_keys_and_commands() -> None:
     rules = acl_rules("tm:")
     assert rules[:4] == ["resetkeys", "~tm:*", "resetchannels", "-@all"]
     assert "+flushall" not in rules and "+config" not in rules and "+exec" in rules
+
+
+def test_the_readme_acl_line_is_the_worker_command_list() -> None:
+    from streams.connections import WORKER_REDIS_COMMANDS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert " ".join(f"+{c}" for c in WORKER_REDIS_COMMANDS) in readme
