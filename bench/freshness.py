@@ -46,6 +46,7 @@ from bench.speed import (
     processed,
     start_worker,
 )
+from streams.connections import redis_async, redis_sync
 from streams.events import Event
 from streams.keys import Keys
 from streams.settings import Settings, get_settings
@@ -90,10 +91,8 @@ async def poll(settings: Settings, pending: dict[str, list[Sample]], done: list[
     ``not_committed_at`` and the commit; snapshots every ~10 ms keep both rare. The poll
     interval stretches to twice the time a pass takes, so the poller takes little from the
     worker it measures."""
-    import redis.asyncio as aioredis
-
     keys = Keys(settings.key_prefix)
-    client = aioredis.from_url(settings.redis_url)
+    client = redis_async(settings)
     snapshot = client.register_script(SNAPSHOT)
     passes = 0
     try:
@@ -129,9 +128,7 @@ async def poll(settings: Settings, pending: dict[str, list[Sample]], done: list[
 
 
 def committed_offsets(settings: Settings) -> dict[str, int]:
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_sync(settings)
     try:
         return {k.decode(): int(v)
                 for k, v in client.hgetall(Keys(settings.key_prefix).offsets).items()}

@@ -116,12 +116,10 @@ async def create_topics(settings: Settings) -> None:
 
 async def cleanup(runs: Sequence[Settings]) -> None:
     """Delete the runs' topics (and Faust's ``<app_id>-*`` topics) and their Redis keys."""
-    import redis.asyncio as aioredis
-    from aiokafka.admin import AIOKafkaAdminClient
-
+    from streams.connections import kafka_admin, redis_async
     from streams.topics import topic_partitions
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=runs[0].kafka_bootstrap_servers)
+    admin = kafka_admin(runs[0])
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -134,7 +132,7 @@ async def cleanup(runs: Sequence[Settings]) -> None:
             await admin.delete_topics(sorted(doomed))
     finally:
         await admin.close()
-    client = aioredis.from_url(runs[0].redis_url)
+    client = redis_async(runs[0])
     try:
         for s in runs:
             batch = []
@@ -298,12 +296,13 @@ def bench_core(settings: Settings, *, limit: int | None, profile_top: int,
 # --- end to end -----------------------------------------------------------------------------------
 async def raw_consume(settings: Settings, total: int) -> dict[str, Any]:
     """Read every event topic from the beginning to the end: no group, no processing."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
+
+    from streams.connections import kafka_consumer
 
     t0 = time.perf_counter()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = kafka_consumer(settings, group_id=None, enable_auto_commit=False,
+                              auto_offset_reset="earliest")
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in settings.event_topics

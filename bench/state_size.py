@@ -46,6 +46,7 @@ from bench.speed import (
     run_worker_until,
 )
 from models.cooccurrence import ItemCooccurrence, UserHistory
+from streams.connections import redis_sync
 from streams.keys import Keys
 from streams.settings import Settings, get_settings
 from streams.state import SEEN_IDS_CAP
@@ -75,7 +76,7 @@ class StreamWatch(threading.Thread):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(daemon=True)
-        self.client = redis.Redis.from_url(settings.redis_url)
+        self.client = redis_sync(settings)
         self.key = Keys(settings.key_prefix).deltas
         self.peak = 0
         self.peak_len = 0
@@ -292,7 +293,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = bench_settings(get_settings())
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_sync(settings)
     result: dict[str, Any] = {}
     if args.out.exists():  # keep the other mode's figures
         with suppress(ValueError):

@@ -19,11 +19,10 @@ import json
 import time
 
 import orjson
-import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
 
 from bench.speed import OUT_DIR, bench_settings, cleanup, create_topics, machine, start_worker
 from models.ranker import RankerMLP, fine_tune, toy_groups
+from streams import connections
 from streams.keys import Keys
 from streams.model_store import ModelStore
 from streams.settings import get_settings
@@ -34,13 +33,13 @@ async def measure(args: argparse.Namespace) -> dict:
     await create_topics(settings)
     workers = [start_worker(settings, f"swap-{n}") for n in range(args.workers)]
     keys = Keys(settings.key_prefix)
-    client = aioredis.from_url(settings.redis_url)
+    client = connections.redis_async(settings)
     store = ModelStore(client, keys, max_bytes=settings.ranker_max_artefact_bytes,
                        keep=settings.ranker_keep_versions)
     try:
         for w in workers:
             w.wait_ready(timeout=120)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+        producer = connections.kafka_producer(settings)
         await producer.start()
         try:  # some events, so that the workers have users to re-rank when they swap
             for n in range(300):

@@ -46,6 +46,9 @@ import numpy as np
 DAY_S = 86_400.0
 MAX_DECAY_EXPONENT = 900.0  # 2**900 is far inside float64; beyond it sums would overflow
 MIN_SIMILARITY = 1e-9  # below this a similarity is rounding residue of added-then-removed terms
+# a norm or popularity that a removal brings within this fraction of the amount removed is the
+# rounding residue of terms that cancelled (the item's last liker evicted it, or was erased): 0
+CANCELLED = 1e-12
 
 Source = Literal["items", "trending"]
 
@@ -63,6 +66,19 @@ def decay_factor(ts: float, *, half_life_s: float, epoch: float) -> float:
             "move the decay epoch (TASTEMAKER_DECAY_EPOCH) closer to your data"
         )
     return 2.0**exponent
+
+
+def _cancel(total: float, change: float) -> float:
+    """``total + change``, or exactly 0 when a removal leaves only rounding residue: otherwise
+    residues of an item nobody likes any more divide into spurious similarities.
+
+    >>> 0.1 + 0.2 - 0.3, _cancel(0.1 + 0.2, -0.3)
+    (5.551115123125783e-17, 0.0)
+    """
+    new = total + change
+    if change < 0.0 and abs(new) <= CANCELLED * -change:
+        return 0.0
+    return new
 
 
 def round12(values: np.ndarray) -> np.ndarray:
@@ -165,6 +181,26 @@ class UserHistory:
             self._latest = latest
             last = deltas.pop() if deltas else Delta(item_id, (), (), 0.0, 0.0)
             deltas.append(dataclasses.replace(last, user_id=user_id, user_items=latest))
+        return deltas
+
+    def forget(self, *, user_id: str = "") -> list[Delta]:
+        """Empty this history and return the deltas that remove the user's whole contribution
+        to the item statistics (the erasure of a user). Evicting every item telescopes to the
+        exact negative of what the user's events added; the last delta clears the user from the
+        similar-user index (``user_items=()``).
+
+        >>> h = UserHistory()
+        >>> added = [d for i in "ab" for d in h.observe(i, 1.0, 0.0, cap=10, g=1.0)]
+        >>> removed = h.forget()
+        >>> sum(d.norm for d in added + removed), h.items, removed[-1].user_items
+        (0.0, {}, ())
+        """
+        liked = bool(self.latest_liked(1))
+        deltas = [self._evict_oldest() for _ in range(len(self.items))]
+        deltas = [d for d in deltas if d.others or d.norm or d.popularity]
+        self._latest = ()
+        if liked and deltas:
+            deltas[-1] = dataclasses.replace(deltas[-1], user_id=user_id, user_items=())
         return deltas
 
     def _evict_oldest(self) -> Delta:
@@ -278,9 +314,9 @@ class ItemCooccurrence:
                 if len(rows[j]) > cap:
                     self._prune(j)
         self._churn[i] += abs(delta.norm)
-        self._norm[i] += delta.norm
-        self._popularity[i] += delta.popularity
-        self._mass[i] += delta.mass
+        self._norm[i] = _cancel(self._norm[i], delta.norm)
+        self._popularity[i] = _cancel(self._popularity[i], delta.popularity)
+        self._mass[i] = _cancel(self._mass[i], delta.mass)
         if delta.user_items is not None:
             self._set_user_items(delta.user_id, dict(delta.user_items))
 
@@ -319,10 +355,16 @@ class ItemCooccurrence:
 
     def _set_user_items(self, user_id: str, items: dict[str, float]) -> None:
         for item_id in self._user_items.get(user_id, {}).keys() - items.keys():
-            self._likers[item_id].pop(user_id, None)
+            likers = self._likers[item_id]
+            likers.pop(user_id, None)
+            if not likers:
+                del self._likers[item_id]
         for item_id, ts in items.items():
             self._likers.setdefault(item_id, {})[user_id] = ts
-        self._user_items[user_id] = items
+        if items:
+            self._user_items[user_id] = items
+        else:  # no liked item left (or erased): the user leaves the index
+            self._user_items.pop(user_id, None)
 
     def _prune(self, i: int) -> None:
         """Keep the row's ``row_cap // 2`` most similar entries: bounded memory, room to grow."""

@@ -221,6 +221,26 @@ def recs(
     Console().print(recommendations_table(user_id, found))
 
 
+@app.command("erase-user")
+def erase_user(
+    user_id: Annotated[str, typer.Argument(help="The user to erase.")],
+) -> None:
+    """Erase a user: history, recommendations, explanations, and their share of the item
+    statistics (every worker follows). Their events up to now are ignored from then on."""
+    import asyncio
+
+    from redis.exceptions import RedisError
+
+    from streams.erasure import erase_user as run_erasure
+
+    settings = _settings()
+    try:
+        report = asyncio.run(run_erasure(settings, user_id))
+    except RedisError as exc:
+        _fail(RuntimeError(f"{settings.redis_url}: {exc}"))
+    typer.echo(report.summary())
+
+
 # --- stream worker ----------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from streams.connections import kafka_admin, kafka_consumer, redis_sync
 from streams.settings import Settings, load_settings
 from streams.supervisor import WorkerProcess, is_settled, processed
 
@@ -59,8 +60,7 @@ def run_demo(base: Settings, *, keep: bool = False, limit: int | None = None,
     console = console or Console()
     settings = demo_settings(base)
     stack = None
-    if not (run_coroutine(kafka_answers(settings.kafka_bootstrap_servers)) and _redis_answers(
-            settings)):
+    if not (run_coroutine(kafka_answers(settings)) and _redis_answers(settings)):
         console.print("[bold]starting the local stack[/] (Kafka in KRaft mode + Redis)")
         stack = LocalStack(settings)
         stack.up()
@@ -86,7 +86,7 @@ def run_demo(base: Settings, *, keep: bool = False, limit: int | None = None,
 
 def _redis_answers(settings: Settings) -> bool:
     try:
-        with redis.Redis.from_url(settings.redis_url, socket_timeout=2) as r:
+        with redis_sync(settings, socket_timeout=2) as r:
             return bool(r.ping())
     except redis.RedisError:
         return False
@@ -94,13 +94,11 @@ def _redis_answers(settings: Settings) -> bool:
 
 def _reset(settings: Settings) -> None:
     """Delete the demo's topics and keys, then create the topics afresh."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
     from streams.stack import run_coroutine
     from streams.topics import ensure_topics, topic_partitions
 
     async def drop_topics() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        admin = kafka_admin(settings)
         await admin.start()
         try:
             existing = set(await admin.list_topics())
@@ -113,7 +111,7 @@ def _reset(settings: Settings) -> None:
             await admin.close()
 
     run_coroutine(drop_topics())
-    with redis.Redis.from_url(settings.redis_url) as r:
+    with redis_sync(settings) as r:
         keys = list(r.scan_iter(match=f"{settings.key_prefix}*", count=10_000))
         for start in range(0, len(keys), 10_000):
             r.delete(*keys[start:start + 10_000])
@@ -146,13 +144,12 @@ def _replay_and_wait(settings: Settings, worker: WorkerProcess, *, limit: int | 
 
 
 def _dlq_count(settings: Settings) -> int:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     from streams.stack import run_coroutine
 
     async def count() -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                    enable_auto_commit=False)
+        consumer = kafka_consumer(settings, enable_auto_commit=False)
         await consumer.start()
         try:
             await consumer.topics()  # loads the metadata partitions_for_topic reads

@@ -99,6 +99,12 @@ class Keys:
         """JSON snapshot of a review partition's sentiment model and the offset it reflects."""
         return f"{self.prefix}sentiment_model:{topic}:{partition}"
 
+    @property
+    def erased(self) -> str:
+        """Hash: user id -> erased_at (epoch s). The user's events at or before it are ignored,
+        so a replay cannot bring an erased user back (`streams.erasure`)."""
+        return f"{self.prefix}erased"
+
     def users(self, topic: str, partition: int) -> str:
         """Set of the users seen on a source partition (the settle pass recomputes them)."""
         return f"{self.prefix}users:{topic}:{partition}"

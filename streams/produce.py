@@ -84,9 +84,9 @@ def topic_of_kind(settings: Settings, kind: EventKind) -> str:
 
 
 def producer_options(settings: Settings) -> dict[str, Any]:
-    """AIOKafkaProducer keyword arguments: durable (acks=all, idempotent) and batched."""
+    """AIOKafkaProducer tuning: durable (acks=all, idempotent) and batched (connection and
+    security come from `streams.connections`)."""
     return {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
         "client_id": f"{settings.app_id}-producer",
         "acks": "all",
         "enable_idempotence": True,
@@ -98,9 +98,9 @@ def producer_options(settings: Settings) -> dict[str, Any]:
 @asynccontextmanager
 async def kafka_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     """A started producer, flushed and stopped on exit."""
-    from aiokafka import AIOKafkaProducer
+    from streams.connections import kafka_producer as build
 
-    producer = AIOKafkaProducer(**producer_options(settings))
+    producer = build(settings, **producer_options(settings))
     await producer.start()
     try:
         yield producer

@@ -104,9 +104,9 @@ def get_recommendations(
     keys = Keys(settings.key_prefix)
     own_client = client is None
     if client is None:
-        import redis
+        from streams.connections import redis_sync
 
-        client = redis.Redis.from_url(settings.redis_url)
+        client = redis_sync(settings)
     try:
         return _read(client, keys, str(user_id), n)
     finally:

@@ -124,12 +124,11 @@ def item_metadata(movie: Movie) -> dict[str, str]:
 
 async def write_item_metadata(settings: Settings, movies: Mapping[str, Movie]) -> int:
     """Write every movie's metadata hash in one pipeline; returns the number written."""
-    import redis.asyncio as aioredis
-
+    from streams.connections import redis_async
     from streams.keys import Keys
 
     keys = Keys(settings.key_prefix)
-    client = aioredis.from_url(settings.redis_url)
+    client = redis_async(settings)
     try:
         async with client.pipeline(transaction=False) as pipe:
             written = 0

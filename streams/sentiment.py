@@ -19,12 +19,14 @@ import logging
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from models.sentiment import ReviewSentiment, label_from_rating
+from streams.connections import kafka_consumer
 from streams.events import RejectedEvent, Review, decode_event
 from streams.keys import Keys
 from streams.settings import Settings
+from streams.state import SnapshotTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +77,13 @@ class ReviewSentiments:
         entry = self.models.get(partition)
         if entry is not None and entry.next_offset == committed:
             return
-        raw = await client.get(self.keys.sentiment_model(self.settings.topic_reviews, partition))
+        key = self.keys.sentiment_model(self.settings.topic_reviews, partition)
+        size = await client.strlen(key)
+        if size > self.settings.max_snapshot_bytes:
+            raise SnapshotTooLarge(f"{key} holds {size} bytes, over the "
+                                   f"{self.settings.max_snapshot_bytes}-byte limit "
+                                   "(TASTEMAKER_MAX_SNAPSHOT_BYTES)")
+        raw = await client.get(key)
         if raw is not None:
             snap = orjson.loads(raw)
             model, offset = ReviewSentiment.from_state(snap["state"]), int(snap["offset"])
@@ -94,8 +102,7 @@ class ReviewSentiments:
         if start >= end:
             return 0
         tp = TopicPartition(self.settings.topic_reviews, partition)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                                    enable_auto_commit=False,
+        consumer = kafka_consumer(self.settings, enable_auto_commit=False,
                                     max_partition_fetch_bytes=8 * 1024 * 1024)
         await consumer.start()
         learned = 0

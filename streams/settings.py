@@ -14,10 +14,11 @@ invalid setting TASTEMAKER_TOPIC_PARTITIONS: Input should be greater than or equ
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.feedback import FeedbackWeights
@@ -27,6 +28,8 @@ ENV_PREFIX = "TASTEMAKER_"
 Port = Annotated[int, Field(ge=1, le=65535)]
 Positive = Annotated[int, Field(ge=1)]
 ReviewFeedback = Literal["sentiment", "stars", "none"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class SettingsError(ValueError):
@@ -44,11 +47,31 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
 
+    # --- service security (streams.connections builds every client from these) ------------------
+    redis_username: str | None = None  # an ACL user (see README, "Security"); None: the URL's
+    redis_password: SecretStr | None = None
+    redis_tls_ca_file: Path | None = None  # with a rediss:// URL: the CA that signed the server
+    redis_tls_cert_file: Path | None = None  # client certificate, when the server asks for one
+    redis_tls_key_file: Path | None = None
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    # the largest snapshot blob (item statistics, sentiment model) a worker will read
+    max_snapshot_bytes: Positive = 1 << 30
+
     # --- local stack (no Docker) ----------------------------------------------------------------
     kafka_version: str = "4.1.1"
     kafka_port: Port = 9092
     kafka_controller_port: Port = 9093
     redis_port: Port = 6379
+    kafka_sasl_port: Port | None = None  # also a SASL_PLAINTEXT (PLAIN) listener on this port
+    # the one SASL user of the local stack (written into its JAAS config: plain characters only)
+    stack_sasl_username: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")] = "tastemaker"
+    stack_sasl_password: SecretStr = SecretStr("tastemaker-local")
     stack_dir: Path = Path(".tastemaker")
     cache_dir: Path = Path.home() / ".cache" / "tastemaker"
     stack_start_timeout_s: Annotated[float, Field(gt=0)] = 60.0
@@ -134,6 +157,50 @@ class Settings(BaseSettings):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file",
+                     "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("stack_sasl_password")
+    @classmethod
+    def _jaas_safe(cls, value: SecretStr) -> SecretStr:
+        if not re.fullmatch(r'[^\s"\\]+', value.get_secret_value()):
+            raise ValueError("no spaces, quotes or backslashes (it goes into a JAAS config)")
+        return value
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> Settings:
+        """Security settings that only make sense together: fail at start, naming them."""
+        p = ENV_PREFIX
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            for name in ("kafka_username", "kafka_password"):
+                if not getattr(self, name):
+                    raise ValueError(f"{p}{name.upper()} is required when "
+                                     f"{p}KAFKA_SECURITY_PROTOCOL is {protocol}")
+        if "SSL" not in protocol:
+            for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{p}{name.upper()} is set but {p}KAFKA_SECURITY_PROTOCOL "
+                                     f"is {protocol} (SSL or SASL_SSL use it)")
+        if not self.redis_url.startswith("rediss://"):
+            for name in ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{p}{name.upper()} is set but {p}REDIS_URL is not a "
+                                     "rediss:// URL")
+        for cert, key in (("redis_tls_cert_file", "redis_tls_key_file"),
+                          ("kafka_ssl_certfile", "kafka_ssl_keyfile")):
+            if (getattr(self, cert) is None) != (getattr(self, key) is None):
+                raise ValueError(f"set both {p}{cert.upper()} and {p}{key.upper()}, or neither")
+        if self.redis_password is not None and self.redis_username is None:
+            raise ValueError(f"{p}REDIS_PASSWORD needs {p}REDIS_USERNAME (\"default\" for "
+                             "requirepass)")
+        return self
+
     def feedback_weights(self) -> FeedbackWeights:
         return FeedbackWeights(play=self.feedback_play, skip_below=self.feedback_skip_below,
                                rating=self.feedback_rating,
@@ -153,10 +220,15 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = ".".join(str(part) for part in err["loc"]) or "?"
+            field = ".".join(str(part) for part in err["loc"])
+            if not field:  # a rule across settings: its message names them
+                problems.append(f"invalid settings: {err['msg'].removeprefix('Value error, ')}")
+                continue
+            value = err.get("input")
+            if "password" in field:  # never echo a secret
+                value = "**********"
             problems.append(
-                f"invalid setting {ENV_PREFIX}{field.upper()}: {err['msg']} "
-                f"(got {err.get('input')!r})"
+                f"invalid setting {ENV_PREFIX}{field.upper()}: {err['msg']} (got {value!r})"
             )
         raise SettingsError("; ".join(problems)) from None
 

@@ -97,6 +97,16 @@ POM = """\
 """
 
 
+#: Client settings that undo any security the caller's environment asks for: the local stack's
+#: Redis and its default Kafka listener have none.
+PLAINTEXT_CLIENT: dict[str, Any] = {
+    "kafka_security_protocol": "PLAINTEXT", "kafka_username": None, "kafka_password": None,
+    "kafka_ssl_cafile": None, "kafka_ssl_certfile": None, "kafka_ssl_keyfile": None,
+    "redis_username": None, "redis_password": None, "redis_tls_ca_file": None,
+    "redis_tls_cert_file": None, "redis_tls_key_file": None,
+}
+
+
 class StackError(RuntimeError):
     """The local stack cannot do what was asked; the message says why and what to do."""
 
@@ -170,6 +180,26 @@ class LocalStack:
     def redis_url(self) -> str:
         return f"redis://{HOST}:{self.settings.redis_port}/0"
 
+    @property
+    def kafka_sasl_bootstrap_servers(self) -> str | None:
+        """The SASL_PLAINTEXT listener, when ``kafka_sasl_port`` is set."""
+        port = self.settings.kafka_sasl_port
+        return None if port is None else f"{HOST}:{port}"
+
+    def sasl_client_settings(self) -> Settings:
+        """These settings, pointed at this stack's SASL/PLAIN listener as its one SASL user."""
+        servers = self.kafka_sasl_bootstrap_servers
+        if servers is None:
+            raise StackError(f"the stack has no SASL listener: set {ENV_PREFIX}KAFKA_SASL_PORT")
+        return load_settings(**{
+            **self.client_settings().model_dump(),
+            "kafka_bootstrap_servers": servers,
+            "kafka_security_protocol": "SASL_PLAINTEXT",
+            "kafka_sasl_mechanism": "PLAIN",
+            "kafka_username": self.settings.stack_sasl_username,
+            "kafka_password": self.settings.stack_sasl_password,
+        })
+
     def client_env(self) -> dict[str, str]:
         """The settings a client needs to reach this stack, as environment variables."""
         return {
@@ -178,12 +208,13 @@ class LocalStack:
         }
 
     def client_settings(self) -> Settings:
-        """These settings, pointed at this stack."""
+        """These settings, pointed at this stack's plaintext listener and Redis (no auth)."""
         return load_settings(
             **{
                 **self.settings.model_dump(),
                 "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
                 "redis_url": self.redis_url,
+                **PLAINTEXT_CLIENT,
             }
         )
 
@@ -295,15 +326,29 @@ class LocalStack:
         s = self.settings
         directory = self.root / "kafka"
         directory.mkdir(parents=True, exist_ok=True)
+        listeners = [f"PLAINTEXT://{HOST}:{s.kafka_port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        sasl: dict[str, str] = {}
+        if s.kafka_sasl_port is not None:  # SASL/PLAIN with one user; brokers talk PLAINTEXT
+            listeners.append(f"SASL_PLAINTEXT://{HOST}:{s.kafka_sasl_port}")
+            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+            user, password = s.stack_sasl_username, s.stack_sasl_password.get_secret_value()
+            sasl = {
+                "sasl.enabled.mechanisms": "PLAIN",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    f'user_{user}="{password}";'),
+            }
         properties = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{HOST}:{s.kafka_controller_port}",
-            "listeners": f"PLAINTEXT://{HOST}:{s.kafka_port},CONTROLLER://{HOST}:{s.kafka_controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{s.kafka_port}",
+            "listeners": ",".join([*listeners, f"CONTROLLER://{HOST}:{s.kafka_controller_port}"]),
+            "advertised.listeners": ",".join(listeners),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(protocols),
+            **sasl,
             "log.dirs": str(directory / "data"),
             "num.partitions": str(s.topic_partitions),
             "num.network.threads": "2",
@@ -311,6 +356,7 @@ class LocalStack:
             **SINGLE_NODE_BROKER,
         }
         path = directory / "server.properties"
+        path.touch(mode=0o600)  # it may hold the SASL password
         path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
         return path
 
@@ -333,12 +379,13 @@ class LocalStack:
 
     def _wait_for_kafka(self, pid: int, started: float) -> None:
         address = self.kafka_bootstrap_servers
+        probe = self.client_settings()
         while True:
             if not self._alive("kafka", pid):
                 self._pid_file("kafka").unlink(missing_ok=True)
                 raise StackError(f"Kafka exited while starting; {self._log_tail('kafka')}")
             if _accepts_connections(self.settings.kafka_port) and run_coroutine(
-                kafka_answers(address)
+                kafka_answers(probe)
             ):
                 return
             if _since(started) > self.settings.stack_start_timeout_s:
@@ -390,7 +437,9 @@ class LocalStack:
     def _wait_for_redis(self, pid: int, started: float) -> None:
         import redis
 
-        client = redis.Redis(host=HOST, port=self.settings.redis_port, socket_timeout=1.0)
+        from streams.connections import redis_sync
+
+        client = redis_sync(self.client_settings(), socket_timeout=1.0)
         try:
             while True:
                 if not self._alive("redis", pid):
@@ -510,7 +559,10 @@ class LocalStack:
         """The ports ``name`` listens on, by setting name."""
         s = self.settings
         if name == "kafka":
-            return {"kafka_port": s.kafka_port, "kafka_controller_port": s.kafka_controller_port}
+            ports = {"kafka_port": s.kafka_port, "kafka_controller_port": s.kafka_controller_port}
+            if s.kafka_sasl_port is not None:
+                ports["kafka_sasl_port"] = s.kafka_sasl_port
+            return ports
         return {"redis_port": s.redis_port}
 
     def _check_ports(self, name: ServiceName) -> None:
@@ -592,14 +644,14 @@ def _quiet(logger_name: str) -> Iterator[None]:
         quieted.setLevel(level)
 
 
-async def kafka_answers(bootstrap_servers: str, timeout_s: float = 3.0) -> bool:
-    """True when the broker answers a metadata request and knows its controller."""
-    from aiokafka.admin import AIOKafkaAdminClient
+async def kafka_answers(settings: Settings, timeout_s: float = 3.0) -> bool:
+    """True when the broker at ``settings.kafka_bootstrap_servers`` answers a metadata request
+    (with the settings' security) and knows its controller."""
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
-    )
+    from streams.connections import kafka_admin
+
+    admin = kafka_admin(settings, request_timeout_ms=int(timeout_s * 1000))
     with _quiet("aiokafka"):
         try:
             await asyncio.wait_for(admin.start(), timeout_s)

@@ -19,7 +19,7 @@ they reflect, let a starting worker catch up without reading the whole stream.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -38,6 +38,9 @@ SEEN_IDS_CAP = 1_000  # recent event ids kept per user for deduplication
 class UserState:
     history: UserHistory = field(default_factory=UserHistory)
     seen: list[str] = field(default_factory=list)  # recent event ids, oldest first
+    # when the user was erased (their events up to it are ignored), as read with the history;
+    # not part of the JSON: it lives in the ``erased`` hash
+    erased_at: float | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps({"h": self.history.to_state(), "s": self.seen[-SEEN_IDS_CAP:]})
@@ -58,13 +61,35 @@ class StaleBatch(Exception):
     """Another worker committed these partitions while this one was working: drop the batch."""
 
 
+class UserErased(Exception):
+    """A user of the batch was erased while the batch was computed: compute it again."""
+
+
+class SnapshotTooLarge(RuntimeError):
+    """A snapshot in Redis is over ``max_snapshot_bytes``: refuse to load it."""
+
+
+def erased_mark(raw: bytes | None) -> float | None:
+    return None if raw is None else float(raw)
+
+
+def delta_entry(deltas: Iterable[Delta],
+                item_sentiment: Mapping[str, Sequence[float]] | None = None) -> dict[str, bytes]:
+    """The ``deltas`` stream entry of a batch (or an erasure): every follower applies both the
+    item-statistics deltas and the items' review sentiment sums (`apply_entry`)."""
+    return {"d": orjson.dumps([d.to_json() for d in deltas]),
+            "s": orjson.dumps({i: list(v[:2]) for i, v in (item_sentiment or {}).items()})}
+
+
 class RedisState:
     """Reads and commits worker state; follows the deltas stream into an `ItemCooccurrence`."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, items: ItemCooccurrence) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, items: ItemCooccurrence, *,
+                 max_snapshot_bytes: int = 1 << 30) -> None:
         self.client = client
         self.keys = keys
         self.items = items
+        self.max_snapshot_bytes = max_snapshot_bytes
         self.last_delta_id = "0-0"
         self._applied_own: set[str] = set()  # ids of our own entries, applied at commit
 
@@ -75,27 +100,60 @@ class RedisState:
         return {f: int(v) if v is not None else 0 for f, v in zip(names, values, strict=False)}
 
     async def user_states(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+        """Histories with their erasure marks, read in one transaction (so an erasure is seen
+        either in both or in neither)."""
         users = list(user_ids)
         if not users:
             return {}
-        raws = await self.client.mget([self.keys.history(u) for u in users])
-        return {u: UserState.from_json(raw) for u, raw in zip(users, raws, strict=False)}
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hmget(self.keys.erased, users)
+            pipe.mget([self.keys.history(u) for u in users])
+            marks, raws = await pipe.execute()
+        states = {}
+        for user, raw, mark in zip(users, raws, marks, strict=True):
+            state = UserState.from_json(raw)
+            state.erased_at = erased_mark(mark)
+            states[user] = state
+        return states
+
+    async def write_users(self, users: Mapping[str, UserState],
+                          queue: Callable[[object, str], None]) -> None:
+        """Run ``queue(pipeline, user_id)`` for each user in one MULTI/EXEC, leaving out the
+        users erased since their state was read (and erased users without new history): a
+        write computed from a history that an erasure removed must not bring the user back."""
+        names = list(users)
+        while True:
+            try:
+                async with self.client.pipeline(transaction=True) as pipe:
+                    await pipe.watch(self.keys.erased)
+                    marks = await pipe.hmget(self.keys.erased, names) if names else []
+                    pipe.multi()
+                    for user_id, raw in zip(names, marks, strict=True):
+                        state, mark = users[user_id], erased_mark(raw)
+                        if mark == state.erased_at and (mark is None or state.history.items):
+                            queue(pipe, user_id)
+                    await pipe.execute()
+                return
+            except WatchError:
+                logger.debug("a user was erased during a write; checking the users again")
 
     async def commit(self, *, expected: Mapping[str, int], offsets: Mapping[str, int],
                      users: Mapping[str, UserState], deltas: list[Delta],
                      dirty: Mapping[tuple[str, int], set[str]],
                      item_sentiment: Mapping[str, list[float]] | None = None,
-                     blobs: Mapping[str, bytes] | None = None) -> None:
+                     blobs: Mapping[str, bytes] | None = None,
+                     erased: Mapping[str, float | None] | None = None) -> None:
         """Write one batch's effects atomically and apply its deltas to the in-memory statistics
         (`follow` skips our own entries). Raises `StaleBatch` if any partition's offset moved
-        since ``expected`` was read."""
+        since ``expected`` was read, `UserErased` if a user's erasure mark is no longer the
+        ``erased`` one the batch read."""
         # the offsets hash is shared by all workers: a WatchError caused by another worker
         # committing other partitions is retried; only our own partitions moving is stale
         while True:
             try:
                 results = await self._commit_once(
                     expected=expected, offsets=offsets, users=users, deltas=deltas,
-                    dirty=dirty, item_sentiment=item_sentiment, blobs=blobs)
+                    dirty=dirty, item_sentiment=item_sentiment, blobs=blobs, erased=erased)
                 break
             except WatchError:
                 logger.debug("offsets changed during commit; checking our partitions")
@@ -111,13 +169,19 @@ class RedisState:
                            users: Mapping[str, UserState], deltas: list[Delta],
                            dirty: Mapping[tuple[str, int], set[str]],
                            item_sentiment: Mapping[str, list[float]] | None,
-                           blobs: Mapping[str, bytes] | None) -> list:
+                           blobs: Mapping[str, bytes] | None,
+                           erased: Mapping[str, float | None] | None) -> list:
         async with self.client.pipeline(transaction=True) as pipe:
-            await pipe.watch(self.keys.offsets)
+            await pipe.watch(self.keys.offsets, self.keys.erased)
             current = await pipe.hmget(self.keys.offsets, list(expected))
             for (name, want), got in zip(expected.items(), current, strict=False):
                 if (int(got) if got is not None else 0) != want:
                     raise StaleBatch(f"{name}: expected offset {want}, found {got}")
+            if erased:
+                marks = await pipe.hmget(self.keys.erased, list(erased))
+                for (user_id, seen), mark in zip(erased.items(), marks, strict=True):
+                    if erased_mark(mark) != seen:
+                        raise UserErased(f"user {user_id} was erased during the batch")
             pipe.multi()
             pipe.hset(self.keys.offsets, mapping={k: str(v) for k, v in offsets.items()})
             for user_id, state in users.items():
@@ -136,10 +200,7 @@ class RedisState:
             # these partitions' users now await a settle pass (see streams.worker)
             pipe.hdel(self.keys.settled, *expected)
             if deltas or item_sentiment:
-                # followers apply both: the item statistics and the items' review sentiment
-                pipe.xadd(self.keys.deltas, {
-                    "d": orjson.dumps([d.to_json() for d in deltas]),
-                    "s": orjson.dumps({i: v[:2] for i, v in (item_sentiment or {}).items()})})
+                pipe.xadd(self.keys.deltas, delta_entry(deltas, item_sentiment))
             return await pipe.execute()
 
     # --- the replicated item statistics ----------------------------------------------------------
@@ -184,12 +245,17 @@ class RedisState:
 
     async def load_snapshot(self) -> bool:
         """Start from the latest snapshot, if any. The snapshot is read from our own Redis and
-        decoded as plain arrays (never unpickled)."""
-        snap = await self.client.hgetall(self.keys.snapshot)
-        if not snap:
+        decoded as plain arrays (never unpickled), after its size is checked."""
+        size = await self.client.hstrlen(self.keys.snapshot, "items")
+        if size > self.max_snapshot_bytes:
+            raise SnapshotTooLarge(
+                f"the snapshot {self.keys.snapshot} holds {size} bytes, over the "
+                f"{self.max_snapshot_bytes}-byte limit (TASTEMAKER_MAX_SNAPSHOT_BYTES)")
+        delta_id, blob = await self.client.hmget(self.keys.snapshot, ["delta_id", "items"])
+        if blob is None or delta_id is None:
             return False
-        self.items.load_bytes(snap[b"items"])
-        self.last_delta_id = snap[b"delta_id"].decode()
+        self.items.load_bytes(blob)
+        self.last_delta_id = delta_id.decode()
         self._applied_own.clear()
         logger.info("snapshot loaded at delta %s (%d items)", self.last_delta_id,
                     self.items.n_items)

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from streams.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,10 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def settings_env(settings: Settings, **extra: object) -> dict[str, str]:
     """The environment that gives a child process exactly these settings."""
     env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
-    for name, value in extra.items():
-        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    for name, value in {**settings.model_dump(), **extra}.items():
+        key = f"{ENV_PREFIX}{name.upper()}"
+        if value is None:  # unset: the default (None), not the text "None"
+            env.pop(key, None)
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[key] = str(value)
     return env
 
 
@@ -85,24 +91,22 @@ class WorkerProcess:
 
 def processed(settings: Settings) -> int:
     """Messages the workers have committed: the sum of the next offsets of every partition."""
-    import redis
-
+    from streams.connections import redis_sync
     from streams.keys import Keys
 
-    with redis.Redis.from_url(settings.redis_url) as r:
+    with redis_sync(settings) as r:
         return sum(int(v) for v in r.hgetall(Keys(settings.key_prefix).offsets).values())
 
 
 def is_settled(settings: Settings) -> bool:
     """Whether every event partition's users were settled at the last committed delta."""
-    import redis
-
+    from streams.connections import redis_sync
     from streams.keys import Keys
 
     keys = Keys(settings.key_prefix)
     fields = {f"{t}:{p}".encode() for t in settings.event_topics
               for p in range(settings.topic_partitions)}
-    with redis.Redis.from_url(settings.redis_url) as r:
+    with redis_sync(settings) as r:
         last = r.xrevrange(keys.deltas, count=1)
         settled = r.hgetall(keys.settled)
     return bool(last) and all(settled.get(f) == last[0][0] for f in fields)

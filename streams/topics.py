@@ -25,6 +25,7 @@ import time
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from streams.connections import kafka_admin
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,8 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[
     created. Existing topics are left alone: a partition count that differs from the settings is
     logged, not changed (partitions can't shrink, and adding some moves users between them)."""
     wanted = topic_partitions(settings)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+    admin = kafka_admin(
+        settings,
         request_timeout_ms=int(timeout_s * 1000),
         client_id=f"{settings.app_id}-topics",
     )

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
-import redis.asyncio as aioredis
 import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import Counter, Gauge
@@ -37,6 +36,7 @@ from models.ranker import (
     fine_tune,
     not_worse,
 )
+from streams import connections
 from streams.keys import Keys
 from streams.model_store import ModelStore
 from streams.settings import Settings
@@ -107,7 +107,7 @@ class Trainer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
-        self.client = aioredis.from_url(settings.redis_url, socket_timeout=10)
+        self.client = connections.redis_async(settings, socket_timeout=10)
         self.store = ModelStore(self.client, self.keys,
                                 max_bytes=settings.ranker_max_artefact_bytes,
                                 keep=settings.ranker_keep_versions)
@@ -179,11 +179,11 @@ class Trainer:
         """Consume examples and fit on schedule; with ``once``, read up to the current end of
         the topic, fit once and return."""
         s = self.settings
-        consumer = AIOKafkaConsumer(s.topic_ranker_examples,
-                                    bootstrap_servers=s.kafka_bootstrap_servers, group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False,
-                                    max_partition_fetch_bytes=8 * 1024 * 1024)
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers, acks="all")
+        consumer = connections.kafka_consumer(s, s.topic_ranker_examples, group_id=None,
+                                              auto_offset_reset="earliest",
+                                              enable_auto_commit=False,
+                                              max_partition_fetch_bytes=8 * 1024 * 1024)
+        producer = connections.kafka_producer(s, acks="all")
         await consumer.start()
         await producer.start()
         try:
@@ -222,8 +222,7 @@ class Trainer:
                 self._add(record.value)
 
     async def rollback(self, version: int) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                                    acks="all")
+        producer = connections.kafka_producer(self.settings, acks="all")
         await producer.start()
         try:
             await self.store.rollback(version)

@@ -40,6 +40,7 @@ from models.cooccurrence import (
 )
 from models.feedback import FeedbackWeights
 from models.ranker import ArtefactError
+from streams import connections
 from streams.dlq import dead_letter
 from streams.events import Event, Play, Rating, RejectedEvent, Review, decode_event, kind_of_topic
 from streams.keys import Keys
@@ -47,7 +48,7 @@ from streams.model_store import ModelStore
 from streams.ranking import Ranking, sampled
 from streams.sentiment import ReviewSentiments
 from streams.settings import ReviewFeedback, Settings
-from streams.state import RedisState, StaleBatch, UserState, offset_field
+from streams.state import RedisState, StaleBatch, UserErased, UserState, offset_field
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class BatchReport:
     rejected: int = 0
     duplicates: int = 0
     skipped: int = 0  # already processed before (redelivery after a crash or rebalance)
+    erased: int = 0  # events of erased users, from before their erasure (`streams.erasure`)
     users: int = 0
 
 
@@ -121,7 +123,8 @@ class EventProcessor:
         items = ItemCooccurrence(neighbour_cap=s.neighbour_cap, row_cap=s.row_cap,
                                  alpha=s.similarity_alpha, likers_cap=s.likers_cap,
                                  user_items_cap=s.user_items_cap)
-        self.state = RedisState(self.client, self.keys, items)
+        self.state = RedisState(self.client, self.keys, items,
+                                max_snapshot_bytes=s.max_snapshot_bytes)
         self.sentiments = ReviewSentiments(s, self.keys)
         self.ranking = Ranking(s)
         self.store = ModelStore(self.client, self.keys, max_bytes=s.ranker_max_artefact_bytes,
@@ -143,7 +146,12 @@ class EventProcessor:
         await self.start()
         async with self.lock:
             with BATCH_SECONDS.time():
-                report = await self._retrying(self._process, messages)
+                while True:
+                    try:
+                        report = await self._retrying(self._process, messages)
+                        break
+                    except UserErased as exc:  # recompute without the erased history
+                        logger.info("%s; processing the batch again", exc)
             self.last_batch_at = time.monotonic()
             return report
 
@@ -187,6 +195,9 @@ class EventProcessor:
         item_sentiment: dict[str, list[float]] = {}  # item -> [count, sum, decayed sum, weight]
         for m, event in events:
             user = users[event.user_id]
+            if user.erased_at is not None and event.ts <= user.erased_at:
+                report.erased += 1
+                continue
             event_id = event.dedup_id()
             if event_id in user.seen:
                 report.duplicates += 1
@@ -228,11 +239,14 @@ class EventProcessor:
             await self.state.commit(
                 expected=expected, offsets=offsets, users={u: users[u] for u in touched},
                 deltas=deltas, dirty=dirty, item_sentiment=item_sentiment,
-                blobs=self.sentiments.snapshots_due(review_partitions))
-        except StaleBatch as exc:
-            logger.warning("batch dropped, its partitions moved to another worker: %s", exc)
+                blobs=self.sentiments.snapshots_due(review_partitions),
+                erased={u: s.erased_at for u, s in users.items()})
+        except (StaleBatch, UserErased) as exc:
             for partition in review_partitions:  # reloaded by the next batch that has them
                 self.sentiments.models.pop(partition, None)
+            if isinstance(exc, UserErased):
+                raise
+            logger.warning("batch dropped, its partitions moved to another worker: %s", exc)
             return BatchReport(skipped=len(messages))
         await self.state.follow()
         await self._refresh_catalogue(())
@@ -345,22 +359,25 @@ class EventProcessor:
                                      touched: dict[str, tuple[float, float]] | None = None
                                      ) -> None:
         keys = self.keys
-        # one MULTI/EXEC: a reader never sees a user's list without its explanations
-        async with self.client.pipeline(transaction=True) as pipe:
-            for user_id, user in users.items():
-                recs = self.recommend(user_id, user)
-                pipe.delete(keys.recs(user_id), keys.explain(user_id))
-                if recs:
-                    pipe.zadd(keys.recs(user_id), {r.item_id: r.score for r in recs})
-                    pipe.hset(keys.explain(user_id), mapping={
-                        r.item_id: orjson.dumps({"because": list(r.because), "source": r.source})
-                        for r in recs})
-                meta = {"updated_at": time.time(),
-                        "model": str(self.ranking.version) if self.ranking.version else "none"}
-                if touched and user_id in touched:
-                    meta["event_ts"] = touched[user_id][0]
-                pipe.hset(keys.recs_meta(user_id), mapping=meta)
-            await pipe.execute()
+        lists = {user_id: self.recommend(user_id, user) for user_id, user in users.items()}
+
+        def queue(pipe, user_id: str) -> None:  # noqa: ANN001 - a redis pipeline
+            recs = lists[user_id]
+            pipe.delete(keys.recs(user_id), keys.explain(user_id))
+            if recs:
+                pipe.zadd(keys.recs(user_id), {r.item_id: r.score for r in recs})
+                pipe.hset(keys.explain(user_id), mapping={
+                    r.item_id: orjson.dumps({"because": list(r.because), "source": r.source})
+                    for r in recs})
+            meta = {"updated_at": time.time(),
+                    "model": str(self.ranking.version) if self.ranking.version else "none"}
+            if touched and user_id in touched:
+                meta["event_ts"] = touched[user_id][0]
+            pipe.hset(keys.recs_meta(user_id), mapping=meta)
+
+        # one MULTI/EXEC: a reader never sees a user's list without its explanations; users
+        # erased meanwhile are left out
+        await self.state.write_users(users, queue)
         if touched:
             now = time.time()
             for _, kafka_ts in touched.values():
@@ -480,7 +497,8 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
     faust_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
-        broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
+        broker=connections.faust_broker(settings),
+        broker_credentials=connections.faust_credentials(settings),
         store="memory://",
         datadir=str(faust_dir / "{conf.id}-data"),
         topic_partitions=settings.topic_partitions,
@@ -498,10 +516,9 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
 
     async def processor() -> EventProcessor:
         if "p" not in runtime:
-            client = aioredis.from_url(settings.redis_url, socket_timeout=10,
-                                       health_check_interval=10)
-            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                        acks="all", enable_idempotence=True)
+            client = connections.redis_async(settings, socket_timeout=10,
+                                             health_check_interval=10)
+            producer = connections.kafka_producer(settings, acks="all", enable_idempotence=True)
             await producer.start()
             runtime["p"] = EventProcessor(settings, client, producer)
         return runtime["p"]
@@ -558,6 +575,11 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Run one worker until stopped (``tastemaker worker``)."""
     from faust import Worker
 
+    try:  # a wrong password fails here, naming the setting, instead of retrying forever
+        asyncio.run(connections.check_kafka_credentials(settings))
+        connections.check_redis_credentials(settings)
+    except connections.CredentialsRejected as exc:
+        raise SystemExit(f"error: {exc}") from None
     if settings.metrics_port:
         from prometheus_client import start_http_server
 

@@ -57,13 +57,15 @@ def kafka_answers(bootstrap_servers: str) -> bool:
     from streams.stack import kafka_answers as probe
     from streams.stack import run_coroutine
 
-    return run_coroutine(probe(bootstrap_servers))
+    return run_coroutine(probe(load_settings(kafka_bootstrap_servers=bootstrap_servers)))
 
 
 def redis_answers(url: str) -> bool:
     import redis
 
-    client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+    from streams.connections import redis_sync
+
+    client = redis_sync(load_settings(redis_url=url), socket_timeout=3, socket_connect_timeout=3)
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -259,9 +261,9 @@ def unique_topics(settings: Settings) -> Iterator[Settings]:
 
 
 async def _delete_topics(settings: Settings, topics: set[str]) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
+    from streams.connections import kafka_admin
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = kafka_admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -273,9 +275,9 @@ async def _delete_topics(settings: Settings, topics: set[str]) -> None:
 
 
 def _delete_keys(settings: Settings) -> None:
-    import redis
+    from streams.connections import redis_sync
 
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_sync(settings)
     try:
         batch = []
         for key in client.scan_iter(match=f"{settings.key_prefix}*", count=1000):

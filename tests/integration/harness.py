@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import orjson
 import redis
 
+from streams.connections import kafka_producer, redis_sync
 from streams.keys import Keys
 from streams.reference import StreamReplica
 from streams.settings import Settings
@@ -17,7 +18,7 @@ from streams.supervisor import WorkerProcess, is_settled, processed, settings_en
 
 
 def client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url)
+    return redis_sync(settings)
 
 
 def wait_processed(settings: Settings, total: int, workers: Iterable[WorkerProcess],
@@ -100,11 +101,8 @@ def _close(a: float, b: float) -> bool:
 async def send_raw(settings: Settings, messages: Iterable[tuple[str, bytes | None, bytes | None]]
                    ) -> int:
     """Produce raw ``(topic, key, value)`` messages, valid or not, in order."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                acks="all", enable_idempotence=True,
-                                max_request_size=8 * 1024 * 1024, linger_ms=5)
+    producer = kafka_producer(settings, acks="all", enable_idempotence=True,
+                              max_request_size=8 * 1024 * 1024, linger_ms=5)
     await producer.start()
     n = 0
     try:

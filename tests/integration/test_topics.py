@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.connections import kafka_admin
 from streams.settings import Settings
 from streams.topics import ensure_topics, topic_partitions
 
@@ -15,7 +15,7 @@ async def test_ensure_topics_creates_every_topic_once(unique_topics: Settings) -
     # unique_topics already ran ensure_topics: a second run finds everything in place.
     assert await ensure_topics(unique_topics) == []
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=unique_topics.kafka_bootstrap_servers)
+    admin = kafka_admin(unique_topics)
     await admin.start()
     try:
         wanted = topic_partitions(unique_topics)

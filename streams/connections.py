@@ -1,0 +1,217 @@
+"""Every client of Kafka and Redis, built from the settings in one place.
+
+Nothing else in tastemaker constructs a Redis or Kafka client, so authentication and TLS are
+configured once: Redis ACL user and password, TLS with ``rediss://`` and the ``REDIS_TLS_*``
+files; Kafka ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL`` with PLAIN or SCRAM, the
+``KAFKA_SSL_*`` files; Faust gets the same as ``broker_credentials``.
+
+>>> from streams.settings import load_settings
+>>> kafka_auth(load_settings(kafka_security_protocol="SASL_PLAINTEXT",
+...                          kafka_username="app", kafka_password="s3cret"))["sasl_mechanism"]
+'PLAIN'
+
+The Redis commands a worker sends (for an ACL user, see `WORKER_REDIS_COMMANDS` and the README,
+"Security"): the integration test runs a worker as a user allowed exactly these commands on
+its key prefix only, and checks that Redis refused none of them (``ACL LOG``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from streams.settings import ENV_PREFIX, Settings
+
+if TYPE_CHECKING:
+    import faust
+    import redis
+    import redis.asyncio as aioredis
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+logger = logging.getLogger(__name__)
+
+#: What a worker (and ``tastemaker erase-user``) sends to Redis: connection housekeeping,
+#: per-batch reads and the MULTI/EXEC commit, the deltas stream, snapshots, recommendations.
+WORKER_REDIS_COMMANDS: tuple[str, ...] = (
+    "ping", "client|setinfo",  # health checks; redis-py names itself on connect
+    "watch", "unwatch", "multi", "exec", "discard",  # the guarded commits
+    "get", "mget", "set", "del", "strlen",  # histories, sentiment model snapshots
+    "hget", "hmget", "hset", "hdel", "hgetall", "hincrbyfloat", "hstrlen",  # offsets, snapshot
+    "sadd", "srem", "smembers",  # users of a partition
+    "zadd",  # recommendations, neighbours, trending
+    "xadd", "xread", "xrevrange", "xtrim",  # the deltas stream
+)
+
+
+def acl_rules(prefix: str, commands: tuple[str, ...] = WORKER_REDIS_COMMANDS) -> list[str]:
+    """``ACL SETUSER`` rules for a worker confined to the keys under ``prefix``.
+
+    >>> " ".join(acl_rules("tm:", ("get", "set")))
+    'resetkeys ~tm:* resetchannels -@all +get +set'
+    """
+    return ["resetkeys", f"~{prefix}*", "resetchannels", "-@all", *(f"+{c}" for c in commands)]
+
+
+def known_commands(client: redis.Redis, commands: tuple[str, ...] = WORKER_REDIS_COMMANDS
+                   ) -> tuple[str, ...]:
+    """The ``commands`` this server has (``client|setinfo`` came with Redis 7.2: an ACL rule
+    naming a command the server lacks is an error)."""
+    replies = client.execute_command("COMMAND INFO", *commands)  # one word: no reply parsing
+    return tuple(c for c, reply in zip(commands, replies, strict=True) if reply)
+
+
+# --- Redis ------------------------------------------------------------------------------------
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of ``Redis.from_url`` for these settings' user, password and TLS."""
+    options: dict[str, Any] = {}
+    if settings.redis_username is not None:
+        options["username"] = settings.redis_username
+    if settings.redis_password is not None:
+        options["password"] = settings.redis_password.get_secret_value()
+    if settings.redis_url.startswith("rediss://"):
+        if settings.redis_tls_ca_file is not None:
+            options["ssl_ca_certs"] = str(settings.redis_tls_ca_file.expanduser())
+        if settings.redis_tls_cert_file is not None:
+            options["ssl_certfile"] = str(settings.redis_tls_cert_file.expanduser())
+            options["ssl_keyfile"] = str(settings.redis_tls_key_file.expanduser())  # type: ignore[union-attr]
+    return options
+
+
+def redis_async(settings: Settings, **options: Any) -> aioredis.Redis:
+    """An asyncio Redis client; ``options`` add to (or override) the settings' ones."""
+    import redis.asyncio as aioredis
+
+    return aioredis.from_url(settings.redis_url, **{**redis_options(settings), **options})
+
+
+def redis_sync(settings: Settings, **options: Any) -> redis.Redis:
+    """A blocking Redis client; ``options`` add to (or override) the settings' ones."""
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url, **{**redis_options(settings), **options})
+
+
+# --- Kafka ------------------------------------------------------------------------------------
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of the SSL and SASL_SSL protocols (system CAs unless a CA file is set)."""
+    if "SSL" not in settings.kafka_security_protocol:
+        return None
+    from aiokafka.helpers import create_ssl_context
+
+    def path(value: object) -> str | None:
+        return None if value is None else str(value)
+
+    return create_ssl_context(cafile=path(settings.kafka_ssl_cafile),
+                              certfile=path(settings.kafka_ssl_certfile),
+                              keyfile=path(settings.kafka_ssl_keyfile))
+
+
+def kafka_auth(settings: Settings) -> dict[str, Any]:
+    """The security keyword arguments every aiokafka client takes."""
+    options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    context = kafka_ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_username  # PLAIN and SCRAM alike
+        options["sasl_plain_password"] = settings.kafka_password.get_secret_value()  # type: ignore[union-attr]
+    return options
+
+
+def kafka_options(settings: Settings, **options: Any) -> dict[str, Any]:
+    """Bootstrap servers and security, plus ``options``, for any aiokafka client."""
+    return {"bootstrap_servers": settings.kafka_bootstrap_servers, **kafka_auth(settings),
+            **options}
+
+
+def kafka_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(**kafka_options(settings, **options))
+
+
+def kafka_consumer(settings: Settings, *topics: str, **options: Any) -> AIOKafkaConsumer:
+    from aiokafka import AIOKafkaConsumer
+
+    return AIOKafkaConsumer(*topics, **kafka_options(settings, **options))
+
+
+def kafka_admin(settings: Settings, **options: Any) -> AIOKafkaAdminClient:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    return AIOKafkaAdminClient(**kafka_options(settings, **options))
+
+
+# --- Faust ------------------------------------------------------------------------------------
+def faust_broker(settings: Settings) -> list[str]:
+    return [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
+
+
+def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """``broker_credentials`` of the Faust app: SASL (over TLS for SASL_SSL), TLS, or None."""
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = kafka_ssl_context(settings)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=settings.kafka_username,
+        password=settings.kafka_password.get_secret_value(),  # type: ignore[union-attr]
+        mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
+
+
+# --- a start-up check -------------------------------------------------------------------------
+class CredentialsRejected(RuntimeError):
+    """A service refused the configured credentials: the process cannot work, say so at start."""
+
+
+async def check_kafka_credentials(settings: Settings, *, timeout_s: float = 15.0) -> None:
+    """Connect to a bootstrap server with the settings' security and raise `CredentialsRejected`
+    naming the settings if authentication fails. aiokafka itself only logs that and keeps
+    retrying ("Unable to bootstrap"), so a wrong password would otherwise look like a hang. An
+    unreachable broker is not an error here: the clients retry until it answers."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
+
+    auth = kafka_auth(settings)
+    for server in settings.kafka_bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await asyncio.wait_for(create_conn(host, int(port), **auth), timeout_s)
+        except (SaslAuthenticationFailed, AuthenticationFailedError) as exc:
+            raise CredentialsRejected(
+                f"Kafka at {server} rejected {settings.kafka_sasl_mechanism} authentication as "
+                f"{ENV_PREFIX}KAFKA_USERNAME={settings.kafka_username!r} (check "
+                f"{ENV_PREFIX}KAFKA_PASSWORD): {exc}") from None
+        except (OSError, KafkaError, TimeoutError) as exc:
+            logger.warning("Kafka at %s did not answer the credentials check: %r", server, exc)
+            continue
+        conn.close()
+        return
+
+
+def check_redis_credentials(settings: Settings, *, timeout_s: float = 10.0) -> None:
+    """PING Redis with the settings' user and password; `CredentialsRejected` naming the
+    settings when Redis refuses them (an unreachable Redis is retried later, not an error)."""
+    import redis
+
+    client = redis_sync(settings, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise CredentialsRejected(
+            f"Redis at {settings.redis_url} refused {ENV_PREFIX}REDIS_USERNAME="
+            f"{settings.redis_username!r} (check {ENV_PREFIX}REDIS_PASSWORD): {exc}") from None
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("Redis did not answer the credentials check: %r", exc)
+    finally:
+        client.close()
