@@ -28,11 +28,13 @@ app = typer.Typer(
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    from streams.logs import configure_logging
+
+    try:
+        log_format = load_settings().log_format
+    except SettingsError:
+        log_format = "text"  # the command reports the bad setting (exit 2)
+    configure_logging(log_format, level=logging.DEBUG if verbose else logging.INFO)
 
 
 def _settings() -> Settings:
