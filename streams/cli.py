@@ -256,5 +256,29 @@ def demo(
     run_demo(_settings(), keep=keep, limit=limit)
 
 
+@app.command()
+def bench(
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="Run only this step (repeatable): quality, freshness, speed, "
+                       "read_latency, sentiment, ...")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Small versions of the steps.")
+                     ] = False,
+) -> None:
+    """Run the benchmarks; write docs/results/ (results.md, PNGs, JSON) and the README's
+    results block. Needs a checkout (bench/) and, for the stream steps, a running stack."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "report.py").exists():
+        _fail(RuntimeError(f"bench/ not found under {root}: run from a tastemaker checkout"))
+    sys.path.insert(0, str(root))
+    from bench.report import main as report
+
+    _settings()  # a bad setting stops here, not in the middle of a step
+    argv = [arg for step in only or [] for arg in ("--only", step)]
+    raise typer.Exit(report([*argv, *(["--quick"] if quick else [])]))
+
+
 if __name__ == "__main__":
     app()
