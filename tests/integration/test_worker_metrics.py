@@ -46,7 +46,8 @@ def wait_lag(settings: Settings, worker: WorkerProcess, want: dict[tuple[str, st
     raise AssertionError(f"lag {got} != {want} after {timeout}s")
 
 
-def test_lag_reaches_zero_redis_writes_are_timed_and_logs_are_json(unique_topics: Settings, tmp_path: Path):
+def test_lag_reaches_zero_redis_writes_are_timed_and_logs_are_json(unique_topics: Settings,
+                                                                   tmp_path: Path):
     settings = load_settings(**{**unique_topics.model_dump(), "metrics_port": free_port(),
                                 "lag_interval_s": 0.5, "log_format": "json"})
     n = 300
