@@ -391,7 +391,10 @@ STEPS: list[Step] = [
 
 def run_step(step: Step, *, quick: bool, figures: Figures, log_dir: Path) -> dict[str, Any]:
     """Run one step's script, then summarise and plot what it wrote; returns the record kept
-    in ``docs/results/<step>.json``."""
+    in ``docs/results/<step>.json`` (the machine and commit as the step started, the load
+    average also as it ended)."""
+    before = machine_info()
+    figures.caption = "measured on " + machine_line(before)
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"report-{step.name}.log"
     output = ROOT / step.output
@@ -418,7 +421,8 @@ def run_step(step: Step, *, quick: bool, figures: Figures, log_dir: Path) -> dic
             images.append(source.name)
     return {"step": step.name, "title": step.title, "command": step.shell(quick),
             "quick": quick, "seconds": round(seconds, 1), "images": images,
-            "machine": machine_info(), "summary": summary}
+            "machine": before, "loadavg_after": machine_info()["loadavg_1_5_15"],
+            "summary": summary}
 
 
 def load_records(directory: Path, steps: Sequence[Step]) -> list[dict[str, Any]]:
@@ -481,7 +485,6 @@ def main(argv: Sequence[str] | None = None, *, steps: Sequence[Step] = STEPS) ->
     figures = Figures(args.results, "")
     failed = []
     for step in chosen:
-        figures.caption = "measured on " + machine_line(machine_info())
         try:
             record = run_step(step, quick=args.quick, figures=figures, log_dir=OUT / "logs")
         except Exception as exc:  # noqa: BLE001 - one step failing must not lose the others
