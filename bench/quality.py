@@ -43,6 +43,8 @@ class Score:
     evaluated: int = 0
     seconds: float = 0.0
     curve: list[float] = field(default_factory=list)  # running recall at checkpoints
+    # [events learned, evaluated, hits] at each checkpoint: recall per stretch of the stream
+    checkpoints: list[list[int]] = field(default_factory=list)
 
     def add(self, ranked: Sequence[str], item: str) -> None:
         self.evaluated += 1
@@ -113,6 +115,7 @@ def run(ratings: Sequence[Rating], *, eval_share: float, seed: int,
             _learn(model, r, feedback)
             if (n + 1) % checkpoints == 0:
                 score.curve.append(round(score.recall, 4))
+                score.checkpoints.append([n + 1, score.evaluated, score.hits])
         score.seconds = time.perf_counter() - started
     return scores
 
@@ -179,7 +182,8 @@ def main() -> None:
     ratings, _ = movielens_100k(get_settings().cache_dir)
     ratings = ratings[: args.limit]
     scores = run(ratings, eval_share=args.eval_share, seed=args.seed)
-    result = {name: s.as_dict() | {"curve": s.curve} for name, s in scores.items()}
+    result = {name: s.as_dict() | {"curve": s.curve, "checkpoints": s.checkpoints}
+              for name, s in scores.items()}
     base = max(v["recall@10"] for k, v in result.items() if k != "tastemaker-cooccurrence")
     ours = result["tastemaker-cooccurrence"]["recall@10"]
     summary = {"events": len(ratings), "eval_share": args.eval_share, "seed": args.seed,

@@ -147,8 +147,8 @@ def main() -> None:
           f"{base['evaluated']:>9}")
     print(f"{'MLP re-ranked':22} {ours['recall@10']:>10} {ours['ndcg@10']:>8} "
           f"{ours['evaluated']:>9}")
-    print(f"lift: recall@10 {summary['lift']['recall@10']:+.1%}, "
-          f"nDCG@10 {summary['lift']['ndcg@10']:+.1%}; trainer "
+    lift = {k: "n/a" if v is None else f"{v:+.1%}" for k, v in summary["lift"].items()}
+    print(f"lift: recall@10 {lift['recall@10']}, nDCG@10 {lift['ndcg@10']}; trainer "
           f"{summary['trainer_examples_per_s']} examples/s ({settings.trainer_device}); "
           f"{seconds:.0f} s")
 

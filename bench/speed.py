@@ -20,6 +20,11 @@ end. Writes ``bench/out/speed.json``.
     python -m bench.speed                        # core + e2e (full replay, batch size 500)
     python -m bench.speed --part core
     python -m bench.speed --part e2e --limit 50000 --batch-sizes 500 2000
+    python -m bench.speed --part scaling --limit 30000 --configs 6x1 6x2 6x3 1x1 3x1
+
+``scaling``: throughput against partitions and workers. Per ``PARTITIONSxWORKERS`` config, fresh
+topics of that many partitions, that many worker processes started and ready, then the first
+``--limit`` replay events produced; the rate from the first committed batch to the last.
 """
 
 from __future__ import annotations
@@ -353,9 +358,94 @@ def bench_e2e(base: Settings, *, batch_sizes: Iterable[int], limit: int | None,
     return out
 
 
+# --- scaling: partitions x workers -----------------------------------------------------------
+def parse_config(text: str) -> tuple[int, int]:
+    """``"6x2"`` -> (6 partitions, 2 workers)."""
+    partitions, _, workers = text.partition("x")
+    try:
+        p, w = int(partitions), int(workers)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PARTITIONSxWORKERS, e.g. 6x2, got {text!r}"
+                                         ) from None
+    if p < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"partitions and workers must be >= 1, got {text!r}")
+    return p, w
+
+
+def bench_scaling_one(base: Settings, partitions: int, workers: int, *, limit: int | None,
+                      budget_s: float) -> dict[str, Any]:
+    """``workers`` worker processes sharing fresh topics of ``partitions`` partitions: started
+    and ready (the group settled) before the first event is sent; then the first ``limit``
+    replay events are produced and the rate is taken from the first committed batch to the last
+    (``processed() == total``), or over what was processed within ``budget_s``."""
+    from streams.replay import replay
+
+    settings = bench_settings(base, topic_partitions=partitions)
+    procs: list[WorkerProcess] = []
+    out: dict[str, Any] = {"partitions": partitions, "workers": workers,
+                           "load_before": machine()}
+    try:
+        asyncio.run(create_topics(settings))
+        for n in range(workers):
+            procs.append(start_worker(settings, f"scaling-{partitions}x{workers}-{n}"))
+        for w in procs:
+            w.wait_ready(timeout=120)
+        time.sleep(3.0)  # let the last join's rebalance finish before the clock starts
+        sent = time.perf_counter()
+        report = asyncio.run(replay(settings, limit=limit, progress=False))
+        total = report.events
+        first_commit = first_count = 0.0
+        deadline = sent + budget_s
+        while True:
+            n = processed(settings)
+            now = time.perf_counter()
+            if n and not first_commit:
+                first_commit, first_count = now, n
+            if n >= total or (now > deadline and n > first_count):
+                break
+            for w in procs:
+                if not w.alive():
+                    raise RuntimeError(f"worker died:\n{w.tail()}")
+            if now > deadline + 60:
+                raise RuntimeError(f"nothing processed in {budget_s + 60:g} s")
+            time.sleep(0.05)
+        cpu = sum(cpu_seconds(w.proc.pid) for w in procs)
+        steady = now - first_commit
+        out.update(events=total, processed=n, complete=n >= total,
+                   produce_events_per_s=round(report.rate, 1),
+                   first_commit_to_done_s=round(steady, 2),
+                   events_per_s=round((n - first_count) / steady, 1) if steady > 0 else None,
+                   send_to_done_s=round(now - sent, 2),
+                   workers_cpu_s=round(cpu, 2),
+                   cpu_us_per_event=round(cpu / n * 1e6, 1))
+    finally:
+        for w in procs:
+            w.stop()
+        with suppress(Exception):
+            asyncio.run(cleanup([settings]))
+    out["load_after"] = machine()
+    return out
+
+
+def bench_scaling(base: Settings, configs: Sequence[tuple[int, int]], *, limit: int | None,
+                  budget_s: float) -> list[dict[str, Any]]:
+    results = []
+    for partitions, workers in configs:
+        print(f"  {partitions} partitions x {workers} workers ...", flush=True)
+        result = bench_scaling_one(base, partitions, workers, limit=limit, budget_s=budget_s)
+        print(f"    {result['events_per_s']} events/s ({result['processed']}/{result['events']}"
+              f" events, {result['cpu_us_per_event']} us CPU per event)", flush=True)
+        results.append(result)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("all", "core", "e2e"), default="all")
+    parser.add_argument("--part", choices=("all", "core", "e2e", "scaling"), default="all",
+                        help="all = core + e2e; scaling runs only with --part scaling")
+    parser.add_argument("--configs", type=parse_config, nargs="+",
+                        default=[parse_config(c) for c in ("6x1", "6x2", "6x3", "1x1", "3x1")],
+                        help="scaling: PARTITIONSxWORKERS per run (default 6x1 6x2 6x3 1x1 3x1)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[500])
     parser.add_argument("--budget", type=float, default=240.0,
                         help="seconds per worker run at most (then its rate is over a prefix)")
@@ -388,6 +478,10 @@ def main() -> None:
         print("e2e: produce, raw consumer, worker ...")
         result["e2e"] = bench_e2e(settings, batch_sizes=args.batch_sizes, limit=args.limit,
                                   budget_s=args.budget)
+    if args.part == "scaling":
+        print(f"scaling: {args.limit or 'all'} replay events per run ...")
+        result["scaling"] = bench_scaling(settings, args.configs, limit=args.limit,
+                                          budget_s=args.budget)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -28,11 +28,13 @@ app = typer.Typer(
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    from streams.logs import configure_logging
+
+    try:
+        log_format = load_settings().log_format
+    except SettingsError:
+        log_format = "text"  # the command reports the bad setting (exit 2)
+    configure_logging(log_format, level=logging.DEBUG if verbose else logging.INFO)
 
 
 def _settings() -> Settings:
@@ -312,6 +314,30 @@ def demo(
     from streams.demo import run_demo
 
     run_demo(_settings(), keep=keep, limit=limit)
+
+
+@app.command()
+def bench(
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="Run only this step (repeatable): quality, freshness, speed, "
+                       "read_latency, sentiment, ...")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Small versions of the steps.")
+                     ] = False,
+) -> None:
+    """Run the benchmarks; write docs/results/ (results.md, PNGs, JSON) and the README's
+    results block. Needs a checkout (bench/) and, for the stream steps, a running stack."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "report.py").exists():
+        _fail(RuntimeError(f"bench/ not found under {root}: run from a tastemaker checkout"))
+    sys.path.insert(0, str(root))
+    from bench.report import main as report
+
+    _settings()  # a bad setting stops here, not in the middle of a step
+    argv = [arg for step in only or [] for arg in ("--only", step)]
+    raise typer.Exit(report([*argv, *(["--quick"] if quick else [])]))
 
 
 if __name__ == "__main__":

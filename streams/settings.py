@@ -30,6 +30,7 @@ Positive = Annotated[int, Field(ge=1)]
 ReviewFeedback = Literal["sentiment", "stars", "none"]
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+LogFormat = Literal["text", "json"]
 
 
 class SettingsError(ValueError):
@@ -140,6 +141,8 @@ class Settings(BaseSettings):
 
     # --- observability --------------------------------------------------------------------------
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0: no Prometheus endpoint
+    lag_interval_s: Annotated[float, Field(gt=0)] = 5.0  # how often workers measure consumer lag
+    log_format: LogFormat = "text"  # json: one JSON object per line (streams.logs)
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -28,6 +28,7 @@ from redis.exceptions import WatchError
 
 from models.cooccurrence import Delta, ItemCooccurrence, UserHistory
 from streams.keys import Keys
+from streams.metrics import REDIS_WRITE_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -151,9 +152,10 @@ class RedisState:
         # committing other partitions is retried; only our own partitions moving is stale
         while True:
             try:
-                results = await self._commit_once(
-                    expected=expected, offsets=offsets, users=users, deltas=deltas,
-                    dirty=dirty, item_sentiment=item_sentiment, blobs=blobs, erased=erased)
+                with REDIS_WRITE_SECONDS.labels("commit").time():
+                    results = await self._commit_once(
+                        expected=expected, offsets=offsets, users=users, deltas=deltas,
+                        dirty=dirty, item_sentiment=item_sentiment, blobs=blobs, erased=erased)
                 break
             except WatchError:
                 logger.debug("offsets changed during commit; checking our partitions")

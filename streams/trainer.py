@@ -23,7 +23,6 @@ import numpy as np
 import orjson
 import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from prometheus_client import Counter, Gauge
 
 from models.ranker import (
     FEATURE_VERSION,
@@ -38,15 +37,12 @@ from models.ranker import (
 )
 from streams import connections
 from streams.keys import Keys
+from streams.metrics import TRAINER_EXAMPLES, TRAINER_GUARD, TRAINER_LOSS, TRAINER_PUBLISHED
 from streams.model_store import ModelStore
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-TRAINER_LOSS = Gauge("tastemaker_trainer_loss", "Listwise loss of the last fit", ["split"])
-GUARD = Counter("tastemaker_trainer_guard_total", "Guard decisions", ["decision"])
-EXAMPLES = Counter("tastemaker_trainer_examples_total", "Training examples read", ["outcome"])
-PUBLISHED_VERSION = Gauge("tastemaker_trainer_published_version", "Last published version")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +129,10 @@ class Trainer:
         try:
             example_id, example = parse_example(raw or b"")
         except ValueError as exc:
-            EXAMPLES.labels("rejected").inc()
+            TRAINER_EXAMPLES.labels("rejected").inc()
             logger.warning("skipping training example: %s", exc)
             return
-        EXAMPLES.labels("read").inc()
+        TRAINER_EXAMPLES.labels("read").inc()
         if example_id in self.window:
             return  # logged twice (a worker crashed between logging and committing)
         self.window[example_id] = example
@@ -156,7 +152,7 @@ class Trainer:
         TRAINER_LOSS.labels("train").set(result.fit.train_loss)
         TRAINER_LOSS.labels("holdout").set(result.candidate["loss"])
         decision = "published" if result.published else "refused"
-        GUARD.labels(decision).inc()
+        TRAINER_GUARD.labels(decision).inc()
         logger.info("guard %s: held-out nDCG@10 %.4f (fine-tuned) vs %.4f (%s) on %d groups; "
                     "fit %d groups x %d epochs on %s in %.2f s", decision,
                     result.candidate["ndcg@10"], result.current["ndcg@10"],
@@ -168,7 +164,7 @@ class Trainer:
                 "holdout": result.candidate, "previous": result.current,
                 "trained_on": result.train_groups})
             self.current, self.current_version = result.model, version
-            PUBLISHED_VERSION.set(version)
+            TRAINER_PUBLISHED.set(version)
             await producer.send_and_wait(self.settings.topic_model_updates, orjson.dumps({
                 "version": version, "published_at": time.time(),
                 "key": self.keys.ranker_artefact(version),
@@ -226,6 +222,7 @@ class Trainer:
         await producer.start()
         try:
             await self.store.rollback(version)
+            TRAINER_PUBLISHED.set(version)
             await producer.send_and_wait(self.settings.topic_model_updates, orjson.dumps({
                 "version": version, "published_at": time.time(), "rollback": True,
                 "key": self.keys.ranker_artefact(version)}))

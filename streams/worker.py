@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
-from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
@@ -44,6 +43,17 @@ from streams import connections
 from streams.dlq import dead_letter
 from streams.events import Event, Play, Rating, RejectedEvent, Review, decode_event, kind_of_topic
 from streams.keys import Keys
+from streams.metrics import (
+    BATCH_SECONDS,
+    DUPLICATES,
+    EVENTS,
+    FRESHNESS,
+    RANKER_EXAMPLES,
+    RANKER_VERSION,
+    REDIS_WRITE_SECONDS,
+    REJECTS,
+    record_lag,
+)
 from streams.model_store import ModelStore
 from streams.ranking import Ranking, sampled
 from streams.sentiment import ReviewSentiments
@@ -51,17 +61,6 @@ from streams.settings import ReviewFeedback, Settings
 from streams.state import RedisState, StaleBatch, UserErased, UserState, offset_field
 
 logger = logging.getLogger(__name__)
-
-EVENTS = Counter("tastemaker_events_total", "Events processed", ["topic"])
-REJECTS = Counter("tastemaker_rejected_events_total", "Events sent to the DLQ", ["reason"])
-DUPLICATES = Counter("tastemaker_duplicate_events_total", "Events dropped as duplicates")
-BATCH_SECONDS = Histogram("tastemaker_batch_seconds", "Time to process one batch")
-FRESHNESS = Histogram("tastemaker_freshness_seconds",
-                      "Kafka append time to recommendations written",
-                      buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-
-RANKER_VERSION = Gauge("tastemaker_ranker_version", "Ranker version served (0: none)")
-EXAMPLES_LOGGED = Counter("tastemaker_ranker_examples_total", "Ranker training examples logged")
 
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
@@ -301,7 +300,7 @@ class EventProcessor:
                                             orjson.dumps(e), key=e["user_id"].encode())
                    for e in examples]
         await asyncio.gather(*futures)
-        EXAMPLES_LOGGED.inc(len(examples))
+        RANKER_EXAMPLES.inc(len(examples))
 
     async def _refresh_catalogue(self, item_ids: Iterable[str]) -> None:
         """Look up the genres of items not looked up yet (``item:{id}`` hashes, when the
@@ -377,7 +376,8 @@ class EventProcessor:
 
         # one MULTI/EXEC: a reader never sees a user's list without its explanations; users
         # erased meanwhile are left out
-        await self.state.write_users(users, queue)
+        with REDIS_WRITE_SECONDS.labels("recommendations").time():
+            await self.state.write_users(users, queue)
         if touched:
             now = time.time()
             for _, kafka_ts in touched.values():
@@ -562,8 +562,37 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
         if proc.started:
             await proc.maybe_swap()
 
+    lag_reader: dict[str, object] = {}  # a group-less consumer that only asks end offsets
+
+    @app.timer(interval=settings.lag_interval_s)
+    async def measure_lag() -> None:
+        """Processing lag of the owned partitions (`streams.metrics.record_lag`)."""
+        from aiokafka import TopicPartition
+        from aiokafka.errors import KafkaError
+
+        owned = assigned()
+        if not owned:
+            record_lag({}, {})
+            return
+        try:
+            if "c" not in lag_reader:
+                consumer = connections.kafka_consumer(settings, group_id=None,
+                                                      enable_auto_commit=False)
+                await consumer.start()
+                lag_reader["c"] = consumer
+            ends = await lag_reader["c"].end_offsets([TopicPartition(t, p) for t, p in owned])
+            proc = await processor()
+            nexts = await proc.state.next_offsets(offset_field(t, p) for t, p in owned)
+        except (KafkaError, *RETRYABLE) as exc:  # a gap in a gauge, not a reason to stop
+            logger.warning("consumer lag not measured: %r", exc)
+            return
+        record_lag({(tp.topic, tp.partition): end for tp, end in ends.items()},
+                   {(t, p): nexts[offset_field(t, p)] for t, p in owned})
+
     @app.on_before_shutdown.connect
     async def close_clients(app, **kwargs) -> None:  # noqa: ANN001, ANN003
+        if "c" in lag_reader:
+            await lag_reader["c"].stop()
         if "p" in runtime:
             await runtime["p"].producer.stop()
             await runtime["p"].client.aclose()
@@ -589,5 +618,9 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
             raise SystemExit(f"cannot serve metrics on port {settings.metrics_port} "
                              f"(TASTEMAKER_METRICS_PORT): {exc}") from None
         logger.info("Prometheus metrics on :%d/metrics", settings.metrics_port)
+    from streams.logs import faust_logging_config
+
     app = create_app(settings)
-    Worker(app, loglevel=loglevel).execute_from_commandline()
+    Worker(app, loglevel=loglevel, quiet=settings.log_format == "json",  # no banner in JSON logs
+           logging_config=faust_logging_config(settings.log_format, level=loglevel),
+           ).execute_from_commandline()

@@ -1,0 +1,95 @@
+"""The worker's Prometheus endpoint, scraped from a real worker process on real Kafka and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.keys import Keys
+from streams.settings import Settings, load_settings
+from tests.conftest import free_port
+from tests.integration.harness import WorkerProcess, client, send_raw, wait_processed
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(settings: Settings) -> dict[str, list]:
+    """Metric family name -> its samples, from the worker's /metrics."""
+    url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as page:
+        text = page.read().decode()
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def lag_by_partition(settings: Settings) -> dict[tuple[str, str], float]:
+    return {(s.labels["topic"], s.labels["partition"]): s.value
+            for s in scrape(settings).get("tastemaker_consumer_lag", [])}
+
+
+def wait_lag(settings: Settings, worker: WorkerProcess, want: dict[tuple[str, str], float],
+             timeout: float = 60.0) -> None:
+    """Until the scraped lag equals ``want`` (polled: the worker measures it on a timer)."""
+    deadline = time.monotonic() + timeout
+    got: dict = {}
+    while time.monotonic() < deadline:
+        assert worker.alive(), worker.tail()
+        got = lag_by_partition(settings)
+        if got == want:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"lag {got} != {want} after {timeout}s")
+
+
+def test_lag_reaches_zero_redis_writes_are_timed_and_logs_are_json(unique_topics: Settings,
+                                                                   tmp_path: Path):
+    settings = load_settings(**{**unique_topics.model_dump(), "metrics_port": free_port(),
+                                "lag_interval_s": 0.5, "log_format": "json"})
+    n = 300
+    events = [{"user_id": f"u{k % 60}", "item_id": f"i{k % 40}", "ts": 1e9 + k,
+               "event_id": f"e{k}"} for k in range(n)]
+    asyncio.run(send_raw(settings, ((settings.topic_plays, e["user_id"].encode(),
+                                     orjson.dumps(e)) for e in events)))
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready()
+        wait_processed(settings, n, [worker])
+        owned = {(t, str(p)) for t in settings.event_topics
+                 for p in range(settings.topic_partitions)}  # one worker owns every partition
+        wait_lag(settings, worker, dict.fromkeys(owned, 0.0))
+
+        # lag is the end offset minus the next offset committed to Redis: move one partition's
+        # committed offset back by 7 and the gauge follows, then put it back
+        r, keys = client(settings), Keys(settings.key_prefix)
+        field = next(f for f, v in sorted(r.hgetall(keys.offsets).items()) if int(v) >= 7)
+        end = int(r.hget(keys.offsets, field))
+        topic, partition = field.decode().rsplit(":", 1)
+        r.hset(keys.offsets, field, end - 7)
+        wait_lag(settings, worker, {**dict.fromkeys(owned, 0.0), (topic, partition): 7.0})
+        r.hset(keys.offsets, field, end)
+        wait_lag(settings, worker, dict.fromkeys(owned, 0.0))
+
+        metrics = scrape(settings)
+        processed = sum(s.value for s in metrics["tastemaker_events"]
+                        if s.name == "tastemaker_events_total")
+        assert processed == n
+        writes = {s.labels["op"]: s.value for s in metrics["tastemaker_redis_write_seconds"]
+                  if s.name == "tastemaker_redis_write_seconds_count"}
+        assert writes["commit"] > 0
+        assert writes["recommendations"] > 0
+        assert metrics["tastemaker_ranker_version"][0].value == 0  # defined, not yet set
+    finally:
+        worker.stop()
+
+    # TASTEMAKER_LOG_FORMAT=json: every line the worker wrote, Faust's and aiokafka's included,
+    # is a JSON object
+    lines = worker.log_path.read_text().splitlines()
+    records = [orjson.loads(line) for line in lines]
+    loggers = {r["logger"].split(".")[0] for r in records}
+    assert {"faust", "aiokafka", "streams"} <= loggers, loggers
+    assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
