@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from prometheus_client import Counter, Histogram
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
+from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception, wait_exponential
 
 from models.cooccurrence import (
     DAY_S,
@@ -56,6 +57,16 @@ FRESHNESS = Histogram("tastemaker_freshness_seconds",
                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` is an outage that passes, to be retried rather than crash the worker:
+    Redis or the network unreachable (`RETRYABLE`), a Kafka error its client marks retriable,
+    or a dead letter whose delivery timed out because the broker was away longer than the
+    producer's request timeout (aiokafka's `KafkaTimeoutError` is not marked retriable)."""
+    if isinstance(exc, (*RETRYABLE, KafkaTimeoutError)):
+        return True
+    return isinstance(exc, KafkaError) and bool(exc.retriable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +361,7 @@ class EventProcessor:
     # --- resilience -----------------------------------------------------------------------------
     async def _retrying(self, fn, *args):  # noqa: ANN001, ANN202 - thin wrapper
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(RETRYABLE),
+            retry=retry_if_exception(is_outage),
             wait=wait_exponential(multiplier=0.1, max=5.0),
             before_sleep=before_sleep_log(logger, logging.WARNING),
             reraise=True,
