@@ -61,9 +61,10 @@ RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` is an outage that passes, to be retried rather than crash the worker:
-    Redis or the network unreachable (`RETRYABLE`), a Kafka error its client marks retriable,
-    or a dead letter whose delivery timed out because the broker was away longer than the
-    producer's request timeout (aiokafka's `KafkaTimeoutError` is not marked retriable)."""
+    Redis or the network unreachable (`RETRYABLE`), a Kafka error its client marks retriable
+    (a dead letter sent while the broker is away fails with `UnknownTopicOrPartitionError` when
+    the producer has no metadata yet), or a produce that timed out (`KafkaTimeoutError`, which
+    aiokafka does not mark retriable)."""
     if isinstance(exc, (*RETRYABLE, KafkaTimeoutError)):
         return True
     return isinstance(exc, KafkaError) and bool(exc.retriable)

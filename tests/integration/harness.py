@@ -17,7 +17,13 @@ from streams.keys import Keys
 from streams.reference import StreamReplica
 from streams.settings import Settings, load_settings
 from streams.stack import LocalStack, StackError
-from streams.supervisor import WorkerProcess, is_settled, processed, settings_env  # noqa: F401 - re-exported
+from streams.supervisor import (  # noqa: F401 - re-exported
+    WorkerProcess,
+    is_settled,
+    processed,
+    rss_bytes,
+    settings_env,
+)
 
 
 def client(settings: Settings) -> redis.Redis:
@@ -186,17 +192,6 @@ class ProducerThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
             self.loop.close()
-
-
-def rss_bytes(pid: int) -> tuple[int, int]:
-    """``(current, peak)`` resident set size of a live process, from ``/proc/<pid>/status``
-    (VmRSS, VmHWM: the kernel's own high-water mark, so no peak is missed between samples)."""
-    fields = {}
-    for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            fields[name] = int(value.split()[0]) * 1024
-    return fields["VmRSS"], fields["VmHWM"]
 
 
 def event_ids_in_redis(settings: Settings, users: Iterable[str]) -> list[str]:

@@ -1,7 +1,9 @@
 """The worker's retry policy, with a stand-in producer: outages are retried in place, bugs are
-not. Found while writing the broker-restart fault test: a dead letter whose delivery timed out
-(the broker away longer than the producer's 40 s request timeout) raised aiokafka's
-`KafkaTimeoutError`, which the policy did not retry, so the worker exited (code 70)."""
+not. Found with real processes (``python -m bench.faults --part outage``): with the broker away
+longer than the producer's 40 s request timeout, the worker's first dead letter (no metadata of the
+DLQ topic yet) failed in ``producer.send`` with aiokafka's `UnknownTopicOrPartitionError`; the
+policy retried only Redis and OS errors, so the worker exited (code 70) and stayed down. Kafka
+errors the client marks retriable, and `KafkaTimeoutError`, are now retried."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     NodeNotReadyError,
+    UnknownTopicOrPartitionError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -24,16 +27,19 @@ from streams.worker import EventProcessor, SourceMessage, is_outage
 
 
 class FlakyProducer:
-    """`AIOKafkaProducer.send` whose first ``failures`` deliveries fail with ``error``."""
+    """`AIOKafkaProducer.send` whose first ``failures`` calls fail with ``error``: raised by
+    ``send`` itself (as when it waits for metadata) or by the delivery future."""
 
-    def __init__(self, error: Exception, failures: int) -> None:
-        self.error, self.failures = error, failures
+    def __init__(self, error: Exception, failures: int, *, in_send: bool = False) -> None:
+        self.error, self.failures, self.in_send = error, failures, in_send
         self.delivered: list[tuple[str, bytes]] = []
 
     async def send(self, topic: str, value: bytes) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         if self.failures:
             self.failures -= 1
+            if self.in_send:
+                raise self.error
             future.set_exception(self.error)
         else:
             self.delivered.append((topic, value))
@@ -41,7 +47,8 @@ class FlakyProducer:
         return future
 
 
-@pytest.mark.parametrize("error", [KafkaTimeoutError(), KafkaConnectionError("closed"),
+@pytest.mark.parametrize("error", [UnknownTopicOrPartitionError(), KafkaTimeoutError(),
+                                   KafkaConnectionError("closed"),
                                    NodeNotReadyError("node 1"), RedisConnectionError("down"),
                                    ConnectionRefusedError()])
 def test_outages_are_retried(error: Exception) -> None:
@@ -54,8 +61,12 @@ def test_bugs_are_not_retried(error: Exception) -> None:
     assert not is_outage(error)
 
 
-async def test_a_dead_letter_timed_out_by_a_broker_outage_is_sent_again() -> None:
-    producer = FlakyProducer(KafkaTimeoutError(), failures=2)
+@pytest.mark.parametrize("error, in_send", [(UnknownTopicOrPartitionError(), True),
+                                            (KafkaTimeoutError(), True),
+                                            (KafkaTimeoutError(), False)])
+async def test_a_dead_letter_failed_by_a_broker_outage_is_sent_again(error: Exception,
+                                                                     in_send: bool) -> None:
+    producer = FlakyProducer(error, failures=2, in_send=in_send)
     proc = EventProcessor(load_settings(), client=None, producer=producer)  # type: ignore[arg-type]
     rejected = [(SourceMessage("plays", 3, 41, b"{oops"), RejectedEvent("value: invalid JSON",
                                                                         code="bad_json"))]
