@@ -87,8 +87,6 @@ class WorkerProcess:
         return "\n".join(text[-lines:])
 
 
-
-
 def processed(settings: Settings) -> int:
     """Messages the workers have committed: the sum of the next offsets of every partition."""
     from streams.connections import redis_sync
@@ -110,3 +108,14 @@ def is_settled(settings: Settings) -> bool:
         last = r.xrevrange(keys.deltas, count=1)
         settled = r.hgetall(keys.settled)
     return bool(last) and all(settled.get(f) == last[0][0] for f in fields)
+
+
+def rss_bytes(pid: int) -> tuple[int, int]:
+    """``(current, peak)`` resident set size of a live process, from ``/proc/<pid>/status``
+    (VmRSS, VmHWM: the kernel's own high-water mark, so no peak is missed between samples)."""
+    fields = {}
+    for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) * 1024
+    return fields["VmRSS"], fields["VmHWM"]

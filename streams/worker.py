@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
+from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception, wait_exponential
 
 from models.cooccurrence import (
     DAY_S,
@@ -63,6 +64,17 @@ from streams.state import RedisState, StaleBatch, UserErased, UserState, offset_
 logger = logging.getLogger(__name__)
 
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` is an outage that passes, to be retried rather than crash the worker:
+    Redis or the network unreachable (`RETRYABLE`), a Kafka error its client marks retriable
+    (a dead letter sent while the broker is away fails with `UnknownTopicOrPartitionError` when
+    the producer has no metadata yet), or a produce that timed out (`KafkaTimeoutError`, which
+    aiokafka does not mark retriable)."""
+    if isinstance(exc, (*RETRYABLE, KafkaTimeoutError)):
+        return True
+    return isinstance(exc, KafkaError) and bool(exc.retriable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +460,7 @@ class EventProcessor:
     # --- resilience -----------------------------------------------------------------------------
     async def _retrying(self, fn, *args):  # noqa: ANN001, ANN202 - thin wrapper
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(RETRYABLE),
+            retry=retry_if_exception(is_outage),
             wait=wait_exponential(multiplier=0.1, max=5.0),
             before_sleep=before_sleep_log(logger, logging.WARNING),
             reraise=True,
@@ -568,7 +580,6 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
     async def measure_lag() -> None:
         """Processing lag of the owned partitions (`streams.metrics.record_lag`)."""
         from aiokafka import TopicPartition
-        from aiokafka.errors import KafkaError
 
         owned = assigned()
         if not owned:

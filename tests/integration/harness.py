@@ -4,8 +4,11 @@ read the final Redis state, and the in-process reference it must equal."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import orjson
 import redis
@@ -13,8 +16,15 @@ import redis
 from streams.connections import kafka_producer, redis_sync
 from streams.keys import Keys
 from streams.reference import StreamReplica
-from streams.settings import Settings
-from streams.supervisor import WorkerProcess, is_settled, processed, settings_env  # noqa: F401 - re-exported
+from streams.settings import Settings, load_settings
+from streams.stack import LocalStack, StackError
+from streams.supervisor import (  # noqa: F401 - re-exported
+    WorkerProcess,
+    is_settled,
+    processed,
+    rss_bytes,
+    settings_env,
+)
 
 
 def client(settings: Settings) -> redis.Redis:
@@ -114,3 +124,120 @@ async def send_raw(settings: Settings, messages: Iterable[tuple[str, bytes | Non
     finally:
         await producer.stop()
     return n
+
+
+# --- fault tests: a stack of our own, a producer that outlives a broker restart, memory ----
+
+@contextlib.contextmanager
+def private_stack(root: Path) -> Iterator[LocalStack]:
+    """A Kafka broker and a Redis server of our own (free ports, data under ``root``), so a test
+    may stop and restart them without touching the shared services; wiped afterwards. Fails
+    loudly (or skips outside CI) when it cannot start."""
+    from tests.conftest import free_port, services_unavailable
+
+    base = load_settings()
+    settings = load_settings(**{
+        **base.model_dump(), "kafka_port": free_port(), "kafka_controller_port": free_port(),
+        "redis_port": free_port(), "stack_dir": root})
+    stack = LocalStack(settings)
+    try:
+        stack.up()
+    except StackError as exc:
+        stack.down(wipe=True)
+        services_unavailable(f"a private local stack for a fault test did not start: {exc}")
+    try:
+        yield stack
+    finally:
+        stack.down(wipe=True)
+
+
+class ProducerThread:
+    """One `AIOKafkaProducer` kept for a whole test on an event loop of its own thread, so the
+    test goes on sending with the same client across a broker restart, as a long-lived service
+    would. `send` returns where each message landed: ``(topic, partition, offset)``."""
+
+    def __init__(self, settings: Settings) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def start() -> AIOKafkaProducer:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+                enable_idempotence=True, max_request_size=8 * 1024 * 1024, linger_ms=5,
+                request_timeout_ms=120_000)
+            await producer.start()
+            return producer
+
+        self.producer = self._call(start())
+
+    def _call(self, coro, timeout: float = 300.0):  # noqa: ANN001, ANN202
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def send(self, messages: Iterable[tuple[str, bytes | None, bytes | None]]
+             ) -> list[tuple[str, int, int]]:
+        async def send_all() -> list[tuple[str, int, int]]:
+            futures = [await self.producer.send(t, value=v, key=k) for t, k, v in messages]
+            return [(m.topic, m.partition, m.offset) for m in await asyncio.gather(*futures)]
+        return self._call(send_all())
+
+    def close(self) -> None:
+        try:
+            self._call(self.producer.stop(), timeout=60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+def event_ids_in_redis(settings: Settings, users: Iterable[str]) -> list[str]:
+    """Every event id the users' committed histories recorded (each counted event once)."""
+    from streams.state import UserState
+
+    keys, r = Keys(settings.key_prefix), client(settings)
+    return [e for u in users for e in UserState.from_json(r.get(keys.history(u))).seen]
+
+
+async def read_topic(settings: Settings, topic: str, expected: int, idle_s: float = 20.0
+                     ) -> list[tuple[int, int, bytes | None]]:
+    """``(partition, offset, value)`` of a topic's messages, until ``expected`` were read or
+    none came for ``idle_s``."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    out: list[tuple[int, int, bytes | None]] = []
+    try:
+        quiet_since = time.monotonic()
+        while len(out) < expected and time.monotonic() - quiet_since < idle_s:
+            batch = await consumer.getmany(timeout_ms=500)
+            if batch:
+                quiet_since = time.monotonic()
+            out += [(m.partition, m.offset, m.value) for msgs in batch.values() for m in msgs]
+    finally:
+        await consumer.stop()
+    return out
+
+
+def topic_of(settings: Settings, kind: str) -> str:
+    return {"play": settings.topic_plays, "rating": settings.topic_ratings,
+            "review": settings.topic_reviews}[kind]
+
+
+def as_messages(settings: Settings, events: Iterable[tuple[str, dict]]
+                ) -> Iterator[tuple[str, bytes, bytes]]:
+    """``(topic, key, value)`` of ``(kind, event)`` pairs: key = user id, value = JSON."""
+    for kind, value in events:
+        yield topic_of(settings, kind), str(value["user_id"]).encode(), orjson.dumps(value)
+
+
+def movielens_slice(settings: Settings, ratings: int) -> list[tuple[str, dict]]:
+    """The replay's events (play, rating, sometimes a review) of the first ``ratings`` ratings."""
+    from streams.replay import load_dataset, movielens_events
+
+    all_ratings, reviews, _ = load_dataset(settings, "movielens-100k")
+    return list(movielens_events(all_ratings[:ratings], reviews, seed=7))

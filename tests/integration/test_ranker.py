@@ -21,6 +21,7 @@ from streams.supervisor import ROOT
 from streams.trainer import parse_example
 from tests.integration.harness import (
     WorkerProcess,
+    as_messages,
     client,
     processed,
     reference,
@@ -29,7 +30,6 @@ from tests.integration.harness import (
     wait_processed,
     wait_settled,
 )
-from tests.integration.test_worker import as_messages
 
 pytestmark = pytest.mark.integration
 

@@ -14,13 +14,14 @@ from aiokafka import AIOKafkaConsumer
 
 from streams.dlq import parse_dead_letter
 from streams.keys import Keys
-from streams.replay import load_dataset, movielens_events
 from streams.settings import Settings, load_settings
 from streams.state import UserState
 from tests.integration.harness import (
     WorkerProcess,
+    as_messages,
     assert_equal_to_reference,
     client,
+    movielens_slice,
     processed,
     recommendations_in_redis,
     reference,
@@ -30,16 +31,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def topic_of(settings: Settings, kind: str) -> str:
-    return {"play": settings.topic_plays, "rating": settings.topic_ratings,
-            "review": settings.topic_reviews}[kind]
-
-
-def as_messages(settings: Settings, events):  # noqa: ANN001, ANN201
-    for kind, value in events:
-        yield topic_of(settings, kind), str(value["user_id"]).encode(), orjson.dumps(value)
 
 
 def _worker_factory(settings: Settings, tmp_path: Path):  # noqa: ANN202
@@ -221,14 +212,9 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_carries_on(
         w.stop()
 
 
-def _movielens_slice(settings: Settings, ratings: int) -> list[tuple[str, dict]]:
-    all_ratings, reviews, _ = load_dataset(settings, "movielens-100k")
-    return list(movielens_events(all_ratings[:ratings], reviews, seed=7))
-
-
 def test_movielens_slice_equals_the_in_process_model(unique_topics: Settings, worker):
     settings = unique_topics
-    events = _movielens_slice(settings, 3000)
+    events = movielens_slice(settings, 3000)
     w = worker()
     asyncio.run(send_raw(settings, as_messages(settings, events)))
     w.wait_ready()
@@ -263,7 +249,7 @@ def test_kill_minus_9_three_times_gives_the_uninterrupted_result(unique_topics: 
     Rows reach 1,000 entries on this slice; pruning a full row depends on arrival order (see
     README), so the equality is checked with rows uncapped on this catalogue (1,104 items)."""
     settings = load_settings(**{**unique_topics.model_dump(), "row_cap": 2000})
-    events = _movielens_slice(settings, 9120)
+    events = movielens_slice(settings, 9120)
     assert len(events) >= 20_000
     asyncio.run(send_raw(settings, as_messages(settings, events)))
     start = _worker_factory(settings, tmp_path)  # the workers get row_cap 2000 too
@@ -286,20 +272,4 @@ def test_kill_minus_9_three_times_gives_the_uninterrupted_result(unique_topics: 
         w.stop()
     users = {e["user_id"] for _, e in events}
     assert kills == 3
-    assert assert_equal_to_reference(settings, reference(settings, events), users) > 0
-
-
-def test_two_workers_with_a_rebalance_equal_one(unique_topics: Settings, worker):
-    settings = unique_topics
-    events = _movielens_slice(settings, 4000)
-    first = worker(0)
-    first.wait_ready()
-    asyncio.run(send_raw(settings, as_messages(settings, events)))
-    while processed(settings) < len(events) // 4:
-        time.sleep(0.05)
-    second = worker(1)  # joins mid-run: the group rebalances
-    second.wait_ready()
-    wait_processed(settings, len(events), [first, second])
-    wait_settled(settings)
-    users = {e["user_id"] for _, e in events}
     assert assert_equal_to_reference(settings, reference(settings, events), users) > 0
