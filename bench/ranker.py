@@ -84,6 +84,8 @@ def main() -> None:
     fits: list[dict] = []
     model: RankerMLP | None = None
     since_fit = 0
+    checkpoints: list[list[float]] = []  # [events, evaluated, hits/nDCG sums of both orders]
+    every = max(len(events) // 20, 1)
     started = time.perf_counter()
     for n, (kind, value) in enumerate(events):
         if kind == "play":
@@ -107,6 +109,9 @@ def main() -> None:
                     if args.dump_groups:
                         everything.append(example)
         replica.learn(kind, value)
+        if (n + 1) % every == 0:
+            checkpoints.append([n + 1, baseline.evaluated, baseline.hits,
+                                round(baseline.ndcg, 4), ranked.hits, round(ranked.ndcg, 4)])
         since_fit += 1
         if since_fit >= args.train_every and len(window) >= 500:
             since_fit = 0
@@ -137,6 +142,7 @@ def main() -> None:
                                         / max(sum(f["fit_seconds"] for f in fits), 1e-9))
         if fits else None,
         "fits": fits,
+        "checkpoints": checkpoints,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))

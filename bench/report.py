@@ -355,6 +355,68 @@ def sentiment_rows(s: dict[str, Any]) -> list[Row]:
     return rows
 
 
+# --- ranker ---------------------------------------------------------------------------------------
+def ranker_summary(raw: dict[str, Any]) -> dict[str, Any]:
+    return raw  # per fit a few figures, 20 checkpoints
+
+
+def ranker_rows(s: dict[str, Any]) -> list[Row]:
+    base, ours, lift = s["cooccurrence_order"], s["mlp_reranked"], s["lift"]
+    published = sum(f["published"] for f in s["fits"])
+    return [
+        ("prequential, co-occurrence order (same run)",
+         f"Recall@10 {base['recall@10']:.4f}, nDCG@10 {base['ndcg@10']:.4f}", ""),
+        ("prequential, MLP re-ranked (same run)",
+         f"Recall@10 {ours['recall@10']:.4f}, nDCG@10 {ours['ndcg@10']:.4f}", ""),
+        ("ranker lift over co-occurrence order",
+         f"nDCG@10 {lift['ndcg@10']:+.1%}, Recall@10 {lift['recall@10']:+.1%} "
+         f"({published}/{len(s['fits'])} fits published)",
+         f"nDCG@10 >= +10%: {_met(lift['ndcg@10'] is not None and lift['ndcg@10'] >= 0.10)}"),
+        ("trainer throughput, CPU (fine-tunes of the run)",
+         f"{s['trainer_examples_per_s']:,} examples/s", ""),
+    ]
+
+
+def ranker_plots(s: dict[str, Any], figures: Figures) -> list[Path]:
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    points = s.get("checkpoints") or []
+    xs = [p[0] for p in points]
+    for column, label in ((3, "co-occurrence order"), (5, "MLP re-ranked")):
+        left.plot(xs, [p[column] / p[1] if p[1] else 0.0 for p in points], marker="o",
+                  markersize=3, label=label)
+    for fit in s["fits"]:
+        left.axvline(fit["at_event"], color="#2a2" if fit["published"] else "#c33",
+                     alpha=0.25, linewidth=1)
+    left.set_xlabel("replay events (ML-100K, time order)")
+    left.set_ylabel("cumulative nDCG@10")
+    left.set_title("Prequential nDCG@10, same events\n(lines: fits, green published, red "
+                   "refused)", fontsize=9)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    at = [f["at_event"] for f in s["fits"]]
+    right.plot(at, [f["candidate"]["ndcg@10"] for f in s["fits"]], marker="o",
+               label="fine-tuned candidate")
+    right.plot(at, [f["current"]["ndcg@10"] for f in s["fits"]], marker="s",
+               label="current version (co-occurrence order before the first)")
+    right.set_xlabel("replay events at the fit")
+    right.set_ylabel("held-out nDCG@10 within candidate groups")
+    right.set_title("The publishing guard: candidate vs current", fontsize=9)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    return [figures.save(fig, "ranker.png")]
+
+
+def swap_summary(raw: dict[str, Any]) -> dict[str, Any]:
+    return raw
+
+
+def swap_rows(s: dict[str, Any]) -> list[Row]:
+    return [(f"ranker publish -> all {s['workers']} workers serving it",
+             f"p50 {s['p50_s'] * 1000:.0f} ms, max {s['max_s'] * 1000:.0f} ms "
+             f"({s['publishes']} publishes)", f"<= 1 s: {_met(s['max_s'] <= 1.0)}")]
+
+
 # --- the report -----------------------------------------------------------------------------------
 STEPS: list[Step] = [
     Step("quality", "Quality: prequential Recall@10 on MovieLens-100K", "bench.quality",
@@ -386,6 +448,17 @@ STEPS: list[Step] = [
                                                   "--out", "bench/out"],
          output="bench/out/sentiment.json", summarise=sentiment_summary, rows=sentiment_rows,
          files=["bench/out/sentiment.png"]),
+    Step("ranker", "Ranker: MLP re-ranking vs the co-occurrence order, prequential",
+         "bench.ranker", args=["--out", "bench/out/ranker.json"],
+         quick_args=["--limit", "20000", "--train-every", "5000",
+                     "--out", "bench/out/ranker.json"],
+         output="bench/out/ranker.json", summarise=ranker_summary, rows=ranker_rows,
+         plots=ranker_plots),
+    Step("swap", "Ranker hot swap: publish to every worker serving it", "bench.swap_latency",
+         args=["--workers", "2", "--publishes", "10", "--out", "bench/out/swap_latency.json"],
+         quick_args=["--workers", "2", "--publishes", "3",
+                     "--out", "bench/out/swap_latency.json"],
+         output="bench/out/swap_latency.json", summarise=swap_summary, rows=swap_rows),
 ]
 
 

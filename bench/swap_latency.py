@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import orjson
 
@@ -87,10 +88,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--publishes", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=OUT_DIR / "swap_latency.json")
     args = parser.parse_args()
     result = asyncio.run(measure(args))
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / "swap_latency.json").write_text(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
     print(f"publish -> all {result['workers']} workers serving: p50 {result['p50_s']} s, "
           f"max {result['max_s']} s over {result['publishes']} publishes "
           f"(workers poll every {result['poll_s']} s)")

@@ -93,22 +93,32 @@ def test_erasing_a_user_mid_stream_equals_never_having_seen_them(unique_topics: 
         r, keys = client(settings), Keys(settings.key_prefix)
         assert r.exists(keys.history(ERASED)) and r.exists(keys.recs(ERASED))
 
-        # erase B while the rest of the stream (B's events too) trickles in and is processed
-        async def send_slowly() -> None:
-            for k in range(0, len(rest), 40):
-                await send_raw(settings, messages(settings, rest[k:k + 40]))
-                await asyncio.sleep(0.15)
+        # erase B while the rest of the stream (B's events too) trickles in and is processed;
+        # its last half waits for the erasure, so that it lands mid-stream however slowly the
+        # CLI starts on a loaded machine
+        async def race() -> tuple[str, int]:
+            erased = asyncio.Event()
+            at_erasure: list[int] = []
 
-        async def erase_meanwhile() -> str:
-            await asyncio.sleep(1.0)
-            return await asyncio.to_thread(erase_with_the_cli, settings, ERASED)
+            async def send_slowly() -> None:
+                for k in range(0, len(rest), 40):
+                    if k >= len(rest) // 2:
+                        await erased.wait()
+                    await send_raw(settings, messages(settings, rest[k:k + 40]))
+                    await asyncio.sleep(0.15)
 
-        async def race() -> str:
-            return (await asyncio.gather(send_slowly(), erase_meanwhile()))[1]
+            async def erase_meanwhile() -> str:
+                await asyncio.sleep(1.0)
+                out = await asyncio.to_thread(erase_with_the_cli, settings, ERASED)
+                at_erasure.append(processed(settings))
+                erased.set()
+                return out
 
-        summary = asyncio.run(race())
+            out = (await asyncio.gather(send_slowly(), erase_meanwhile()))[1]
+            return out, at_erasure[0]
+
+        summary, sent_before = asyncio.run(race())
         assert f"erased user {ERASED}" in summary
-        sent_before = processed(settings)
         wait_processed(settings, len(stream), [worker])
         wait_settled(settings)
 
