@@ -16,7 +16,7 @@ One pass over the replay's events (plays, ratings, reviews with real texts) thro
 Both orders are scored on the same events in the same run; the lift is their ratio. Also reported:
 trainer throughput (examples/s, on the device used), guard decisions.
 
-    python -m bench.ranker                       # full ML-100K, bench/out/ranker.json
+    python -m bench.ranker --example-rate 0.5    # full ML-100K, bench/out/ranker.json
     python -m bench.ranker --limit 30000         # a slice
     python -m bench.ranker --dump-groups bench/out/ranker_groups.npz  # for bench.trainer_device
 """
@@ -67,11 +67,16 @@ def main() -> None:
     parser.add_argument("--train-every", type=int, default=10_000, help="events between fits")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--example-rate", type=float, default=None,
+                        help="share of positive events logged (default: the setting)")
     parser.add_argument("--out", type=Path, default=Path("bench/out/ranker.json"))
     parser.add_argument("--dump-groups", type=Path, default=None)
     args = parser.parse_args()
 
-    settings = get_settings().model_copy(update={"trainer_device": args.device})
+    update: dict[str, object] = {"trainer_device": args.device}
+    if args.example_rate is not None:
+        update["ranker_example_rate"] = args.example_rate
+    settings = get_settings().model_copy(update=update)
     ratings, reviews, movies = load_dataset(settings, "movielens-100k")
     events = list(movielens_events(ratings[: args.limit], reviews, seed=args.seed))
     replica = StreamReplica(settings)

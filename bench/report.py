@@ -449,7 +449,7 @@ STEPS: list[Step] = [
          output="bench/out/sentiment.json", summarise=sentiment_summary, rows=sentiment_rows,
          files=["bench/out/sentiment.png"]),
     Step("ranker", "Ranker: MLP re-ranking vs the co-occurrence order, prequential",
-         "bench.ranker", args=["--out", "bench/out/ranker.json"],
+         "bench.ranker", args=["--example-rate", "0.5", "--out", "bench/out/ranker.json"],
          quick_args=["--limit", "20000", "--train-every", "5000",
                      "--out", "bench/out/ranker.json"],
          output="bench/out/ranker.json", summarise=ranker_summary, rows=ranker_rows,

@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     # --- ranker (models.ranker) and its trainer -----------------------------------------------
     topic_ranker_examples: str = "ranker-examples"
     ranker_candidates: Positive = 100  # co-occurrence candidates the ranker re-orders
-    ranker_example_rate: Annotated[float, Field(ge=0, le=1)] = 0.5  # positive events logged
+    ranker_example_rate: Annotated[float, Field(ge=0, le=1)] = 0.2  # positive events logged
     ranker_examples_retention_ms: Positive = 7 * 86_400_000  # the examples topic is bounded ...
     ranker_examples_retention_bytes: Positive = 256 * 1024 * 1024  # ... per partition
     ranker_max_artefact_bytes: Positive = 4 * 1024 * 1024  # larger artefacts are refused
