@@ -291,10 +291,12 @@ def trainer(
             asyncio.run(runner.rollback(rollback))
             typer.echo(f"serving ranker version {rollback}")
             return
-        result = asyncio.run(runner.run(once=once))
+        result = asyncio.run(runner.run_until_stopped(once=once))
     except ArtefactError as exc:
         _fail(exc)
     except KeyboardInterrupt:
+        return
+    if runner.stopped:
         return
     if once and result is None:
         typer.echo("not enough examples to fit")

@@ -12,7 +12,8 @@ recommendations are written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -21,9 +22,11 @@ EVENTS = Counter("tastemaker_events_total", "Events processed", ["topic"])
 REJECTS = Counter("tastemaker_rejected_events_total", "Events sent to the DLQ", ["reason"])
 DUPLICATES = Counter("tastemaker_duplicate_events_total", "Events dropped as duplicates")
 BATCH_SECONDS = Histogram("tastemaker_batch_seconds", "Time to process one batch")
+# up to 10 minutes: behind a backlog (a replay, a restart) freshness is the queueing time
 FRESHNESS = Histogram("tastemaker_freshness_seconds",
                       "Kafka append time to recommendations written",
-                      buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+                      buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
+                               300, 600))
 REDIS_WRITE_SECONDS = Histogram(
     "tastemaker_redis_write_seconds",
     "Round trip of one Redis write transaction: op=commit (histories + deltas + offsets, "
@@ -74,3 +77,25 @@ def record_lag(end_offsets: Mapping[tuple[str, int], int],
     for (topic, partition), value in lag.items():
         CONSUMER_LAG.labels(topic, str(partition)).set(value)
     return lag
+
+
+def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float:
+    """The ``q`` quantile of a Prometheus histogram as the upper bound of the bucket it falls in:
+    ``buckets`` are (``le``, cumulative count) pairs, +Inf last. An upper bound, not an estimate:
+    the true quantile lies in that bucket. ``inf`` when it is beyond the largest finite bound,
+    NaN when the histogram is empty.
+
+    >>> buckets = [(0.1, 50), (1.0, 98), (10.0, 100), (math.inf, 100)]
+    >>> histogram_quantile(buckets, 0.5), histogram_quantile(buckets, 0.99)
+    (0.1, 10.0)
+    >>> histogram_quantile([(1.0, 0), (math.inf, 2)], 0.5)
+    inf
+    """
+    ordered = sorted(buckets)
+    total = ordered[-1][1] if ordered else 0
+    if total <= 0:
+        return math.nan
+    for le, count in ordered:
+        if count >= q * total:
+            return le
+    return math.inf

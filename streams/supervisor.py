@@ -1,4 +1,4 @@
-"""Worker processes started from Python: by the demo, the benchmarks and the tests."""
+"""Worker and trainer processes started from Python: by the demo, the benchmarks and the tests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Self
 
 from pydantic import SecretStr
 
@@ -30,24 +32,74 @@ def settings_env(settings: Settings, **extra: object) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
-    """``tastemaker worker`` in a child process of its own."""
+class ChildProcess:
+    """A ``python -m streams.cli ...`` command in a child process of its own (its own session,
+    so that a signal reaches it and nothing else), stdout and stderr appended to ``log_path``."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    args: tuple[str, ...] = ()
+
+    def __init__(self, settings: Settings, log_path: Path, *,
+                 env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.env = dict(env or {})  # more environment variables (not settings: those are above)
         self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Self:
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", *self.args],
+                cwd=ROOT, env={**settings_env(self.settings), **self.env}, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int | None:
+        """Send ``sig``, wait up to 30 s (then SIGKILL); return the exit code (None: never
+        started)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+class WorkerProcess(ChildProcess):
+    """``tastemaker worker`` in a child process of its own."""
+
+    args = ("worker", "--loglevel", "info")
+
+    def __init__(self, settings: Settings, log_path: Path, *,
+                 env: Mapping[str, str] | None = None) -> None:
+        super().__init__(settings, log_path, env=env)
         self._readies = 0
 
     def start(self) -> WorkerProcess:
         self._readies = self._count_readies()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
-            cwd=ROOT, env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
+        return super().start()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -64,27 +116,12 @@ class WorkerProcess:
             return 0
         return self.log_path.read_bytes().count(b"Worker ready")
 
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+class TrainerProcess(ChildProcess):
+    """``tastemaker trainer`` (the periodic ranker trainer) in a child process of its own; on
+    SIGTERM (`stop`) it closes its clients and exits with code 0."""
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+    args = ("trainer",)
 
 
 def processed(settings: Settings) -> int:

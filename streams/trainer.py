@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import signal
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -109,8 +110,10 @@ class Trainer:
                                 keep=settings.ranker_keep_versions)
         self.window: OrderedDict[str, tuple[np.ndarray, int, float]] = OrderedDict()
         self.new_since_fit = 0
+        self.read = 0  # example records consumed, valid or not (the topic's records so far)
         self.current: RankerMLP | None = None
         self.current_version = 0
+        self.stopped = False  # by a signal (run_until_stopped)
 
     async def _load_current(self) -> None:
         version = await self.store.current_version()
@@ -126,6 +129,7 @@ class Trainer:
             self.current, self.current_version = None, 0
 
     def _add(self, raw: bytes | None) -> None:
+        self.read += 1
         try:
             example_id, example = parse_example(raw or b"")
         except ValueError as exc:
@@ -143,9 +147,12 @@ class Trainer:
     async def fit(self, producer: AIOKafkaProducer) -> TrainResult | None:
         """One train step on the window; publish and announce when the guard allows."""
         if len(self.window) < 20:
-            logger.info("only %d examples: not fitting yet", len(self.window))
+            logger.info("only %d examples (%d read): not fitting yet", len(self.window),
+                        self.read)
             return None
         await self._load_current()
+        # "(N read)": how far into the topic this fit is, for whoever waits on the trainer (demo)
+        logger.info("fitting on %d examples (%d read)", len(self.window), self.read)
         groups = Groups.of(list(self.window.values()))
         self.new_since_fit = 0
         result = await asyncio.to_thread(train_step, self.current, groups, self.settings)
@@ -198,6 +205,24 @@ class Trainer:
             await consumer.stop()
             await producer.stop()
             await self.client.aclose()
+
+    async def run_until_stopped(self, *, once: bool = False) -> TrainResult | None:
+        """`run`, ended cleanly by SIGTERM or SIGINT (what docker, systemd and Ctrl-C send):
+        the loop is cancelled and its clients closed, so the command exits with code 0; a fit in
+        progress runs in a thread, which ``asyncio.run`` waits for. Sets `stopped`."""
+        task = asyncio.ensure_future(self.run(once=once))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            self.stopped = True
+            logger.info("stopped by a signal")
+            return None
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
     async def _read_to_end(self, consumer: AIOKafkaConsumer) -> None:
         """Read every example logged before this call."""
