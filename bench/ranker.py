@@ -31,6 +31,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+import torch
+
 from models.ranker import Groups, RankerMLP, rerank
 from streams.events import parse_event
 from streams.ranking import sampled
@@ -67,11 +69,14 @@ def main() -> None:
     parser.add_argument("--train-every", type=int, default=10_000, help="events between fits")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for the fits (1: no fight with the replay's core)")
     parser.add_argument("--example-rate", type=float, default=None,
                         help="share of positive events logged (default: the setting)")
     parser.add_argument("--out", type=Path, default=Path("bench/out/ranker.json"))
     parser.add_argument("--dump-groups", type=Path, default=None)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     update: dict[str, object] = {"trainer_device": args.device}
     if args.example_rate is not None:

@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     trainer_epochs: Positive = 20
     trainer_lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
     trainer_device: Literal["auto", "cpu", "cuda"] = "auto"
+    trainer_threads: Annotated[int, Field(ge=0)] = 0  # torch CPU threads; 0: torch's default
     trainer_seed: int = 0
 
     # --- feedback weights (models.feedback) ------------------------------------------------------

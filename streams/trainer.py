@@ -103,6 +103,8 @@ class Trainer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        if settings.trainer_threads:
+            torch.set_num_threads(settings.trainer_threads)
         self.keys = Keys(settings.key_prefix)
         self.client = connections.redis_async(settings, socket_timeout=10)
         self.store = ModelStore(self.client, self.keys,
