@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import time
 from collections import deque
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from bench.quality import K, Score
 from models.ranker import Groups, RankerMLP, rerank
 from streams.events import parse_event
 from streams.ranking import sampled
@@ -40,26 +40,6 @@ from streams.reference import StreamReplica
 from streams.replay import load_dataset, movielens_events
 from streams.settings import get_settings
 from streams.trainer import train_step
-
-K = 10
-
-
-class Score:
-    def __init__(self) -> None:
-        self.hits = 0
-        self.ndcg = 0.0
-        self.evaluated = 0
-
-    def add(self, ranked: list[str], item: str) -> None:
-        self.evaluated += 1
-        if item in ranked[:K]:
-            self.hits += 1
-            self.ndcg += 1.0 / math.log2(ranked.index(item) + 2)
-
-    def as_dict(self) -> dict:
-        n = max(self.evaluated, 1)
-        return {"recall@10": round(self.hits / n, 4), "ndcg@10": round(self.ndcg / n, 4),
-                "evaluated": self.evaluated}
 
 
 def main() -> None:

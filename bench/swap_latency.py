@@ -5,7 +5,7 @@ events, then ``--publishes`` times: publishes a new version through `streams.mod
 (what the trainer does) and polls ``ranker:serving`` (each worker writes the version it serves
 and when it swapped) until every worker reports it. The latency is the last worker's swap time
 minus the publish time (one machine, one clock). Workers poll ``ranker:current`` every
-``ranker_poll_s`` (0.25 s by default) and between batches.
+``ranker_poll_s`` (0.25 s by default) and swap between batches.
 
     python -m bench.swap_latency                    # 2 workers, 10 publishes
     python -m bench.swap_latency --workers 3 --publishes 20

@@ -2,8 +2,9 @@
 
 - ``ranker:artefact:{v}``: the safetensors bytes of version ``v``, written once (``SET NX``);
 - ``ranker:versions``: sorted set of published versions by publish time;
-- ``ranker:current``: the version workers serve. Workers poll it (every ``ranker_poll_s``) and
-  swap between batches; a version that fails to load is refused and the current one stays.
+- ``ranker:current``: the version workers serve. Workers read it at start and every
+  ``ranker_poll_s`` and swap between batches; a version that fails to load is refused and the
+  current one stays.
 
 Artefacts are size-checked (``STRLEN``) before they are read and loaded with safetensors, never
 unpickled (`models.ranker.from_artefact`).

@@ -15,6 +15,7 @@ from streams.keys import Keys
 from streams.model_store import ModelStore
 from streams.settings import Settings
 from streams.supervisor import ROOT, settings_env
+from tests.integration.harness import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -55,20 +56,7 @@ def test_versions_are_immutable_pruned_and_rolled_back(unique_topics: Settings):
         cwd=ROOT, env=settings_env(settings), capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "no artefact" in refused.stderr
     assert int(r.get(keys.ranker_current)) == published[3]
-    assert [orjson.loads(m)["version"] for m in _announcements(settings)] == [published[3]]
+    announced = asyncio.run(read_topic(settings, settings.topic_model_updates, expected=10**9,
+                                       idle_s=3))
+    assert [orjson.loads(v)["version"] for _, _, v in announced] == [published[3]]
 
-
-def _announcements(settings: Settings) -> list[bytes]:
-    async def read() -> list[bytes]:
-        consumer = connections.kafka_consumer(settings, settings.topic_model_updates,
-                                              group_id=None, auto_offset_reset="earliest")
-        await consumer.start()
-        try:
-            out = []
-            while batch := await consumer.getmany(timeout_ms=2000):
-                out += [m.value for records in batch.values() for m in records]
-            return out
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())

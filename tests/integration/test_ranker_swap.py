@@ -24,6 +24,7 @@ from tests.integration.harness import (
     as_messages,
     client,
     processed,
+    read_topic,
     reference,
     send_raw,
     settings_env,
@@ -123,7 +124,9 @@ def test_trainer_publishes_and_a_running_worker_swaps_without_losing_or_repeatin
             seen += UserState.from_json(r.get(keys.history(f"u{u}"))).seen
         assert sorted(seen) == sorted(e["event_id"] for _, e in events)
         # the worker logged valid examples; the trainer read them with the toy ones
-        logged = _read_examples(settings)
+        logged = [v for _, _, v in asyncio.run(read_topic(
+            settings, settings.topic_ranker_examples, expected=10**9, idle_s=3))
+            if not v.startswith(b'{"id":"toy|')]
         assert logged and all(parse_example(raw)[0].startswith("u") for raw in logged)
 
         # the settled state: every user ranked by version 1, equal to the reference
@@ -145,23 +148,3 @@ def test_trainer_publishes_and_a_running_worker_swaps_without_losing_or_repeatin
     finally:
         worker.stop()
 
-
-def _read_examples(settings: Settings) -> list[bytes]:
-    from aiokafka import AIOKafkaConsumer
-
-    async def read() -> list[bytes]:
-        consumer = AIOKafkaConsumer(settings.topic_ranker_examples,
-                                    bootstrap_servers=settings.kafka_bootstrap_servers,
-                                    auto_offset_reset="earliest", group_id=None)
-        await consumer.start()
-        try:
-            out = []
-            while True:
-                batch = await consumer.getmany(timeout_ms=2000)
-                if not batch:
-                    return [v for v in out if not v.startswith(b'{"id":"toy|')]
-                out += [m.value for records in batch.values() for m in records]
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from streams.dlq import parse_dead_letter
 from streams.keys import Keys
@@ -23,6 +22,7 @@ from tests.integration.harness import (
     client,
     movielens_slice,
     processed,
+    read_topic,
     recommendations_in_redis,
     reference,
     send_raw,
@@ -125,23 +125,6 @@ def _invalid_messages(settings: Settings, n: int) -> list[tuple[str, bytes, byte
     return [(t, b"bad", v, why) for t, v, why in itertools.islice(itertools.cycle(kinds), n)]
 
 
-async def _read_all(settings: Settings, topic: str, expected: int) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                max_partition_fetch_bytes=8 * 1024 * 1024)
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        for _ in range(60):
-            batch = await consumer.getmany(timeout_ms=500)
-            values += [m.value for msgs in batch.values() for m in msgs]
-            if len(values) >= expected:
-                break
-    finally:
-        await consumer.stop()
-    return values
-
-
 def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_carries_on(
         unique_topics: Settings, tmp_path: Path):
     from tests.conftest import free_port
@@ -179,8 +162,8 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_carries_on(
         w.wait_ready()
         wait_processed(settings, len(mixed), [w])
 
-        records = [parse_dead_letter(v) for v in asyncio.run(_read_all(settings, settings.topic_dlq,
-                                                                      500))]
+        records = [parse_dead_letter(v) for _, _, v in asyncio.run(
+            read_topic(settings, settings.topic_dlq, 500, idle_s=30))]
         by_source = {(d["topic"], d["partition"], d["offset"]): d for d in records}
         assert len(records) == len(by_source) == 500  # one record per bad message, none twice
         assert set(by_source) == set(invalid_at)  # exactly the bad ones, at their source offsets
