@@ -44,7 +44,7 @@ from typing import Literal
 import numpy as np
 
 DAY_S = 86_400.0
-MAX_DECAY_EXPONENT = 900.0  # 2**900 is far inside float64; beyond it sums would overflow
+MAX_DECAY_EXPONENT = 900.0  # 2**900 is far inside float64: sums of such terms cannot overflow
 MIN_SIMILARITY = 1e-9  # below this a similarity is rounding residue of added-then-removed terms
 # a norm or popularity that a removal brings within this fraction of the amount removed is the
 # rounding residue of terms that cancelled (the item's last liker evicted it, or was erased): 0
@@ -56,16 +56,27 @@ Source = Literal["items", "trending"]
 def decay_factor(ts: float, *, half_life_s: float, epoch: float) -> float:
     """Forward-decay weight of an event at ``ts``: doubles every ``half_life_s`` after ``epoch``.
 
+    Saturates ``MAX_DECAY_EXPONENT`` half-lives from the epoch, so that no timestamp can raise or
+    overflow the sums: the stream contract keeps event times near their Kafka record's time
+    (`streams.events.latest_event_ts`), and the settings refuse an epoch and half-life whose
+    range does not cover the years ahead (`streams.settings`), so live events never reach it.
+
     >>> decay_factor(86_400.0, half_life_s=86_400.0, epoch=0.0)
     2.0
+    >>> decay_factor(1e300, half_life_s=1.0, epoch=0.0) == 2.0**MAX_DECAY_EXPONENT
+    True
     """
     exponent = (ts - epoch) / half_life_s
-    if abs(exponent) > MAX_DECAY_EXPONENT:
-        raise ValueError(
-            f"ts={ts} is {exponent:.0f} half-lives from the decay epoch {epoch}; "
-            "move the decay epoch (TASTEMAKER_DECAY_EPOCH) closer to your data"
-        )
-    return 2.0**exponent
+    return 2.0 ** min(MAX_DECAY_EXPONENT, max(-MAX_DECAY_EXPONENT, exponent))
+
+
+def decay_horizon(*, half_life_s: float, epoch: float) -> float:
+    """The latest time whose decay weight does not saturate (see `decay_factor`).
+
+    >>> decay_horizon(half_life_s=1.0, epoch=0.0)
+    900.0
+    """
+    return epoch + MAX_DECAY_EXPONENT * half_life_s
 
 
 def _cancel(total: float, change: float) -> float:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from typing import Annotated, ClassVar, Literal
 
 import orjson
@@ -26,6 +27,11 @@ EventKind = Literal["play", "rating", "review"]
 
 MAX_ID_CHARS = 256
 MAX_TEXT_CHARS = 10_000
+#: How far an event's ``ts`` may lie after its Kafka record's timestamp (the default of
+#: ``TASTEMAKER_MAX_EVENT_FUTURE_S``): clocks drift and clients batch, but an event from the
+#: future weighs more than every event before it (forward decay), so one far-future ``ts``
+#: would swamp the statistics of the items it touches.
+MAX_EVENT_FUTURE_S = 86_400.0
 
 
 def _id_to_str(value: object) -> object:
@@ -123,10 +129,40 @@ def parse_event(kind: EventKind, obj: object) -> Event:
         raise RejectedEvent(_reason(exc), code="invalid") from None
 
 
-def decode_event(topic_kind: EventKind | str, raw: bytes | None, *, max_bytes: int = 1_000_000
-                 ) -> Event:
+def latest_event_ts(record_ts: float, *, max_future_s: float = MAX_EVENT_FUTURE_S) -> float:
+    """The latest ``ts`` accepted for an event whose Kafka record has timestamp ``record_ts``
+    (seconds): ``max_future_s`` after it. A record without a timestamp (0 or less: Kafka before
+    0.10) is measured against this machine's clock instead.
+
+    >>> latest_event_ts(1_700_000_000.0, max_future_s=60.0)
+    1700000060.0
+    """
+    return (record_ts if record_ts > 0 else time.time()) + max_future_s
+
+
+def check_event_time(event: Event, *, not_after: float) -> Event:
+    """``event``, or `RejectedEvent` (``ts_out_of_range``) when its ``ts`` is after ``not_after``.
+
+    >>> play = Play(user_id="u", item_id="i", ts=2e10)
+    >>> try:
+    ...     check_event_time(play, not_after=1.7e9)
+    ... except RejectedEvent as e:
+    ...     print(e.code)
+    ts_out_of_range
+    """
+    if event.ts > not_after:
+        raise RejectedEvent(
+            f"ts: {event.ts:.0f} is {event.ts - not_after:.0f} s after the latest accepted time "
+            f"{not_after:.0f} (the record's timestamp plus TASTEMAKER_MAX_EVENT_FUTURE_S)",
+            code="ts_out_of_range")
+    return event
+
+
+def decode_event(topic_kind: EventKind | str, raw: bytes | None, *, max_bytes: int = 1_000_000,
+                 not_after: float | None = None) -> Event:
     """Decode and validate one message value. ``topic_kind`` is ``play``/``rating``/``review`` or
-    the plural topic name. Raises `RejectedEvent` for anything that is not a valid event."""
+    the plural topic name. Raises `RejectedEvent` for anything that is not a valid event,
+    including (when ``not_after`` is given, see `latest_event_ts`) a ``ts`` after it."""
     kind = KIND_BY_TOPIC.get(topic_kind, topic_kind)
     if kind not in SCHEMA_BY_KIND:
         raise RejectedEvent(f"topic: no event schema for {topic_kind!r}", code="unknown_topic")
@@ -146,7 +182,10 @@ def decode_event(topic_kind: EventKind | str, raw: bytes | None, *, max_bytes: i
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise RejectedEvent(f"value: invalid JSON ({exc})", code="bad_json") from None
-    return parse_event(kind, obj)  # type: ignore[arg-type]
+    event = parse_event(kind, obj)  # type: ignore[arg-type]
+    if not_after is not None:
+        check_event_time(event, not_after=not_after)
+    return event
 
 
 KIND_BY_TOPIC: dict[str, EventKind] = {"plays": "play", "ratings": "rating", "reviews": "review"}

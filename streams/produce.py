@@ -28,9 +28,11 @@ from streams.events import (
     Event,
     EventKind,
     RejectedEvent,
+    check_event_time,
     decode_event,
     encode_event,
     kind_of_topic,
+    latest_event_ts,
     parse_event,
 )
 from streams.settings import Settings
@@ -222,6 +224,10 @@ async def _produce(
             for label, item in numbered:
                 try:
                     event = validate(kind, item, max_bytes=settings.max_message_bytes)
+                    # the record gets the producer's clock as its timestamp: refuse here what
+                    # the workers would send to the dead-letter topic
+                    check_event_time(event, not_after=latest_event_ts(
+                        0.0, max_future_s=settings.max_event_future_s))
                     value = sender.encode(event)
                 except RejectedEvent as exc:
                     _reject(report, f"{label}: {exc.reason}", on_reject)

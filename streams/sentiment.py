@@ -23,7 +23,7 @@ from aiokafka import TopicPartition
 
 from models.sentiment import ReviewSentiment, label_from_rating
 from streams.connections import kafka_consumer
-from streams.events import RejectedEvent, Review, decode_event
+from streams.events import RejectedEvent, Review, decode_event, latest_event_ts
 from streams.keys import Keys
 from streams.settings import Settings
 from streams.state import SnapshotTooLarge
@@ -118,8 +118,12 @@ class ReviewSentiments:
                         break
                     position = message.offset + 1
                     try:
+                        # rejected as the worker rejected it (the same record timestamp)
                         review = decode_event("review", message.value,
-                                              max_bytes=self.settings.max_message_bytes)
+                                              max_bytes=self.settings.max_message_bytes,
+                                              not_after=latest_event_ts(
+                                                  (message.timestamp or 0) / 1000.0,
+                                                  max_future_s=self.settings.max_event_future_s))
                     except RejectedEvent:
                         continue
                     label = label_from_rating(review.rating)  # type: ignore[union-attr]

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.cooccurrence import DAY_S, MAX_DECAY_EXPONENT, decay_horizon
 from models.feedback import FeedbackWeights
+from streams.events import MAX_EVENT_FUTURE_S
 
 ENV_PREFIX = "TASTEMAKER_"
+DECAY_MARGIN_YEARS = 20  # the decay must cover at least this many years from now
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Positive = Annotated[int, Field(ge=1)]
@@ -85,6 +89,9 @@ class Settings(BaseSettings):
     topic_model_updates: str = "model-updates"
     topic_partitions: Positive = 6
     max_message_bytes: Positive = 1_000_000
+    # an event whose ts is later than its Kafka record's timestamp plus this goes to the
+    # dead-letter topic (ts_out_of_range): see streams.events.latest_event_ts
+    max_event_future_s: Annotated[float, Field(ge=0, le=365 * 86_400)] = MAX_EVENT_FUTURE_S
 
     # --- worker ---------------------------------------------------------------------------------
     app_id: str = "tastemaker"
@@ -175,6 +182,23 @@ class Settings(BaseSettings):
         if not re.fullmatch(r'[^\s"\\]+', value.get_secret_value()):
             raise ValueError("no spaces, quotes or backslashes (it goes into a JAAS config)")
         return value
+
+    @model_validator(mode="after")
+    def _decay_covers_the_years_ahead(self) -> Settings:
+        """Forward decay saturates ``MAX_DECAY_EXPONENT`` half-lives after the epoch
+        (`models.cooccurrence.decay_factor`): events past that would all weigh the same. Refuse,
+        at start, an epoch and half-life whose range ends within ``DECAY_MARGIN_YEARS``."""
+        horizon = decay_horizon(half_life_s=self.half_life_days * DAY_S, epoch=self.decay_epoch)
+        needed = time.time() + DECAY_MARGIN_YEARS * 365.25 * DAY_S
+        if horizon < needed:
+            p = ENV_PREFIX
+            raise ValueError(
+                f"{p}DECAY_EPOCH={self.decay_epoch:.0f} with {p}HALF_LIFE_DAYS="
+                f"{self.half_life_days:g} weighs events only up to "
+                f"{time.strftime('%Y-%m-%d', time.gmtime(horizon))} (the decay saturates "
+                f"{MAX_DECAY_EXPONENT:.0f} half-lives after the epoch); set {p}DECAY_EPOCH "
+                f"to a recent time or a longer {p}HALF_LIFE_DAYS")
+        return self
 
     @model_validator(mode="after")
     def _security_is_complete(self) -> Settings:

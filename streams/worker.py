@@ -42,7 +42,16 @@ from models.feedback import FeedbackWeights
 from models.ranker import ArtefactError
 from streams import connections
 from streams.dlq import dead_letter
-from streams.events import Event, Play, Rating, RejectedEvent, Review, decode_event, kind_of_topic
+from streams.events import (
+    Event,
+    Play,
+    Rating,
+    RejectedEvent,
+    Review,
+    decode_event,
+    kind_of_topic,
+    latest_event_ts,
+)
 from streams.keys import Keys
 from streams.metrics import (
     BATCH_SECONDS,
@@ -185,7 +194,10 @@ class EventProcessor:
         for m in fresh:
             try:
                 event = decode_event(self._kind(m.topic), m.value,
-                                     max_bytes=self.settings.max_message_bytes)
+                                     max_bytes=self.settings.max_message_bytes,
+                                     not_after=latest_event_ts(
+                                         m.timestamp,
+                                         max_future_s=self.settings.max_event_future_s))
             except RejectedEvent as exc:
                 rejected.append((m, exc))
                 if m.topic == reviews_topic:
@@ -347,6 +359,10 @@ class EventProcessor:
         if version:
             try:
                 model, _ = await self.store.load(version)
+            except RETRYABLE as exc:  # the next poll tries again
+                logger.warning("cannot load ranker version %d (%s); keeping version %d",
+                               version, exc, self.ranking.version)
+                return self.ranking.version
             except ArtefactError as exc:
                 self.refused_versions.add(version)
                 logger.error("refusing ranker version %d: %s; still serving version %d",
@@ -357,8 +373,8 @@ class EventProcessor:
             self.ranking.model, self.ranking.version = model, version
             self.unsettled = True  # the settle pass re-ranks every owned user with it
         RANKER_VERSION.set(version)
-        await self.client.hset(self.keys.ranker_serving, self.worker_id,
-                               orjson.dumps({"version": version, "since": time.time()}))
+        await self._retrying(self.client.hset, self.keys.ranker_serving, self.worker_id,
+                             orjson.dumps({"version": version, "since": time.time()}))
         logger.info("serving ranker version %d (was %d)", version, previous)
         return version
 

@@ -4,7 +4,8 @@ reject codes it may earn (`streams.events.RejectedEvent.code`).
 Used by the unit contract test (every message is rejected with a declared code) and by the
 integration fuzz test (every message reaches ``events-dlq`` with its source offset while the
 valid stream around it is unchanged). Every kind below is invalid on *every* event topic unless
-it names the one topic it targets, so none can slip through as a valid event.
+it names the one topic it targets, so none can slip through as a valid event (``far_future_ts``
+is invalid against any record timestamp of this century, `streams.events.latest_event_ts`).
 """
 
 from __future__ import annotations
@@ -185,6 +186,15 @@ def junk_text(rng: random.Random) -> tuple[bytes, str, set[str]]:
         "any"), {"bad_json"}
 
 
+def far_future_ts(rng: random.Random) -> tuple[bytes, str, set[str]]:
+    """A valid event but for its time, far after its record's: the poison pill that once stopped
+    every worker (issue "Correctness holes", part 1). Sent now, each is past the one-day window;
+    the schema's own limit (year 3000) and values just below the old decay overflow included."""
+    ts = rng.choice([32_503_680_000, 32_503_679_999.5, 2e10, 1.49e10, 4.1e9, 1e10])
+    return orjson.dumps({**_valid_base(rng), "ts": ts, "rating": 4, "text": "fine"}), "any", {
+        "ts_out_of_range"}
+
+
 def five_megabytes(rng: random.Random) -> tuple[bytes, str, set[str]]:
     """A 5 MB message: otherwise a fine review, over any sane ``max_message_bytes``."""
     head = orjson.dumps({**_valid_base(rng), "text": ""})[:-2]  # ends with "text":"
@@ -214,7 +224,8 @@ MIX: list[tuple[str, int, Maker]] = [
     ("bad_review", 257, bad_review),
     ("truncated", 500, truncated),
     ("bad_escapes", 300, bad_escapes),
-    ("junk_text", 500, junk_text),
+    ("junk_text", 400, junk_text),
+    ("far_future_ts", 100, far_future_ts),
 ]
 assert sum(n for _, n, _ in MIX) == 10_000
 

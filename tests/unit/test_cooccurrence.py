@@ -172,10 +172,20 @@ def test_cold_start_gets_trending_and_a_new_item_is_recommendable_once_it_co_occ
                            if r.source == "items"]
 
 
-def test_decay_factor_refuses_timestamps_too_far_from_the_epoch():
+def test_no_timestamp_makes_the_decay_raise_or_overflow():
+    """A far-future ``ts`` once raised in `decay_factor` and stopped every worker (issue
+    "Correctness holes", part 1): the weight saturates instead, and learning it stays finite."""
     assert decay_factor(TS + 86_400.0, half_life_s=86_400.0, epoch=TS) == 2.0
-    with pytest.raises(ValueError, match="DECAY_EPOCH"):
-        decay_factor(TS + 86_400.0 * 5000, half_life_s=86_400.0, epoch=TS)
+    for ts in (0.0, 1.49e10, 2e10, 32_503_680_000.0, 1e300):
+        g = decay_factor(ts, half_life_s=180 * 86_400.0, epoch=1e9)
+        assert math.isfinite(g) and g > 0.0
+    model = CooccurrenceRecommender()
+    for user, ts in (("a", 32_503_680_000.0), ("b", 32_503_680_000.0), ("c", 0.0)):
+        for item in ("x", "y"):
+            model.learn_one(user, item, weight=5.0, ts=ts)
+    recs = model.recommend("c", 5, fresh=True)
+    assert all(math.isfinite(r.score) for r in recs)
+    assert dict(model.items.neighbours("x", fresh=True))["y"] == pytest.approx(1.0)
 
 
 def test_newer_co_occurrence_counts_more_with_time_decay():

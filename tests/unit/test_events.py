@@ -4,6 +4,7 @@ reason that names the field (or ``value`` for whole-message problems) and a mach
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import orjson
@@ -21,9 +22,11 @@ from streams.events import (
     Review,
     decode_event,
     encode_event,
+    latest_event_ts,
     parse_event,
 )
 from streams.keys import Keys
+from streams.settings import SettingsError, load_settings
 
 MAX_TS = 32503680000
 KINDS = ("play", "rating", "review")
@@ -309,3 +312,34 @@ def test_reason_is_one_line(schema: type, data: st.DataObject) -> None:
     except RejectedEvent as exc:
         assert "\n" not in exc.reason
         assert exc.code == "invalid"
+
+
+@pytest.mark.parametrize(("ts", "accepted"), [
+    (1_700_003_600.0, True),  # the record's time plus the window: the boundary is accepted
+    (1_700_003_600.5, False),
+    (0.0, True),  # the past weighs little but is no reason to reject (backfills, replays)
+    (1.49e10, False), (2e10, False), (32_503_680_000.0, False),  # far future, up to year 3000
+])
+def test_event_time_is_bounded_by_the_record_time(ts: float, accepted: bool) -> None:
+    raw = orjson.dumps({"user_id": "u", "item_id": "i", "ts": ts})
+    not_after = latest_event_ts(1_700_000_000.0, max_future_s=3_600.0)
+    if accepted:
+        assert decode_event("plays", raw, not_after=not_after).ts == ts
+    else:
+        with pytest.raises(RejectedEvent) as caught:
+            decode_event("plays", raw, not_after=not_after)
+        assert caught.value.code == "ts_out_of_range"
+        assert "TASTEMAKER_MAX_EVENT_FUTURE_S" in caught.value.reason
+    assert decode_event("plays", raw).ts == ts  # without a record time: the schema alone
+
+
+def test_a_record_without_timestamp_is_measured_against_the_clock() -> None:
+    assert abs(latest_event_ts(0.0, max_future_s=10.0) - (time.time() + 10.0)) < 5.0
+    assert abs(latest_event_ts(-1.0, max_future_s=10.0) - (time.time() + 10.0)) < 5.0
+
+
+def test_a_decay_that_saturates_within_the_years_ahead_fails_at_start() -> None:
+    with pytest.raises(SettingsError, match="TASTEMAKER_DECAY_EPOCH.*TASTEMAKER_HALF_LIFE_DAYS"):
+        load_settings(half_life_days=7.0, decay_epoch=1e9)  # 900 weeks after 2001: 2018
+    assert load_settings(half_life_days=14.0, decay_epoch=time.time()).half_life_days == 14.0
+    assert load_settings().half_life_days == 180.0  # the defaults cover 443 years
