@@ -32,16 +32,19 @@ exceeded) plus a cached list of its ``neighbour_cap`` most similar items (~40 B 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import heapq
 import io
 import json
 import math
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+
+from models.kernels import apply_deltas, learn_events
+from models.stores import HistoryStore, RowStore
 
 DAY_S = 86_400.0
 MAX_DECAY_EXPONENT = 900.0  # 2**900 is far inside float64: sums of such terms cannot overflow
@@ -70,6 +73,16 @@ def decay_factor(ts: float, *, half_life_s: float, epoch: float) -> float:
     return 2.0 ** min(MAX_DECAY_EXPONENT, max(-MAX_DECAY_EXPONENT, exponent))
 
 
+def decay_factors(ts: np.ndarray, *, half_life_s: float, epoch: float) -> np.ndarray:
+    """`decay_factor` of many times at once (the same values).
+
+    >>> decay_factors(np.array([0.0, 86_400.0]), half_life_s=86_400.0, epoch=0.0).tolist()
+    [1.0, 2.0]
+    """
+    exponent = np.clip((ts - epoch) / half_life_s, -MAX_DECAY_EXPONENT, MAX_DECAY_EXPONENT)
+    return np.array([2.0**x for x in exponent.tolist()])
+
+
 def decay_horizon(*, half_life_s: float, epoch: float) -> float:
     """The latest time whose decay weight does not saturate (see `decay_factor`).
 
@@ -90,6 +103,17 @@ def _cancel(total: float, change: float) -> float:
     if change < 0.0 and abs(new) <= CANCELLED * -change:
         return 0.0
     return new
+
+
+def item_key(item_id: str) -> int:
+    """A stable 64-bit key of an item id (the same in every process): the order of ties where
+    the statistics keep the top of a row.
+
+    >>> item_key("alien") == item_key("alien") != item_key("aliens")
+    True
+    """
+    return int.from_bytes(hashlib.blake2b(item_id.encode("utf-8", "surrogatepass"),
+                                          digest_size=8).digest(), "little", signed=True)
 
 
 def round12(values: np.ndarray) -> np.ndarray:
@@ -140,8 +164,8 @@ class UserHistory:
     `observe` returns the difference that one event makes to that contribution, so the deltas of
     a user's events telescope: the statistics depend on which events arrived, not on their order
     (the plays, ratings and reviews topics are not ordered with respect to each other). When the
-    history is over its cap, the item with the oldest interaction leaves it and its contribution
-    is subtracted.
+    history is over its cap, the item with the oldest interaction (ties: smaller `item_key`)
+    leaves it and its contribution is subtracted.
     """
 
     __slots__ = ("items", "_latest")
@@ -184,15 +208,37 @@ class UserHistory:
             deltas.append(Delta(item_id, tuple(j for j, _ in liked), tuple(increments),
                                 a1 * a1 * g1 - a0 * a0 * g0, a1 * g1 - a0 * g0,
                                 mass=a1 - a0))
+        evicted = []
         while len(self.items) > cap:
             deltas.append(self._evict_oldest())
+            evicted.append(deltas[-1].item_id)
         deltas = [d for d in deltas if d.others or d.norm or d.popularity]
-        latest = self.latest_liked(user_items_cap)
+        latest = self._next_latest(item_id, s1 > 0.0, t1, evicted, user_items_cap)
         if latest != self._latest:
             self._latest = latest
             last = deltas.pop() if deltas else Delta(item_id, (), (), 0.0, 0.0)
             deltas.append(dataclasses.replace(last, user_id=user_id, user_items=latest))
         return deltas
+
+    def _next_latest(self, item_id: str, liked: bool, ts: float, evicted: list[str],
+                     limit: int) -> tuple[tuple[str, float], ...]:
+        """`latest_liked` after an event on ``item_id``, from the list before it: only that item
+        can enter or move (times only grow), so a full scan is needed only when a listed item
+        stops being liked or is evicted (rare)."""
+        current = self._latest
+        assert current is not None
+        listed = {j for j, _ in current}
+        if item_id in evicted or any(e in listed for e in evicted):
+            return self.latest_liked(limit) if listed.intersection(evicted) else current
+        if not liked:
+            return self.latest_liked(limit) if item_id in listed else current
+        rest = [x for x in current if x[0] != item_id]
+        key = (ts, item_id)
+        if len(rest) >= limit and key <= (rest[-1][1], rest[-1][0]):
+            return current
+        at = next((k for k, (j, t) in enumerate(rest) if key > (t, j)), len(rest))
+        rest.insert(at, (item_id, ts))
+        return tuple(rest[:limit])
 
     def forget(self, *, user_id: str = "") -> list[Delta]:
         """Empty this history and return the deltas that remove the user's whole contribution
@@ -215,7 +261,7 @@ class UserHistory:
         return deltas
 
     def _evict_oldest(self) -> Delta:
-        oldest = min(self.items, key=lambda j: (self.items[j][1], j))
+        oldest = min(self.items, key=lambda j: (self.items[j][1], item_key(j)))
         s, _, g = self.items.pop(oldest)
         a = max(0.0, s)
         if a == 0.0:
@@ -277,7 +323,8 @@ class ItemCooccurrence:
         self._likers: dict[str, dict[str, float]] = {}
         self._ids: list[str] = []
         self._index: dict[str, int] = {}
-        self._rows: list[defaultdict[int, float]] = []
+        self._rows = RowStore()
+        self._key = np.zeros(64, dtype=np.int64)  # item_key of each item: ties in pruning
         self._norm = np.zeros(64)
         self._popularity = np.zeros(64)
         self._mass = np.zeros(64)  # undecayed like mass: popularity / mass = mean g of the likes
@@ -292,44 +339,62 @@ class ItemCooccurrence:
             idx = len(self._ids)
             self._index[item_id] = idx
             self._ids.append(item_id)
-            self._rows.append(defaultdict(float))
             if idx >= len(self._norm):
                 grow = len(self._norm)
+                self._key = np.concatenate([self._key, np.zeros(grow, dtype=np.int64)])
                 self._norm = np.concatenate([self._norm, np.zeros(grow)])
                 self._popularity = np.concatenate([self._popularity, np.zeros(grow)])
                 self._mass = np.concatenate([self._mass, np.zeros(grow)])
                 self._reviews = np.concatenate([self._reviews, np.zeros((grow, 2))])
                 self._churn = np.concatenate([self._churn, np.zeros(grow)])
+            self._key[idx] = item_key(item_id)
         return idx
 
     def apply(self, delta: Delta) -> None:
         """Add one event's delta. Sums commute: deltas of different users may come in any order."""
-        i = self._intern(delta.item_id)
-        if delta.others:
-            rows, index_get = self._rows, self._index.get
-            row_i = rows[i]
-            touched = []
-            touch = touched.append
-            for other, inc in zip(delta.others, delta.increments, strict=True):
-                j = index_get(other)
-                if j is None:
-                    j = self._intern(other)
-                row_i[j] += inc
-                rows[j][i] += inc
-                touch(j)
-            changes = np.abs(np.asarray(delta.increments))
-            self._churn[touched] += changes
-            self._churn[i] += changes.sum()
-            cap = self.row_cap
-            for j in (i, *touched) if len(row_i) > cap else touched:
-                if len(rows[j]) > cap:
-                    self._prune(j)
-        self._churn[i] += abs(delta.norm)
-        self._norm[i] = _cancel(self._norm[i], delta.norm)
-        self._popularity[i] = _cancel(self._popularity[i], delta.popularity)
-        self._mass[i] = _cancel(self._mass[i], delta.mass)
-        if delta.user_items is not None:
-            self._set_user_items(delta.user_id, dict(delta.user_items))
+        self.apply_many((delta,))
+
+    def apply_many(self, deltas: Iterable[Delta]) -> None:
+        """Add many deltas, in order, in one pass over flat arrays (`models.kernels`): the same
+        result as `apply` on each in turn."""
+        deltas = list(deltas)
+        if not deltas:
+            return
+        intern, index_get = self._intern, self._index.get
+        items = np.fromiter((intern(d.item_id) for d in deltas), dtype=np.int64,
+                            count=len(deltas))
+        others: list[int] = []
+        increments: list[float] = []
+        for d in deltas:
+            if d.others:
+                others += [index_get(o) if o in self._index else intern(o) for o in d.others]
+                increments += d.increments
+        ptr = np.zeros(len(deltas) + 1, dtype=np.int64)
+        np.cumsum([len(d.others) for d in deltas], out=ptr[1:])
+        self._apply_flat(items, ptr, np.array(others, dtype=np.int64),
+                         np.array(increments, dtype=np.float64),
+                         np.array([d.norm for d in deltas]),
+                         np.array([d.popularity for d in deltas]),
+                         np.array([d.mass for d in deltas]))
+        for d in deltas:
+            if d.user_items is not None:
+                self._set_user_items(d.user_id, dict(d.user_items))
+
+    def _apply_flat(self, items: np.ndarray, ptr: np.ndarray, others: np.ndarray,
+                    increments: np.ndarray, norm: np.ndarray, popularity: np.ndarray,
+                    mass: np.ndarray) -> None:
+        m = len(self._ids)
+        store = self._rows
+        store.ensure_items(m)
+        touched = np.zeros(m, dtype=np.bool_)
+        pruned = np.zeros(m, dtype=np.bool_)
+        store.cols, store.vals = apply_deltas(
+            store.cols, store.vals, store.start, store.cap, store.size, store.top,
+            store.garbage, self._norm, self._popularity, self._mass, self._churn, self._key,
+            touched, pruned, items, ptr, others, increments, norm, popularity, mass,
+            self.row_cap, self.alpha)
+        for i in np.flatnonzero(pruned).tolist():
+            self._neighbours.pop(i, None)
 
     def add_reviews(self, item_id: str, count: float, p_positive_sum: float) -> None:
         """Add ``count`` scored reviews of ``item_id`` whose P(positive) sum to the given sum."""
@@ -377,15 +442,6 @@ class ItemCooccurrence:
         else:  # no liked item left (or erased): the user leaves the index
             self._user_items.pop(user_id, None)
 
-    def _prune(self, i: int) -> None:
-        """Keep the row's ``row_cap // 2`` most similar entries: bounded memory, room to grow."""
-        row = self._rows[i]
-        ids = np.fromiter(row.keys(), dtype=np.int64, count=len(row))
-        sims = self._similarities(i, ids, np.fromiter(row.values(), float, len(row)))
-        keep = np.argpartition(-sims, self.row_cap // 2)[: self.row_cap // 2]
-        self._rows[i] = defaultdict(float, {int(ids[k]): row[int(ids[k])] for k in keep})
-        self._neighbours.pop(i, None)
-
     def _similarities(self, i: int, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
         norm_i = self._norm[i]
         norm_j = self._norm[ids]
@@ -399,9 +455,8 @@ class ItemCooccurrence:
         cached = self._neighbours.get(i)
         if cached is not None and not fresh and self._churn[i] <= cached.churn_budget:
             return cached
-        row = self._rows[i]
-        ids = np.fromiter(row.keys(), dtype=np.int64, count=len(row))
-        counts = np.fromiter(row.values(), float, len(row))
+        ids, counts = self._rows.row(i)
+        ids = ids.astype(np.int64)
         sims = self._similarities(i, ids, counts)
         positive = sims > MIN_SIMILARITY
         ids, sims = ids[positive], sims[positive]
@@ -559,16 +614,46 @@ class ItemCooccurrence:
         return len(self._ids)
 
     def n_entries(self) -> int:
-        return sum(len(r) for r in self._rows)
+        return int(self._rows.size[: len(self._ids)].sum())
+
+    def row_sizes(self) -> np.ndarray:
+        """Stored co-occurrence entries per item, in `item_ids` order."""
+        self._rows.ensure_items(len(self._ids))
+        return self._rows.size[: len(self._ids)].copy()
+
+    def row(self, item_id: str) -> dict[str, float]:
+        """The item's stored co-occurrences ``C[item][other]`` by other item id."""
+        i = self._index.get(item_id)
+        if i is None or i >= self._rows.n_rows:
+            return {}
+        ids, counts = self._rows.row(i)
+        return dict(zip([self._ids[j] for j in ids.tolist()], counts.tolist(), strict=True))
+
+    def statistics(self, item_id: str) -> tuple[float, float, float]:
+        """The item's norm, decayed popularity and like mass (zeros when unknown)."""
+        i = self._index.get(item_id)
+        if i is None:
+            return (0.0, 0.0, 0.0)
+        return (float(self._norm[i]), float(self._popularity[i]), float(self._mass[i]))
+
+    def bytes_per_entry(self) -> float:
+        """Bytes the rows take per stored co-occurrence entry (slabs, empty slots included)."""
+        return self._rows.bytes_used() / max(1, self.n_entries())
 
     def to_bytes(self) -> bytes:
         """Snapshot of the statistics as an ``.npz`` archive: plain arrays, loadable without
-        pickle (``np.load(..., allow_pickle=False)``)."""
+        pickle (``np.load(..., allow_pickle=False)``). Rows as CSR (``sizes``, ``cols``,
+        ``vals``), each row's entries by column."""
         m = len(self._ids)
-        sizes = np.fromiter((len(r) for r in self._rows), dtype=np.int64, count=m)
-        total = int(sizes.sum())
-        cols = np.fromiter((j for r in self._rows for j in r), dtype=np.int64, count=total)
-        vals = np.fromiter((v for r in self._rows for v in r.values()), float, int(sizes.sum()))
+        self._rows.ensure_items(m)
+        rows = [self._rows.row(i) for i in range(m)]
+        sizes = np.array([len(ids) for ids, _ in rows], dtype=np.int64)
+        cols, vals = [np.zeros(0, np.int64)], [np.zeros(0)]
+        for ids, counts in rows:
+            order = np.argsort(ids, kind="stable")
+            cols.append(ids[order].astype(np.int64))
+            vals.append(counts[order])
+        cols, vals = np.concatenate(cols), np.concatenate(vals)
         index = json.dumps(self._user_items).encode()
         buffer = io.BytesIO()
         np.savez(buffer, ids=np.array(self._ids, dtype=np.str_), norm=self._norm[:m],
@@ -597,10 +682,7 @@ class ItemCooccurrence:
         self._popularity[:m] = popularity
         self._mass[:m] = mass
         self._reviews[:m] = reviews
-        bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-        cols_l, vals_l = cols.tolist(), vals.tolist()
-        self._rows = [defaultdict(float, zip(cols_l[a:b], vals_l[a:b], strict=False))
-                      for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
+        self._rows.load(sizes, cols, vals)
 
     def refresh(self) -> None:
         """Recompute every neighbour list from the current statistics, so that what is scored
@@ -609,12 +691,38 @@ class ItemCooccurrence:
             self._neighbour_list(i, fresh=True)
 
 
+class Histories(Mapping[str, "UserHistory"]):
+    """Read-only view of a `CooccurrenceRecommender`'s histories by user id: each one a
+    `UserHistory` made from the arrays when asked for."""
+
+    def __init__(self, model: CooccurrenceRecommender) -> None:
+        self._model = model
+
+    def __getitem__(self, user_id: str) -> UserHistory:
+        u = self._model._users.get(user_id)
+        if u is None or self._model._histories.size[u] == 0:
+            raise KeyError(user_id)
+        ids = self._model.items._ids
+        item, s, t, g = self._model._histories.entries(u)
+        return UserHistory({ids[j]: [si, ti, gi] for j, si, ti, gi in zip(
+            item.tolist(), s.tolist(), t.tolist(), g.tolist(), strict=True)})
+
+    def __iter__(self) -> Iterator[str]:
+        size = self._model._histories.size
+        return (user for u, user in enumerate(self._model._user_ids) if size[u] > 0)
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self._model._histories.size))
+
+
 @dataclass(slots=True)
 class CooccurrenceRecommender:
-    """Histories and item statistics in one process: the model the benchmarks replay and the
-    reference the stream workers must match.
+    """Histories and item statistics in one process, learned in batches by the kernels of
+    `models.kernels`: the model the benchmarks replay and the reference
+    the stream workers must match. Equal to the scalar `models.cooccurrence_oracle` (property
+    tests).
 
-    ``learn_one`` takes one event's feedback weight (see `models.feedback`).
+    ``learn_one``/``learn_many`` take each event's feedback weight (see `models.feedback`).
     """
 
     history_cap: int = 500
@@ -631,26 +739,111 @@ class CooccurrenceRecommender:
     exclude_seen: bool = True
     likers_cap: int = 100
     user_items_cap: int = 50
-    histories: dict[str, UserHistory] = field(default_factory=dict)
     items: ItemCooccurrence = field(init=False)
+    _histories: HistoryStore = field(init=False)
+    _users: dict[str, int] = field(init=False)
+    _user_ids: list[str] = field(init=False)
+    _latest: list[tuple[tuple[str, float], ...]] = field(init=False)  # as in the user index
 
     def __post_init__(self) -> None:
         self.items = ItemCooccurrence(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,
                                       alpha=self.alpha, likers_cap=self.likers_cap,
                                       user_items_cap=self.user_items_cap)
+        self._histories = HistoryStore()
+        self._users = {}
+        self._user_ids = []
+        self._latest = []
 
-    def observe(self, user_id: str, item_id: str, weight: float, ts: float) -> list[Delta]:
-        """Update the user's history only; return the deltas for the item statistics."""
-        history = self.histories.get(user_id)
-        if history is None:
-            history = self.histories[user_id] = UserHistory()
-        g = decay_factor(ts, half_life_s=self.half_life_days * DAY_S, epoch=self.decay_epoch)
-        return history.observe(item_id, weight, ts, cap=self.history_cap, g=g, user_id=user_id,
-                               user_items_cap=self.user_items_cap)
+    @property
+    def histories(self) -> Histories:
+        return Histories(self)
+
+    def _user(self, user_id: str) -> int:
+        u = self._users.get(user_id)
+        if u is None:
+            u = self._users[user_id] = len(self._user_ids)
+            self._user_ids.append(user_id)
+            self._latest.append(())
+        return u
 
     def learn_one(self, user_id: str, item_id: str, *, weight: float, ts: float) -> None:
-        for delta in self.observe(user_id, item_id, weight, ts):
-            self.items.apply(delta)
+        self.learn_many(((user_id, item_id, weight, ts),))
+
+    def learn_many(self, events: Iterable[tuple[str, str, float, float]]) -> None:
+        """Learn ``(user_id, item_id, weight, ts)`` events in order: the same statistics as
+        `learn_one` on each in turn (and as the scalar oracle), in one pass of a kernel.
+
+        >>> a, b = CooccurrenceRecommender(), CooccurrenceRecommender()
+        >>> events = [("ann", "x", 1.0, 1e9), ("ann", "y", 1.0, 1e9), ("bob", "x", 1.0, 1e9)]
+        >>> a.learn_many(events)
+        >>> for user, item, weight, ts in events:
+        ...     b.learn_one(user, item, weight=weight, ts=ts)
+        >>> a.recommend("bob", 1) == b.recommend("bob", 1)
+        True
+        """
+        events = list(events)
+        if not events:
+            return
+        user_of, item_of = self._user, self.items._intern
+        users = np.fromiter((user_of(e[0]) for e in events), dtype=np.int64, count=len(events))
+        item_ids = np.fromiter((item_of(e[1]) for e in events), dtype=np.int32,
+                               count=len(events))
+        weights = np.fromiter((e[2] for e in events), dtype=np.float64, count=len(events))
+        ts = np.fromiter((e[3] for e in events), dtype=np.float64, count=len(events))
+        g = decay_factors(ts, half_life_s=self.half_life_days * DAY_S, epoch=self.decay_epoch)
+        items, h = self.items, self._histories
+        h.ensure_users(len(self._user_ids))
+        store = items._rows
+        store.ensure_items(len(items._ids))
+        changed = np.zeros(len(self._user_ids), dtype=np.bool_)
+        touched = np.zeros(len(items._ids), dtype=np.bool_)
+        pruned = np.zeros(len(items._ids), dtype=np.bool_)
+        h.item, h.s, h.t, h.g, store.cols, store.vals = learn_events(
+            h.item, h.s, h.t, h.g, h.start, h.cap, h.size, h.top, h.garbage,
+            store.cols, store.vals, store.start, store.cap, store.size, store.top,
+            store.garbage, items._norm, items._popularity, items._mass, items._churn,
+            items._key, touched, pruned, changed, users, item_ids, weights, ts, g,
+            self.history_cap, self.row_cap, self.alpha)
+        for i in np.flatnonzero(pruned).tolist():
+            items._neighbours.pop(i, None)
+        for u in np.flatnonzero(changed).tolist():
+            latest = self._latest_liked(u)
+            if latest != self._latest[u]:
+                self._latest[u] = latest
+                items._set_user_items(self._user_ids[u], dict(latest))
+
+    def _latest_liked(self, u: int) -> tuple[tuple[str, float], ...]:
+        """User ``u``'s `UserHistory.latest_liked`, from the arrays."""
+        item, s, t, _ = self._histories.entries(u)
+        liked = s > 0.0
+        if not liked.any():
+            return ()
+        ids = self.items._ids
+        pairs = [(ti, ids[j]) for j, ti in zip(item[liked].tolist(), t[liked].tolist(),
+                                               strict=True)]
+        return tuple((j, ti) for ti, j in heapq.nlargest(self.user_items_cap, pairs))
+
+    def set_history(self, user_id: str, history: UserHistory) -> None:
+        """Replace the user's history (e.g. with one a worker stored), leaving the item
+        statistics as they are: they must already hold its contribution (a snapshot)."""
+        u = self._user(user_id)
+        self._histories.ensure_users(len(self._user_ids))
+        entries = list(history.items.items())
+        self._histories.set(
+            u, np.array([self.items._intern(j) for j, _ in entries], dtype=np.int32),
+            *(np.array([v[k] for _, v in entries], dtype=np.float64) for k in range(3)))
+        self._latest[u] = history.latest_liked(self.user_items_cap)
+
+    def forget(self, user_id: str) -> None:
+        """Remove the user and their whole contribution (erasure), as `UserHistory.forget`
+        does in the stream workers."""
+        history = self.histories.get(user_id)
+        if history is None:
+            return
+        self.items.apply_many(history.forget(user_id=user_id))
+        u = self._users[user_id]
+        self._histories.clear(u)
+        self._latest[u] = ()
 
     def recommend(self, user_id: str, n: int = 10, *, fresh: bool = False,
                   explain: bool = True) -> list[Recommendation]:
@@ -665,6 +858,10 @@ class CooccurrenceRecommender:
             user_id=user_id, similar_users=self.similar_users, user_blend=self.user_blend,
         )
 
+    def recommend_many(self, user_ids: Iterable[str], n: int = 10, *, fresh: bool = False,
+                       explain: bool = True) -> dict[str, list[Recommendation]]:
+        """`recommend` for each user, by user id."""
+        return {u: self.recommend(u, n, fresh=fresh, explain=explain) for u in user_ids}
+
     def cold_start(self, n: int) -> list[Recommendation]:
         return self.items.score([], n)
-

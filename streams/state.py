@@ -162,8 +162,7 @@ class RedisState:
         if deltas or item_sentiment:
             entry_id = results[-1]
             self._applied_own.add(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
-            for delta in deltas:
-                self.items.apply(delta)
+            self.items.apply_many(deltas)
             for item_id, (count, total, *_) in (item_sentiment or {}).items():
                 self.items.add_reviews(item_id, count, total)
 
@@ -266,8 +265,7 @@ class RedisState:
 
 def apply_entry(items: ItemCooccurrence, fields: Mapping[bytes, bytes]) -> None:
     """Apply one ``deltas`` stream entry: item-statistics deltas and review sentiment sums."""
-    for value in orjson.loads(fields[b"d"]):
-        items.apply(Delta.from_json(value))
+    items.apply_many(Delta.from_json(value) for value in orjson.loads(fields[b"d"]))
     for item_id, (count, total) in orjson.loads(fields.get(b"s", b"{}")).items():
         items.add_reviews(item_id, count, total)
 

@@ -15,10 +15,7 @@ TOLERANCE = 1e-9
 
 def statistics(items: ItemCooccurrence) -> dict[str, tuple[float, float, dict[str, float]]]:
     """Item id -> (norm, popularity, co-occurrence row by item id)."""
-    ids = items.item_ids()
-    return {item: (float(items._norm[i]), float(items._popularity[i]),
-                   {ids[j]: v for j, v in items._rows[i].items()})
-            for i, item in enumerate(ids)}
+    return {item: (*items.statistics(item)[:2], items.row(item)) for item in items.item_ids()}
 
 
 def assert_same_statistics(got: ItemCooccurrence, want: ItemCooccurrence) -> None:
@@ -66,8 +63,8 @@ def test_forgetting_a_user_equals_never_having_seen_them(seed: int) -> None:
             never.learn_one(user, item, weight=weight, ts=ts)
     assert seen.histories[erased].items, "the erased user must have had a history"
 
-    for delta in seen.histories.pop(erased).forget(user_id=erased):
-        seen.items.apply(delta)
+    seen.forget(erased)
+    assert erased not in seen.histories
 
     assert_same_statistics(seen.items, never.items)
     for user in sorted(never.histories):
@@ -89,8 +86,8 @@ def test_forgetting_cancels_any_history(events, erased) -> None:  # noqa: ANN001
         seen.learn_one(user, item, weight=weight, ts=ts)
         if user != erased:
             never.learn_one(user, item, weight=weight, ts=ts)
-    history = seen.histories.pop(erased, None)
-    if history is not None:
+    history = seen.histories.get(erased)
+    if history is not None:  # as a worker erases: the deltas of the stored history
         for delta in history.forget(user_id=erased):
             seen.items.apply(delta)
         assert history.items == {}

@@ -1,0 +1,375 @@
+"""The numba kernels of the co-occurrence core: item rows and user histories in flat arrays.
+
+All in one module on purpose: numba's on-disk cache (``cache=True``) is invalidated when the
+file of a function changes, not when a function it calls in another file does; kernels that
+call each other must live in one file.
+
+Item rows (`models.stores.RowStore`): row ``i`` of ``C`` is a slab of ``cap[i]`` slots at
+``start[i]`` in two arena arrays, ``cols`` (int32, -1 when empty) and ``vals`` (float64): 12
+bytes a slot, filled to at most 90% (linear probing, slabs of a power of two), where a Python
+dict entry cost ~88 bytes. A row that fills its slab moves to one twice the size at the arena's
+end; the old slab is garbage until the store compacts.
+
+User histories (`models.stores.HistoryStore`): user ``u``'s items are the first ``size[u]`` of a
+slab of ``cap[u]`` slots at ``start[u]`` in four arena arrays: interned item, feedback sum, last
+time and its decay weight.
+
+The deltas are applied with the scalar model's semantics (`models.cooccurrence_oracle`): per
+delta, add ``inc`` to ``C[i][j]`` and ``C[j][i]`` for each pair, prune every touched row that
+went over ``row_cap`` to its ``row_cap // 2`` most similar entries (ties: smaller
+`models.cooccurrence.item_key`), then add the delta's norm, popularity and like mass (a removal
+that leaves only rounding residue leaves exactly 0). `learn_events` is
+`models.cooccurrence.UserHistory.observe` followed by `apply_delta`, per event and in order, with
+no Python object per event or pair. A kernel that needs more arena returns new, larger arrays:
+callers rebind them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+EMPTY = -1
+MIN_SLAB = 8  # slots of a new item row
+MIN_HISTORY_SLAB = 4
+MAX_LOAD = 0.9
+CANCELLED = 1e-12  # see models.cooccurrence._cancel
+
+@njit(cache=True, inline="always")
+def _find(cols, start, cap, j):
+    """The slot of ``j`` in the slab, or the empty slot where it would go."""
+    mask = cap - 1  # slabs are powers of two
+    h = ((j * 2654435761) >> 7) & mask
+    while True:
+        k = cols[start + h]
+        if k == j or k == EMPTY:
+            return start + h
+        h = (h + 1) & mask
+
+
+@njit(cache=True)
+def slab_for(n):
+    """Slots of a slab for ``n`` entries."""
+    cap = MIN_SLAB
+    while n > cap * MAX_LOAD:
+        cap *= 2
+    return cap
+
+
+@njit(cache=True)
+def room(cols, vals, top, need):
+    """The arena, grown (doubling) when fewer than ``need`` slots are free at its end."""
+    if top[0] + need <= len(cols):
+        return cols, vals
+    n = len(cols) * 2
+    while top[0] + need > n:
+        n *= 2
+    new_cols = np.full(n, EMPTY, np.int32)
+    new_vals = np.zeros(n)
+    new_cols[:top[0]] = cols[:top[0]]
+    new_vals[:top[0]] = vals[:top[0]]
+    return new_cols, new_vals
+
+
+@njit(cache=True)
+def _place(cols, vals, start, cap, size, top, garbage, i, ids, counts, n, new_cap):
+    """Row ``i`` := the ``n`` entries (``ids``, ``counts``), in a new slab at the arena's end
+    (the caller made room for ``new_cap`` slots)."""
+    s = top[0]
+    cols[s:s + new_cap] = EMPTY
+    vals[s:s + new_cap] = 0.0
+    for e in range(n):
+        slot = _find(cols, s, new_cap, ids[e])
+        cols[slot] = ids[e]
+        vals[slot] = counts[e]
+    top[0] = s + new_cap
+    garbage[0] += cap[i]
+    start[i] = s
+    cap[i] = new_cap
+    size[i] = n
+
+
+@njit(cache=True)
+def row_entries(cols, vals, s, c, n):
+    """The ``n`` entries of the slab at ``s`` of ``c`` slots: columns and counts."""
+    ids = np.empty(n, np.int32)
+    counts = np.empty(n, np.float64)
+    m = 0
+    for t in range(s, s + c):
+        if cols[t] != EMPTY:
+            ids[m] = cols[t]
+            counts[m] = vals[t]
+            m += 1
+    return ids, counts
+
+
+@njit(cache=True)
+def _similarity(count, norm_i, norm_j, alpha):
+    denominator = norm_i ** alpha * norm_j ** (1.0 - alpha)
+    if denominator == 0.0:
+        return 0.0
+    sim = count / denominator
+    if not np.isfinite(sim):
+        return 0.0
+    return sim
+
+
+@njit(cache=True)
+def _prune(cols, vals, start, cap, size, top, garbage, norm, key, i, keep, alpha):
+    """Keep row ``i``'s ``keep`` most similar entries (ties: smaller item key)."""
+    n = size[i]
+    ids, counts = row_entries(cols, vals, start[i], cap[i], n)
+    sims = np.empty(n)
+    ties = np.empty(n, np.int64)
+    for e in range(n):
+        sims[e] = _similarity(counts[e], norm[i], norm[ids[e]], alpha)
+        ties[e] = key[ids[e]]
+    order = np.argsort(ties, kind="mergesort")  # by key, then stably by similarity, descending
+    order = order[np.argsort(-sims[order], kind="mergesort")][:keep]
+    _place(cols, vals, start, cap, size, top, garbage, i, ids[order], counts[order],
+           len(order), slab_for(keep))
+
+
+@njit(cache=True)
+def cancel(total, change):
+    """``total + change``, or 0 when a removal leaves only rounding residue."""
+    new = total + change
+    if change < 0.0 and abs(new) <= CANCELLED * -change:
+        return 0.0
+    return new
+
+
+@njit(cache=True)
+def _add_pairs(cols, vals, start, cap, size, top, garbage, churn, touched, i, others, incs, n):
+    """``C[i][j] += inc`` and ``C[j][i] += inc`` for each pair: the hot loop, written out (the
+    caller made room for every row to move to a slab twice the size)."""
+    for p in range(n):
+        j = others[p]
+        inc = incs[p]
+        for side in range(2):
+            if side == 0:
+                r, c = i, j
+            else:
+                r, c = j, i
+            base, mask = start[r], cap[r] - 1
+            h = ((c * 2654435761) >> 7) & mask
+            k = cols[base + h]
+            while k != c and k != EMPTY:
+                h = (h + 1) & mask
+                k = cols[base + h]
+            if k == EMPTY:
+                if size[r] + 1 > cap[r] * MAX_LOAD:  # move to a slab twice the size
+                    ids, counts = row_entries(cols, vals, start[r], cap[r], size[r])
+                    _place(cols, vals, start, cap, size, top, garbage, r, ids, counts,
+                           size[r], cap[r] * 2)
+                    base = start[r]
+                    h = _find(cols, base, cap[r], c) - base
+                cols[base + h] = c
+                size[r] += 1
+            vals[base + h] += inc
+        a = abs(inc)
+        churn[j] += a
+        churn[i] += a
+        touched[j] = True
+
+
+@njit(cache=True)
+def apply_delta(cols, vals, start, cap, size, top, garbage, norm, popularity, mass, churn, key,
+                touched, pruned, i, others, incs, n, d_norm, d_pop, d_mass, row_cap, alpha):
+    """Apply one delta of item ``i`` with pairs ``others[:n]``, ``incs[:n]``."""
+    if n > 0:
+        keep = row_cap // 2
+        # room for every touched row to move to a larger slab (row i perhaps several times)
+        # and for each to be pruned
+        need = 2 * slab_for(size[i] + n) + (n + 1) * slab_for(keep)
+        for p in range(n):
+            need += 2 * cap[others[p]]
+        if top[0] + need > len(cols):
+            cols, vals = room(cols, vals, top, need)
+        _add_pairs(cols, vals, start, cap, size, top, garbage, churn, touched, i, others,
+                   incs, n)
+        touched[i] = True
+        # the rows over the cap: the delta's own row first, then the others in order
+        if size[i] > row_cap:
+            _prune(cols, vals, start, cap, size, top, garbage, norm, key, i, keep, alpha)
+            pruned[i] = True
+        for p in range(n):
+            j = others[p]
+            if size[j] > row_cap:
+                _prune(cols, vals, start, cap, size, top, garbage, norm, key, j, keep, alpha)
+                pruned[j] = True
+    churn[i] += abs(d_norm)
+    norm[i] = cancel(norm[i], d_norm)
+    popularity[i] = cancel(popularity[i], d_pop)
+    mass[i] = cancel(mass[i], d_mass)
+    return cols, vals
+
+
+@njit(cache=True)
+def apply_deltas(cols, vals, start, cap, size, top, garbage, norm, popularity, mass, churn, key,
+                 touched, pruned, d_item, d_ptr, p_other, p_inc, d_norm, d_pop, d_mass, row_cap,
+                 alpha):
+    """Apply deltas in order; delta ``d`` has the pairs ``d_ptr[d]..d_ptr[d + 1]``."""
+    for d in range(len(d_item)):
+        a, b = d_ptr[d], d_ptr[d + 1]
+        cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm, popularity,
+                                 mass, churn, key, touched, pruned, d_item[d], p_other[a:b],
+                                 p_inc[a:b], b - a, d_norm[d], d_pop[d], d_mass[d], row_cap,
+                                 alpha)
+    return cols, vals
+
+
+@njit(cache=True)
+def compact_rows(cols, vals, start, cap, new_cols, new_vals, new_start):
+    top = 0
+    for i in range(len(start)):
+        c = cap[i]
+        s = start[i]
+        new_cols[top:top + c] = cols[s:s + c]
+        new_vals[top:top + c] = vals[s:s + c]
+        new_start[i] = top
+        top += c
+    return top
+
+
+@njit(cache=True)
+def load_rows(cols, vals, start, cap, size, top, garbage, sizes, row_cols, row_vals):
+    at = 0
+    for i in range(len(sizes)):
+        n = sizes[i]
+        need = slab_for(n)
+        if top[0] + need > len(cols):
+            cols, vals = room(cols, vals, top, need)
+        _place(cols, vals, start, cap, size, top, garbage, i, row_cols[at:at + n],
+               row_vals[at:at + n], n, need)
+        at += n
+    return cols, vals
+
+
+
+
+@njit(cache=True)
+def history_room(item, s, t, g, top, need):
+    """The arena, grown (doubling) when fewer than ``need`` slots are free at its end."""
+    if top[0] + need <= len(item):
+        return item, s, t, g
+    n = len(item) * 2
+    while top[0] + need > n:
+        n *= 2
+    used = top[0]
+    new_item = np.zeros(n, np.int32)
+    new_s, new_t, new_g = np.zeros(n), np.zeros(n), np.zeros(n)
+    new_item[:used] = item[:used]
+    new_s[:used] = s[:used]
+    new_t[:used] = t[:used]
+    new_g[:used] = g[:used]
+    return new_item, new_s, new_t, new_g
+
+
+@njit(cache=True)
+def learn_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garbage,
+                 cols, vals, start, cap, size, top, garbage, norm, popularity, mass, churn, key,
+                 touched, pruned, changed, ev_user, ev_item, ev_weight, ev_ts, ev_g,
+                 history_cap, row_cap, alpha):
+    """Learn the events in order: each updates its user's history (``changed[u]`` set) and
+    applies the deltas it makes — the event's own, then one per item evicted over
+    ``history_cap`` (the oldest, ties: smaller item key) — to the item statistics.
+    Returns the history and row arenas (new arrays when they had to grow)."""
+    others = np.empty(history_cap + 1, np.int32)
+    incs = np.empty(history_cap + 1)
+    for e in range(len(ev_user)):
+        u, item, w, ts, g = ev_user[e], ev_item[e], ev_weight[e], ev_ts[e], ev_g[e]
+        hs, n = h_start[u], h_size[u]
+        p = -1
+        for q in range(hs, hs + n):
+            if h_item[q] == item:
+                p = q
+                break
+        if p < 0:
+            if n + 1 > h_cap[u]:  # move to a slab twice the size
+                new_cap = max(MIN_HISTORY_SLAB, 2 * h_cap[u])
+                h_item, h_s, h_t, h_g = history_room(h_item, h_s, h_t, h_g, h_top, new_cap)
+                ns = h_top[0]
+                h_item[ns:ns + n] = h_item[hs:hs + n]
+                h_s[ns:ns + n] = h_s[hs:hs + n]
+                h_t[ns:ns + n] = h_t[hs:hs + n]
+                h_g[ns:ns + n] = h_g[hs:hs + n]
+                h_top[0] = ns + new_cap
+                h_garbage[0] += h_cap[u]
+                h_start[u], h_cap[u] = ns, new_cap
+                hs = ns
+            p = hs + n
+            h_item[p] = item
+            n += 1
+            h_size[u] = n
+            s0, a0, t0, g0 = 0.0, 0.0, ts, g
+        else:
+            s0, t0, g0 = h_s[p], h_t[p], h_g[p]
+            a0 = max(0.0, s0)
+        s1 = s0 + w
+        a1 = max(0.0, s1)
+        if ts >= t0:
+            t1, g1 = ts, g
+        else:
+            t1, g1 = t0, g0
+        h_s[p], h_t[p], h_g[p] = s1, t1, g1
+        changed[u] = True
+        if a1 != a0 or (g1 != g0 and a1 > 0.0):
+            k = 0
+            for q in range(hs, hs + n):
+                if q != p and h_s[q] > 0.0:
+                    gq = h_g[q]
+                    others[k] = h_item[q]
+                    if a0 == 0.0:  # the common case: a new like
+                        incs[k] = h_s[q] * a1 * (g1 if g1 > gq else gq)
+                    else:
+                        incs[k] = h_s[q] * (a1 * (g1 if g1 > gq else gq)
+                                            - a0 * (g0 if g0 > gq else gq))
+                    k += 1
+            d_norm = a1 * a1 * g1 - a0 * a0 * g0
+            d_pop = a1 * g1 - a0 * g0
+            if k > 0 or d_norm != 0.0 or d_pop != 0.0:
+                cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm,
+                                         popularity, mass, churn, key, touched, pruned, item,
+                                         others, incs, k, d_norm, d_pop, a1 - a0, row_cap,
+                                         alpha)
+        while n > history_cap:
+            o = hs
+            for q in range(hs + 1, hs + n):
+                if h_t[q] < h_t[o] or (h_t[q] == h_t[o] and key[h_item[q]] < key[h_item[o]]):
+                    o = q
+            gone, a, ge = h_item[o], max(0.0, h_s[o]), h_g[o]
+            last = hs + n - 1
+            h_item[o], h_s[o], h_t[o], h_g[o] = h_item[last], h_s[last], h_t[last], h_g[last]
+            n -= 1
+            h_size[u] = n
+            if a == 0.0:
+                continue
+            k = 0
+            for q in range(hs, hs + n):
+                if h_s[q] > 0.0:
+                    others[k] = h_item[q]
+                    incs[k] = -a * h_s[q] * max(ge, h_g[q])
+                    k += 1
+            cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm,
+                                     popularity, mass, churn, key, touched, pruned, gone,
+                                     others, incs, k, -a * a * ge, -a * ge, -a, row_cap, alpha)
+    return h_item, h_s, h_t, h_g, cols, vals
+
+
+@njit(cache=True)
+def compact_histories(item, s, t, g, start, cap, size, new_item, new_s, new_t, new_g,
+                      new_start):
+    top = 0
+    for u in range(len(start)):
+        a, n = start[u], size[u]
+        new_item[top:top + n] = item[a:a + n]
+        new_s[top:top + n] = s[a:a + n]
+        new_t[top:top + n] = t[a:a + n]
+        new_g[top:top + n] = g[a:a + n]
+        new_start[u] = top
+        cap[u] = max(n, MIN_HISTORY_SLAB)
+        top += cap[u]
+    return top
+
+
