@@ -1,10 +1,12 @@
 """Speed: the model core in one process, and the stream end to end against a running stack.
 
 ``core``: the full ML-100K replay (`streams.replay.movielens_events`, every kind) turned into
-feedback weights as the worker does (`streams.worker.event_feedback`), then timed through
-``CooccurrenceRecommender.learn_one`` alone; a cProfile pass over the same events names the top
-functions; ``recommend`` latency (top-N with explanations) is timed for every user twice, first
-right after learning (neighbour lists rebuilt on demand), then again (cached).
+feedback weights as the worker does (`streams.worker.event_feedback`), learned by the vectorised
+core (``learn_many`` per ``--chunk`` events) and by the scalar oracle
+(`models.cooccurrence_oracle`, ``learn_one``) in the same run; then every user scored in one
+``recommend_many`` call (top-N, explanations, similar users), right after learning and again
+with the neighbour lists cached, and one user per call (p50/p99); every user's list is checked
+equal to the oracle's. A cProfile pass names the top functions.
 
 ``e2e``: the full replay is produced once to fresh topics; then (a) a raw aiokafka consumer
 reads them from the beginning to the end (plain ``getmany`` loop, no processing) and (b) one real
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import io
 import json
 import os
@@ -47,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models import cooccurrence_oracle as oracle
 from streams.events import Event, parse_event
 from streams.replay import load_dataset, movielens_events
 from streams.settings import Settings, get_settings, load_settings
@@ -240,65 +244,103 @@ def percentiles(values: Sequence[float], *ps: float) -> list[float]:
             for p in ps]
 
 
-def bench_core(settings: Settings, *, limit: int | None, profile_top: int,
-               profile_events: int | None) -> dict[str, Any]:
+def oracle_recommender(settings: Settings) -> oracle.CooccurrenceRecommender:
+    """The scalar oracle configured as the workers are."""
+    model = reference_recommender(settings)
+    return oracle.CooccurrenceRecommender(**{
+        f.name: getattr(model, f.name) for f in dataclasses.fields(oracle.CooccurrenceRecommender)
+        if f.init and f.name != "histories"})
+
+
+def bench_core(settings: Settings, *, limit: int | None, oracle_limit: int | None,
+               chunk: int, profile_top: int) -> dict[str, Any]:
+    """The vectorised core and the scalar oracle on the same events, in this process."""
     events = ml_events(settings, limit)
     weights = settings.feedback_weights()
     feedback = [(e.user_id, e.item_id, event_feedback(e, weights), e.ts) for e in events]
     del events
-
     load_before = machine()
+    reference_recommender(settings).learn_many(feedback[:10])  # compiled (or loaded) kernels
+
     model = reference_recommender(settings)
-    learn = model.learn_one
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    for user, item, weight, ts in feedback:
-        learn(user, item, weight=weight, ts=ts)
+    for start in range(0, len(feedback), chunk):
+        model.learn_many(feedback[start:start + chunk])
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
 
+    slow = oracle_recommender(settings)
+    slow_events = feedback[:oracle_limit]
+    owall0, ocpu0 = time.perf_counter(), time.process_time()
+    for user, item, weight, ts in slow_events:
+        slow.learn_one(user, item, weight=weight, ts=ts)
+    owall, ocpu = time.perf_counter() - owall0, time.process_time() - ocpu0
+
     users = sorted(model.histories, key=lambda u: (len(u), u))
-    latency: dict[str, dict[str, float]] = {}
+    batched = {}
     for phase in ("after_learning", "cached"):
-        times = []
+        t0, c0 = time.perf_counter(), time.process_time()
+        lists = model.recommend_many(users, settings.top_n, explain=True)
+        batched[phase] = {"ms_per_user": round((time.perf_counter() - t0) * 1e3 / len(users), 4),
+                          "cpu_ms_per_user": round((time.process_time() - c0) * 1e3
+                                                   / len(users), 4)}
+    single = []
+    for user in users:
+        t0 = time.perf_counter()
+        model.recommend(user, settings.top_n, explain=True)
+        single.append((time.perf_counter() - t0) * 1e3)
+    oracle_single = []
+    if oracle_limit is None:  # the same statistics: the same lists, and the oracle's latency
         for user in users:
             t0 = time.perf_counter()
-            model.recommend(user, settings.top_n, explain=True)
-            times.append((time.perf_counter() - t0) * 1e3)
-        p50, p99 = percentiles(times, 50, 99)
-        latency[phase] = {"p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
-                          "max_ms": round(max(times), 3), "users": len(times)}
+            want = slow.recommend(user, settings.top_n, explain=True)
+            oracle_single.append((time.perf_counter() - t0) * 1e3)
+            got = lists[user]
+            if [(r.item_id, r.because, r.source) for r in got] != [
+                    (r.item_id, r.because, r.source) for r in want]:
+                raise AssertionError(f"the vectorised core differs from the oracle for {user}")
 
-    # cProfile on a fresh model: what the learning loop spends its time in. The loop is
-    # learn_one's own body, so that the co-occurrence updates can be counted on the way
     profiled = reference_recommender(settings)
-    observe, apply = profiled.observe, profiled.items.apply
-    entries = 0
     profiler = cProfile.Profile()
     profiler.enable()
-    for user, item, weight, ts in feedback[:profile_events]:
-        for delta in observe(user, item, weight, ts):
-            entries += len(delta.others)
-            apply(delta)
+    for start in range(0, len(feedback), chunk):
+        profiled.learn_many(feedback[start:start + chunk])
+    profiled.recommend_many(users, settings.top_n, explain=True)
     profiler.disable()
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(profile_top)
     rows = re.compile(r"^\s*\d+(/\d+)?\s+\d+\.\d+")  # ncalls tottime ...
     top = [line.strip() for line in text.getvalue().splitlines() if rows.match(line)]
 
-    return {
-        "events": len(feedback),
+    p50, p99 = percentiles(single, 50, 99)
+    out = {
+        "events": len(feedback), "chunk": chunk,
         "learn_s": round(wall, 2), "learn_cpu_s": round(cpu, 2),
-        "events_per_s": round(len(feedback) / wall, 1),
-        "events_per_s_cpu": round(len(feedback) / cpu, 1),
-        "cooccurrence_updates_profiled_events": entries,
-        "profiled_events": len(feedback[:profile_events]),
+        "learn_events_per_s": round(len(feedback) / wall, 1),
+        "learn_events_per_s_cpu": round(len(feedback) / cpu, 1),
+        "pair_updates": model.pair_updates,
+        "pair_updates_per_s": round(model.pair_updates / wall, 1),
+        "oracle_events": len(slow_events),
+        "oracle_learn_events_per_s": round(len(slow_events) / owall, 1),
+        "oracle_learn_events_per_s_cpu": round(len(slow_events) / ocpu, 1),
+        "learn_speedup_over_oracle": round((len(feedback) / wall) / (len(slow_events) / owall),
+                                           1),
+        "users": len(users), "top_n": settings.top_n,
+        "similar_users": settings.similar_users, "explain_items": settings.explain_items,
+        "score_ms_per_user_batched": batched["cached"]["ms_per_user"],
+        "score_batched": batched,
+        "score_p50_ms_single": round(p50, 3), "score_p99_ms_single": round(p99, 3),
         "items": model.items.n_items, "item_entries": model.items.n_entries(),
-        "recommend": latency, "top_n": settings.top_n,
+        "bytes_per_entry": round(model.items.bytes_per_entry(), 1),
         "profile_top_tottime": top,
         "load_before": load_before, "load_after": machine(),
     }
+    if oracle_single:
+        op50, op99 = percentiles(oracle_single, 50, 99)
+        out.update(oracle_score_p50_ms_single=round(op50, 3),
+                   oracle_score_p99_ms_single=round(op99, 3), equal_to_oracle_users=len(users))
+    return out
 
 
-# --- end to end -----------------------------------------------------------------------------------
 async def raw_consume(settings: Settings, total: int) -> dict[str, Any]:
     """Read every event topic from the beginning to the end: no group, no processing."""
     from aiokafka import TopicPartition
@@ -451,8 +493,11 @@ def main() -> None:
                         help="seconds per worker run at most (then its rate is over a prefix)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N events")
     parser.add_argument("--profile-top", type=int, default=5)
-    parser.add_argument("--profile-events", type=int, default=110_000,
-                        help="profile the first N events (cProfile doubles the time)")
+    parser.add_argument("--chunk", type=int, default=500,
+                        help="core: events per learn_many call (a worker's batch)")
+    parser.add_argument("--oracle-limit", type=int, default=None,
+                        help="core: the oracle learns only the first N events (its rate is "
+                             "then over those; no equality check)")
     parser.add_argument("--out", type=Path, default=OUT_DIR / "speed.json")
     args = parser.parse_args()
 
@@ -462,16 +507,24 @@ def main() -> None:
         with suppress(ValueError):
             result = json.loads(args.out.read_text())
     if args.part in ("all", "core"):
-        print("core: learn_one over the ML-100K replay ...")
+        print("core: the vectorised core and the scalar oracle over the ML-100K replay ...")
         result["core"] = core = bench_core(settings, limit=args.limit,
-                                           profile_top=args.profile_top,
-                                           profile_events=args.profile_events)
-        print(f"  {core['events']} events in {core['learn_s']} s: {core['events_per_s']:,.0f}"
-              f" events/s wall, {core['events_per_s_cpu']:,.0f} events/s CPU")
-        for phase, lat in core["recommend"].items():
-            print(f"  recommend({settings.top_n}, explain) {phase}: {lat}")
-        print(f"  top functions by own time (cProfile, first {core['profiled_events']} events,"
-              f" {core['cooccurrence_updates_profiled_events']:,} co-occurrence updates):")
+                                           oracle_limit=args.oracle_limit, chunk=args.chunk,
+                                           profile_top=args.profile_top)
+        print(f"  learn: {core['events']:,} events in {core['learn_s']} s: "
+              f"{core['learn_events_per_s']:,.0f} events/s, {core['pair_updates_per_s']:,.0f} "
+              f"pair updates/s ({core['pair_updates']:,} pairs); oracle "
+              f"{core['oracle_learn_events_per_s']:,.0f} events/s: "
+              f"{core['learn_speedup_over_oracle']}x")
+        print(f"  score: {core['users']} users, top-{core['top_n']} with explanations and "
+              f"similar users: {core['score_ms_per_user_batched']} ms/user batched; single "
+              f"p50 {core['score_p50_ms_single']} ms, p99 {core['score_p99_ms_single']} ms"
+              + (f" (oracle p99 {core['oracle_score_p99_ms_single']} ms; lists equal for all "
+                 f"{core['equal_to_oracle_users']} users)" if "equal_to_oracle_users" in core
+                 else ""))
+        print(f"  {core['item_entries']:,} co-occurrence entries, {core['bytes_per_entry']} "
+              "bytes each")
+        print("  top functions by own time (cProfile, learning and batched scoring):")
         for line in core["profile_top_tottime"]:
             print("   ", line)
     if args.part in ("all", "e2e"):

@@ -36,15 +36,14 @@ import hashlib
 import heapq
 import io
 import json
-import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-from models.kernels import apply_deltas, learn_events
-from models.stores import HistoryStore, RowStore
+from models.kernels import apply_deltas, learn_events, recent_items, score_users
+from models.stores import HistoryStore, RowStore, RowTable
 
 DAY_S = 86_400.0
 MAX_DECAY_EXPONENT = 900.0  # 2**900 is far inside float64: sums of such terms cannot overflow
@@ -114,6 +113,15 @@ def item_key(item_id: str) -> int:
     """
     return int.from_bytes(hashlib.blake2b(item_id.encode("utf-8", "surrogatepass"),
                                           digest_size=8).digest(), "little", signed=True)
+
+
+def user_key(user_id: str) -> int:
+    """A stable 64-bit key of a user id: the order of ties among similar users.
+
+    >>> user_key("ann") == user_key("ann") != user_key("bob")
+    True
+    """
+    return item_key("u\x00" + user_id)
 
 
 def round12(values: np.ndarray) -> np.ndarray:
@@ -271,10 +279,11 @@ class UserHistory:
         return Delta(oldest, others, increments, -a * a * g, -a * g, mass=-a)
 
     def recent(self, limit: int) -> list[tuple[str, float]]:
-        """Up to ``limit`` liked items, newest first (ties by id), with their affinity."""
-        liked = [(t, j, s) for j, (s, t, _) in self.items.items() if s > 0.0]
+        """Up to ``limit`` liked items, newest first (ties: smaller `item_key`), with their
+        affinity."""
+        liked = [(t, item_key(j), j, s) for j, (s, t, _) in self.items.items() if s > 0.0]
         liked.sort(key=lambda x: (-x[0], x[1]))
-        return [(j, s) for _, j, s in liked[:limit]]
+        return [(j, s) for _, _, j, s in liked[:limit]]
 
     def to_state(self) -> list:
         return [[item_id, s, t, g] for item_id, (s, t, g) in self.items.items()]
@@ -293,6 +302,16 @@ class Recommendation:
     item_score: float = 0.0  # the co-occurrence part of ``score`` ...
     user_score: float = 0.0  # ... and the similar-user part (each scaled to a maximum of 1
     #                          when both are blended)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRequest:
+    """One user to score: their liked items, newest first, with affinity; the items to leave
+    out; their id (for similar users)."""
+
+    recent: Sequence[tuple[str, float]]
+    exclude: Iterable[str] = ()
+    user_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -330,7 +349,19 @@ class ItemCooccurrence:
         self._mass = np.zeros(64)  # undecayed like mass: popularity / mass = mean g of the likes
         self._reviews = np.zeros((64, 2))  # review count, sum of P(positive)
         self._churn = np.zeros(64)
+        self._budget = np.full(64, -1.0)  # churn a cached neighbour list allows; -1: none
         self._neighbours: dict[int, _Neighbours] = {}
+        self._table = RowTable()  # the cached neighbour lists as arrays, for the kernel
+        self._uindex: dict[str, int] = {}  # users of the similar-user index, interned
+        self._uids: list[str] = []
+        self._ukeys: list[int] = []
+        # the similar-user index as arrays for the kernel: each item's latest likers (interned
+        # users) and each user's liked items, rewritten for the items and users that changed
+        self._likers_table = RowTable()
+        self._items_table = RowTable()
+        self._user_sizes = np.zeros(64, dtype=np.int64)  # len(_user_items[user])
+        self._dirty_items: set[str] = set()
+        self._dirty_users: set[str] = set()
 
     # --- learning -------------------------------------------------------------------------------
     def _intern(self, item_id: str) -> int:
@@ -347,6 +378,7 @@ class ItemCooccurrence:
                 self._mass = np.concatenate([self._mass, np.zeros(grow)])
                 self._reviews = np.concatenate([self._reviews, np.zeros((grow, 2))])
                 self._churn = np.concatenate([self._churn, np.zeros(grow)])
+                self._budget = np.concatenate([self._budget, np.full(grow, -1.0)])
             self._key[idx] = item_key(item_id)
         return idx
 
@@ -393,8 +425,7 @@ class ItemCooccurrence:
             store.garbage, self._norm, self._popularity, self._mass, self._churn, self._key,
             touched, pruned, items, ptr, others, increments, norm, popularity, mass,
             self.row_cap, self.alpha)
-        for i in np.flatnonzero(pruned).tolist():
-            self._neighbours.pop(i, None)
+        self._drop_neighbours(np.flatnonzero(pruned))
 
     def add_reviews(self, item_id: str, count: float, p_positive_sum: float) -> None:
         """Add ``count`` scored reviews of ``item_id`` whose P(positive) sum to the given sum."""
@@ -430,6 +461,12 @@ class ItemCooccurrence:
         return float(self._popularity[: len(self._ids)].max(initial=0.0))
 
     def _set_user_items(self, user_id: str, items: dict[str, float]) -> None:
+        if user_id not in self._uindex:
+            self._uindex[user_id] = len(self._uids)
+            self._uids.append(user_id)
+            self._ukeys.append(user_key(user_id))
+        self._dirty_users.add(user_id)
+        self._dirty_items.update(self._user_items.get(user_id, {}).keys(), items.keys())
         for item_id in self._user_items.get(user_id, {}).keys() - items.keys():
             likers = self._likers[item_id]
             likers.pop(user_id, None)
@@ -450,11 +487,19 @@ class ItemCooccurrence:
         sims[~np.isfinite(sims)] = 0.0
         return sims
 
+    def _drop_neighbours(self, items: np.ndarray) -> None:
+        """Forget the cached lists of these items (their rows were pruned)."""
+        for i in items.tolist():
+            self._neighbours.pop(i, None)
+        self._budget[items] = -1.0
+
     # --- queries --------------------------------------------------------------------------------
     def _neighbour_list(self, i: int, *, fresh: bool = False) -> _Neighbours:
         cached = self._neighbours.get(i)
         if cached is not None and not fresh and self._churn[i] <= cached.churn_budget:
             return cached
+        if i >= self._rows.n_rows:  # interned without a delta yet (a review): an empty row
+            self._rows.ensure_items(len(self._ids))
         ids, counts = self._rows.row(i)
         ids = ids.astype(np.int64)
         sims = self._similarities(i, ids, counts)
@@ -465,14 +510,15 @@ class ItemCooccurrence:
             kth = np.partition(sims, len(sims) - cap)[len(sims) - cap]
             keep = sims >= kth * (1.0 - 1e-9)
             ids, sims = ids[keep], sims[keep]
-        order = np.lexsort((np.array([self._ids[k] for k in ids.tolist()]), -round12(sims)))
-        order = order[:cap]
+        order = np.lexsort((self._key[ids], -round12(sims)))[:cap]
         ids, sims = ids[order], sims[order]
         self._churn[i] = 0.0
         total = float(np.abs(counts).sum()) + abs(float(self._norm[i]))
         by_id = dict(zip(ids.tolist(), sims.tolist(), strict=True))
         entry = _Neighbours(self.staleness * total, ids, sims, by_id)
         self._neighbours[i] = entry
+        self._budget[i] = entry.churn_budget
+        self._table.put(i, ids, sims)
         return entry
 
     def neighbours(self, item_id: str, *, fresh: bool = False) -> list[tuple[str, float]]:
@@ -504,106 +550,126 @@ class ItemCooccurrence:
 
         An item's score sums its similarity to each recent item, weighted by the user's affinity
         and by recency (half-life ``recency_half_life`` positions). With ``similar_users`` > 0,
-        the items liked by the user's most similar users (overlap of liked items, cosine) add
-        ``user_blend`` times their score, both parts scaled to a maximum of 1. Items in
-        ``exclude`` are left out. When fewer than ``n`` items score, trending items fill the list.
+        the items liked by the user's most similar users (overlap of liked items, cosine; ties:
+        smaller `user_key`) add ``user_blend`` times their score, both parts scaled to a
+        maximum of 1. Items in ``exclude`` are left out. Ties in score (rounded to 12 digits)
+        go to the smaller `item_key`. Each item is explained by the ``explain_items`` recent
+        items that added most to it. When fewer than ``n`` items score, trending items fill
+        the list. One user of `score_many`.
         """
+        return self.score_many([ScoreRequest(recent, exclude, user_id)], n,
+                               recency_half_life=recency_half_life, explain_items=explain_items,
+                               fresh=fresh, backfill=backfill, similar_users=similar_users,
+                               user_blend=user_blend)[0]
+
+    def score_many(self, requests: Sequence[ScoreRequest], n: int, *,
+                   recency_half_life: float = 50.0, explain_items: int = 3, fresh: bool = False,
+                   backfill: bool = True, similar_users: int = 0, user_blend: float = 1.0
+                   ) -> list[list[Recommendation]]:
+        """`score` for many users in one pass of a kernel (`models.kernels.score_users`)."""
+        index = self._index.get
+        rec_items, rec_affinity, exc_items = [], [], []
+        rec_ptr, exc_ptr, mine_n, own = [0], [0], [], []
+        for request in requests:
+            rec_items += [index(j, -1) for j, _ in request.recent]
+            rec_affinity += [a for _, a in request.recent]
+            rec_ptr.append(len(rec_items))
+            exc_items += [index(j, -1) for j in request.exclude]
+            exc_ptr.append(len(exc_items))
+            mine_n.append(min(len(request.recent), self.user_items_cap))
+            own.append(-1 if request.user_id is None else
+                       self._uindex.get(request.user_id, -1))
+        use_users = similar_users if all(r.user_id is not None for r in requests) else 0
+        return self._score_arrays(
+            np.array(rec_ptr, dtype=np.int64), np.array(rec_items, dtype=np.int64),
+            np.array(rec_affinity, dtype=np.float64), np.array(exc_ptr, dtype=np.int64),
+            np.array(exc_items, dtype=np.int64), np.array(own, dtype=np.int64),
+            np.array(mine_n, dtype=np.int64), n, recency_half_life=recency_half_life,
+            explain_items=explain_items, fresh=fresh, backfill=backfill,
+            similar_users=use_users, user_blend=user_blend)
+
+    def _score_arrays(self, rec_ptr: np.ndarray, rec_items: np.ndarray,
+                      rec_affinity: np.ndarray, exc_ptr: np.ndarray, exc_items: np.ndarray,
+                      own: np.ndarray, mine_n: np.ndarray, n: int, *,
+                      recency_half_life: float, explain_items: int, fresh: bool,
+                      backfill: bool, similar_users: int, user_blend: float
+                      ) -> list[list[Recommendation]]:
+        used = np.unique(rec_items[rec_items >= 0])
+        if not fresh:  # only the lists missing or changed past their budget are recomputed
+            used = used[self._churn[used] > self._budget[used]]
+        for j in used.tolist():
+            self._neighbour_list(j, fresh=fresh)
+        lk_start, lk_len, lk_users, ui_start, ui_count, ui_items, ui_len = (
+            self._user_index_arrays())
+        q = len(rec_ptr) - 1
+        out_items = np.full((q, n), -1, dtype=np.int64)
+        out_score, out_item_part, out_user_part = np.zeros((3, q, n))
+        out_users = np.zeros((q, n), dtype=np.bool_)
+        out_count = np.zeros(q, dtype=np.int64)
+        out_because = np.full((q, n, max(explain_items, 1)), -1, dtype=np.int64)
         m = len(self._ids)
-        excluded = set(exclude)
-        scores = np.zeros(m)
-        contributors: list[tuple[str, float, _Neighbours]] = []
-        for rank, (item_id, affinity) in enumerate(recent):
-            j = self._index.get(item_id)
-            if j is None:
+        self._table.ensure_items(m)
+        score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own, mine_n,
+                    self._table.start[:m], self._table.length[:m], self._table.ids,
+                    self._table.sims, lk_start, lk_len, lk_users, ui_start, ui_count, ui_items,
+                    ui_len,
+                    self._key[:m], np.array(self._ukeys, dtype=np.int64), n,
+                    recency_half_life, explain_items, similar_users, user_blend, out_items,
+                    out_score, out_item_part, out_user_part, out_users, out_count, out_because)
+        ids = self._ids
+        results = []
+        for r in range(q):
+            count = int(out_count[r])
+            because = out_because[r, :count, :explain_items].tolist()
+            out = [Recommendation(ids[k], score, tuple(ids[c] for c in why if c >= 0),
+                                  "users" if users else "items", item_part, user_part)
+                   for k, score, why, users, item_part, user_part in zip(
+                       out_items[r, :count].tolist(), out_score[r, :count].tolist(), because,
+                       out_users[r, :count].tolist(), out_item_part[r, :count].tolist(),
+                       out_user_part[r, :count].tolist(), strict=True)]
+            if backfill and len(out) < n:
+                # trending items fill the list, scored below every co-occurrence candidate so
+                # that a sorted set keeps their order
+                excluded = {ids[k] for k in exc_items[exc_ptr[r]:exc_ptr[r + 1]].tolist()
+                            if k >= 0}
+                taken = excluded | {x.item_id for x in out}
+                floor = out[-1].score if out else 1.0
+                out += [Recommendation(item_id, floor * 0.5 ** (rank + 1), (), "trending")
+                        for rank, (item_id, _) in enumerate(
+                            self.trending(n - len(out), exclude=taken))]
+            results.append(out)
+        return results
+
+    def _user_index_arrays(self) -> tuple[np.ndarray, ...]:
+        """The similar-user index as the kernel reads it: each item's latest likers (at most
+        ``likers_cap``, ties: smaller `user_key`) and each user's items (-1: not interned),
+        the rows of the items and users changed since the last call rewritten."""
+        m, keys = len(self._ids), self._ukeys
+        self._likers_table.ensure_items(m)
+        self._items_table.ensure_items(len(self._uids))
+        if len(self._user_sizes) < len(self._uids):
+            self._user_sizes = np.concatenate([self._user_sizes, np.zeros(
+                max(len(self._uids), 2 * len(self._user_sizes)), dtype=np.int64)])
+        for item_id in self._dirty_items:
+            i = self._index.get(item_id)
+            if i is None:
                 continue
-            w = affinity * 0.5 ** (rank / recency_half_life)
-            entry = self._neighbour_list(j, fresh=fresh)
-            if len(entry.ids):
-                scores[entry.ids] += w * entry.sims
-                contributors.append((item_id, w, entry))
-        for item_id in excluded:
-            k = self._index.get(item_id)
-            if k is not None:
-                scores[k] = 0.0
-        from_users = np.zeros(0)
-        item_part = scores
-        if user_id is not None and similar_users > 0:
-            from_users = self._similar_user_scores(user_id, [i for i, _ in recent], excluded,
-                                                   similar_users)
-            top_items, top_users = scores.max(initial=0.0), from_users.max(initial=0.0)
-            if top_users > 0.0:
-                item_part = scores / top_items if top_items > 0.0 else scores
-                from_users = user_blend * from_users / top_users
-                scores = item_part + from_users
-        candidates = np.flatnonzero(scores > 0.0)
-        if len(candidates) > n:
-            # a margin below the n-th score so that ties at the cut are broken by id
-            cut = np.partition(scores[candidates], len(candidates) - n)[len(candidates) - n]
-            candidates = candidates[scores[candidates] >= cut * (1.0 - 1e-9)]
-        # rank on scores rounded to 12 significant digits: sums taken in another order (another
-        # worker, a replay after a crash) differ in the last bits, and must not reorder ties
-        rounded = round12(scores[candidates]).tolist()
-        ranked = sorted((-r, self._ids[k], k) for r, k in zip(rounded, candidates.tolist(),
-                                                                strict=True))
-        top = [k for _, _, k in ranked[:n]]
-        because = self._explain(top, contributors, explain_items)
-        out = [Recommendation(self._ids[k], float(scores[k]), why,
-                              "users" if len(from_users) and from_users[k] * 2 > scores[k]
-                              else "items", float(item_part[k]),
-                              float(from_users[k]) if len(from_users) else 0.0)
-               for k, why in zip(top, because, strict=True)]
-        if backfill and len(out) < n:
-            # trending items fill the list, scored below every co-occurrence candidate so that
-            # a sorted set keeps their order
-            taken = excluded | {r.item_id for r in out}
-            floor = out[-1].score if out else 1.0
-            out += [Recommendation(item_id, floor * 0.5 ** (rank + 1), (), "trending")
-                    for rank, (item_id, _) in enumerate(
-                        self.trending(n - len(out), exclude=taken))]
-        return out
-
-    def _similar_user_scores(self, user_id: str, recent: list[str], excluded: set[str],
-                             limit: int) -> np.ndarray:
-        """Per item, the summed similarity of the ``limit`` users most similar to ``user_id``
-        among those who liked it: users sharing the user's latest liked items (cosine of the
-        two sets, ties by user id)."""
-        mine = recent[: self.user_items_cap]
-        overlap: dict[str, int] = {}
-        for item_id in mine:
-            likers = self._likers.get(item_id, {})
-            if len(likers) > self.likers_cap:  # the latest likers (ties by id)
-                likers = heapq.nlargest(self.likers_cap, likers, key=lambda u: (likers[u], u))
-            for other in likers:
-                if other != user_id:
-                    overlap[other] = overlap.get(other, 0) + 1
-        ranked = sorted((-c / math.sqrt(len(mine) * len(self._user_items[v])), v)
-                        for v, c in overlap.items())[:limit]
-        scores = np.zeros(len(self._ids))
-        for neg_sim, other in ranked:
-            for item_id in self._user_items[other]:
-                k = self._index.get(item_id)
-                if k is not None and item_id not in excluded:
-                    scores[k] -= neg_sim
-        return scores
-
-    def _explain(self, top: list[int], contributors: list[tuple[str, float, _Neighbours]],
-                 limit: int) -> list[tuple[str, ...]]:
-        """For each item of ``top``, the ``limit`` contributors that added most to its score
-        (ties, after rounding to 12 digits, by item id)."""
-        if limit == 0 or not contributors:
-            return [()] * len(top)
-        contributors = sorted(contributors, key=lambda c: c[0])
-        position = np.full(len(self._ids), -1)
-        position[top] = np.arange(len(top))
-        added = np.zeros((len(top), len(contributors)))
-        for column, (_, w, entry) in enumerate(contributors):
-            rows = position[entry.ids]
-            hit = rows >= 0
-            added[rows[hit], column] = w * entry.sims[hit]
-        order = np.argsort(-round12(added), axis=1, kind="stable")[:, :limit]
-        names = [c[0] for c in contributors]
-        return [tuple(names[c] for c in row if added[r, c] > 0.0)
-                for r, row in enumerate(order.tolist())]
+            who = self._likers.get(item_id, {})
+            ranked = sorted(who.items(), key=lambda x: (-x[1], keys[self._uindex[x[0]]]))
+            self._likers_table.put(i, np.array([self._uindex[u] for u, _ in
+                                                ranked[: self.likers_cap]], dtype=np.int64))
+        for user_id in self._dirty_users:
+            u = self._uindex[user_id]
+            items = self._user_items.get(user_id, {})
+            self._items_table.put(u, np.array([self._index.get(j, -1) for j in items],
+                                              dtype=np.int64))
+            self._user_sizes[u] = len(items)
+        self._dirty_items.clear()
+        self._dirty_users.clear()
+        n_users = len(self._uids)
+        lk, ui = self._likers_table, self._items_table
+        return (lk.start[:m], lk.length[:m], lk.ids, ui.start[:n_users], ui.length[:n_users],
+                ui.ids, self._user_sizes[:n_users])
 
     # --- state ----------------------------------------------------------------------------------
     def item_ids(self) -> list[str]:
@@ -744,6 +810,7 @@ class CooccurrenceRecommender:
     _users: dict[str, int] = field(init=False)
     _user_ids: list[str] = field(init=False)
     _latest: list[tuple[tuple[str, float], ...]] = field(init=False)  # as in the user index
+    _pairs: np.ndarray = field(init=False)  # co-occurrence pairs updated so far
 
     def __post_init__(self) -> None:
         self.items = ItemCooccurrence(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,
@@ -753,6 +820,13 @@ class CooccurrenceRecommender:
         self._users = {}
         self._user_ids = []
         self._latest = []
+        self._pairs = np.zeros(1, dtype=np.int64)
+
+    @property
+    def pair_updates(self) -> int:
+        """Co-occurrence pairs updated by learning so far (each pair counted once, though both
+        ``C[i][j]`` and ``C[j][i]`` change)."""
+        return int(self._pairs[0])
 
     @property
     def histories(self) -> Histories:
@@ -803,9 +877,8 @@ class CooccurrenceRecommender:
             store.cols, store.vals, store.start, store.cap, store.size, store.top,
             store.garbage, items._norm, items._popularity, items._mass, items._churn,
             items._key, touched, pruned, changed, users, item_ids, weights, ts, g,
-            self.history_cap, self.row_cap, self.alpha)
-        for i in np.flatnonzero(pruned).tolist():
-            items._neighbours.pop(i, None)
+            self.history_cap, self.row_cap, self.alpha, self._pairs)
+        items._drop_neighbours(np.flatnonzero(pruned))
         for u in np.flatnonzero(changed).tolist():
             latest = self._latest_liked(u)
             if latest != self._latest[u]:
@@ -847,21 +920,49 @@ class CooccurrenceRecommender:
 
     def recommend(self, user_id: str, n: int = 10, *, fresh: bool = False,
                   explain: bool = True) -> list[Recommendation]:
-        history = self.histories.get(user_id)
-        if history is None:
-            return self.cold_start(n)
-        return self.items.score(
-            history.recent(self.recent_items), n,
-            exclude=history.items.keys() if self.exclude_seen else (),
-            recency_half_life=self.recency_half_life,
-            explain_items=self.explain_items if explain else 0, fresh=fresh,
-            user_id=user_id, similar_users=self.similar_users, user_blend=self.user_blend,
-        )
+        """The user's top ``n`` (see `ItemCooccurrence.score`); trending items for a user
+        without history."""
+        return self.recommend_many([user_id], n, fresh=fresh, explain=explain)[user_id]
 
     def recommend_many(self, user_ids: Iterable[str], n: int = 10, *, fresh: bool = False,
                        explain: bool = True) -> dict[str, list[Recommendation]]:
-        """`recommend` for each user, by user id."""
-        return {u: self.recommend(u, n, fresh=fresh, explain=explain) for u in user_ids}
+        """`recommend` for many users, scored in one pass of a kernel, by user id."""
+        user_ids = list(user_ids)
+        h, items = self._histories, self.items
+        known = [u for u in user_ids if u in self._users and h.size[self._users[u]] > 0]
+        out = {u: self.cold_start(n) for u in user_ids if u not in set(known)}
+        if not known:
+            return out
+        users = np.array([self._users[u] for u in known], dtype=np.int64)
+        rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items = recent_items(
+            h.item, h.s, h.t, h.start, h.size, users, items._key, self.recent_items,
+            self.exclude_seen)
+        own = np.array([items._uindex.get(u, -1) for u in known], dtype=np.int64)
+        mine_n = np.minimum(np.diff(rec_ptr), items.user_items_cap)
+        lists = items._score_arrays(
+            rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own, mine_n, n,
+            recency_half_life=self.recency_half_life,
+            explain_items=self.explain_items if explain else 0, fresh=fresh, backfill=True,
+            similar_users=self.similar_users, user_blend=self.user_blend)
+        out.update(zip(known, lists, strict=True))
+        return out
 
     def cold_start(self, n: int) -> list[Recommendation]:
         return self.items.score([], n)
+
+
+def warm_up() -> None:
+    """Compile every kernel once (numba caches the machine code next to `models.kernels`), so
+    that the first batch of a worker does not wait ~30 s for it. Run by ``scripts/bootstrap.sh``
+    and the Docker build.
+
+    >>> warm_up()
+    """
+    model = CooccurrenceRecommender(history_cap=2, row_cap=2, neighbour_cap=2)
+    model.learn_many([("a", "x", 1.0, 1e9), ("a", "y", 1.0, 1e9), ("a", "z", -1.0, 1e9),
+                      ("b", "x", 1.0, 1e9), ("b", "y", 1.0, 1e9), ("b", "w", 1.0, 1e9)])
+    model.recommend_many(["a", "b"], 3)
+    model.items.score([("x", 1.0)], 3, exclude=["x"], user_id="b", similar_users=2)
+    copy = ItemCooccurrence(row_cap=2, neighbour_cap=2)
+    copy.load_bytes(model.items.to_bytes())
+    model.forget("a")

@@ -38,6 +38,7 @@ from models.cooccurrence import (
     decay_factor,
     item_key,
     round12,
+    user_key,
 )
 
 
@@ -135,10 +136,11 @@ class UserHistory:
         return Delta(oldest, others, increments, -a * a * g, -a * g, mass=-a)
 
     def recent(self, limit: int) -> list[tuple[str, float]]:
-        """Up to ``limit`` liked items, newest first (ties by id), with their affinity."""
-        liked = [(t, j, s) for j, (s, t, _) in self.items.items() if s > 0.0]
+        """Up to ``limit`` liked items, newest first (ties: smaller `item_key`), with their
+        affinity."""
+        liked = [(t, item_key(j), j, s) for j, (s, t, _) in self.items.items() if s > 0.0]
         liked.sort(key=lambda x: (-x[0], x[1]))
-        return [(j, s) for _, j, s in liked[:limit]]
+        return [(j, s) for _, _, j, s in liked[:limit]]
 
     def to_state(self) -> list:
         return [[item_id, s, t, g] for item_id, (s, t, g) in self.items.items()]
@@ -311,7 +313,8 @@ class ItemCooccurrence:
             kth = np.partition(sims, len(sims) - cap)[len(sims) - cap]
             keep = sims >= kth * (1.0 - 1e-9)
             ids, sims = ids[keep], sims[keep]
-        order = np.lexsort((np.array([self._ids[k] for k in ids.tolist()]), -round12(sims)))
+        ties = np.array([item_key(self._ids[k]) for k in ids.tolist()], dtype=np.int64)
+        order = np.lexsort((ties, -round12(sims)))
         order = order[:cap]
         ids, sims = ids[order], sims[order]
         self._churn[i] = 0.0
@@ -389,8 +392,8 @@ class ItemCooccurrence:
         # rank on scores rounded to 12 significant digits: sums taken in another order (another
         # worker, a replay after a crash) differ in the last bits, and must not reorder ties
         rounded = round12(scores[candidates]).tolist()
-        ranked = sorted((-r, self._ids[k], k) for r, k in zip(rounded, candidates.tolist(),
-                                                                strict=True))
+        ranked = sorted((-r, item_key(self._ids[k]), k) for r, k in zip(
+            rounded, candidates.tolist(), strict=True))
         top = [k for _, _, k in ranked[:n]]
         because = self._explain(top, contributors, explain_items)
         out = [Recommendation(self._ids[k], float(scores[k]), why,
@@ -418,12 +421,14 @@ class ItemCooccurrence:
         for item_id in mine:
             likers = self._likers.get(item_id, {})
             if len(likers) > self.likers_cap:  # the latest likers (ties by id)
-                likers = heapq.nlargest(self.likers_cap, likers, key=lambda u: (likers[u], u))
+                likers = heapq.nlargest(self.likers_cap, likers,
+                                        key=lambda u: (likers[u], -user_key(u)))
             for other in likers:
                 if other != user_id:
                     overlap[other] = overlap.get(other, 0) + 1
-        ranked = sorted((-c / math.sqrt(len(mine) * len(self._user_items[v])), v)
-                        for v, c in overlap.items())[:limit]
+        ranked = [(neg, v) for neg, _, v in sorted(
+            (-c / math.sqrt(len(mine) * len(self._user_items[v])), user_key(v), v)
+            for v, c in overlap.items())[:limit]]
         scores = np.zeros(len(self._ids))
         for neg_sim, other in ranked:
             for item_id in self._user_items[other]:
@@ -438,7 +443,7 @@ class ItemCooccurrence:
         (ties, after rounding to 12 digits, by item id)."""
         if limit == 0 or not contributors:
             return [()] * len(top)
-        contributors = sorted(contributors, key=lambda c: c[0])
+        contributors = sorted(contributors, key=lambda c: item_key(c[0]))
         position = np.full(len(self._ids), -1)
         position[top] = np.arange(len(top))
         added = np.zeros((len(top), len(contributors)))

@@ -26,6 +26,8 @@ callers rebind them.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -270,11 +272,12 @@ def history_room(item, s, t, g, top, need):
 def learn_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garbage,
                  cols, vals, start, cap, size, top, garbage, norm, popularity, mass, churn, key,
                  touched, pruned, changed, ev_user, ev_item, ev_weight, ev_ts, ev_g,
-                 history_cap, row_cap, alpha):
+                 history_cap, row_cap, alpha, pairs):
     """Learn the events in order: each updates its user's history (``changed[u]`` set) and
     applies the deltas it makes — the event's own, then one per item evicted over
-    ``history_cap`` (the oldest, ties: smaller item key) — to the item statistics.
-    Returns the history and row arenas (new arrays when they had to grow)."""
+    ``history_cap`` (the oldest, ties: smaller item key) — to the item statistics; counts
+    the co-occurrence pairs updated in ``pairs[0]``. Returns the history and row arenas (new
+    arrays when they had to grow)."""
     others = np.empty(history_cap + 1, np.int32)
     incs = np.empty(history_cap + 1)
     for e in range(len(ev_user)):
@@ -328,6 +331,7 @@ def learn_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garbage
                     k += 1
             d_norm = a1 * a1 * g1 - a0 * a0 * g0
             d_pop = a1 * g1 - a0 * g0
+            pairs[0] += k
             if k > 0 or d_norm != 0.0 or d_pop != 0.0:
                 cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm,
                                          popularity, mass, churn, key, touched, pruned, item,
@@ -351,6 +355,7 @@ def learn_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garbage
                     others[k] = h_item[q]
                     incs[k] = -a * h_s[q] * max(ge, h_g[q])
                     k += 1
+            pairs[0] += k
             cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm,
                                      popularity, mass, churn, key, touched, pruned, gone,
                                      others, incs, k, -a * a * ge, -a * ge, -a, row_cap, alpha)
@@ -373,3 +378,222 @@ def compact_histories(item, s, t, g, start, cap, size, new_item, new_s, new_t, n
     return top
 
 
+
+
+# --- scoring ------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def round12(x):
+    """``x`` rounded to 12 significant digits of its binary mantissa, as
+    `models.cooccurrence.round12` (numpy's ``round``: multiply, ``rint``, divide)."""
+    m, e = math.frexp(x)
+    return math.ldexp(np.rint(m * 1e12) / 1e12, e)
+
+
+@njit(cache=True)
+def _top(values, keys, idx, n):
+    """The first ``n`` of ``idx`` by ``values`` descending, ties by ``keys`` ascending."""
+    if len(idx) > n:  # only those at or above the n-th value (ties included) are sorted
+        v = values[idx]
+        nth = -np.partition(-v, n - 1)[n - 1]
+        idx = idx[v >= nth]
+    by_key = idx[np.argsort(keys[idx], kind="mergesort")]
+    return by_key[np.argsort(-values[by_key], kind="mergesort")][:n]
+
+
+@njit(cache=True)
+def score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, mine_n,
+                nb_start, nb_len, nb_ids, nb_sims, lk_start, lk_len, lk_users, ui_start,
+                ui_count, ui_items, ui_len,
+                item_key, user_key, n, recency_half_life, explain_items, similar_users,
+                user_blend, out_items, out_score, out_item_part, out_user_part, out_users,
+                out_count, out_because):
+    """Score every request (a user's liked items newest first, with their affinity, and the
+    items to exclude) as `models.cooccurrence.ItemCooccurrence.score` describes: the top ``n``
+    items with their scores, parts and source, and the ``explain_items`` recent items that
+    added most to each (ties: smaller item key). Item ``j``'s neighbour list is
+    ``nb_ids``/``nb_sims`` from ``nb_start[j]``, ``nb_len[j]`` long; the similar-user index
+    alike (``lk_*``: an item's latest likers; ``ui_*``: a user's items, ``ui_len`` how many
+    items the user has, interned or not). Writes the outputs row by row."""
+    m = len(nb_start)
+    scores = np.zeros(m)
+    from_users = np.zeros(m)
+    seen = np.zeros(m, np.bool_)
+    excluded = np.zeros(m, np.bool_)
+    position = np.full(m, -1, np.int64)
+    touched = np.empty(m, np.int64)
+    n_users = len(ui_len)
+    overlap = np.zeros(n_users, np.int64)
+    overlapping = np.empty(n_users, np.int64)
+    sims = np.zeros(n_users)
+    values = np.empty(m)
+    for q in range(len(rec_ptr) - 1):
+        a, b = rec_ptr[q], rec_ptr[q + 1]
+        t = 0
+        contributors = np.empty(b - a, np.int64)
+        weights = np.empty(b - a)
+        c = 0
+        for r in range(a, b):
+            j = rec_items[r]
+            if j < 0:
+                continue
+            w = rec_affinity[r] * 0.5 ** ((r - a) / recency_half_life)
+            lo, hi = nb_start[j], nb_start[j] + nb_len[j]
+            if hi == lo:
+                continue
+            for e in range(lo, hi):
+                k = nb_ids[e]
+                if not seen[k]:
+                    seen[k] = True
+                    touched[t] = k
+                    t += 1
+                scores[k] += w * nb_sims[e]
+            contributors[c] = j
+            weights[c] = w
+            c += 1
+        for e in range(exc_ptr[q], exc_ptr[q + 1]):
+            k = exc_items[e]
+            if k >= 0:
+                excluded[k] = True
+                scores[k] = 0.0
+        blended = False
+        if similar_users > 0:
+            u_count = 0
+            for r in range(a, a + mine_n[q]):
+                j = rec_items[r]
+                if j < 0:
+                    continue
+                for e in range(lk_start[j], lk_start[j] + lk_len[j]):
+                    v = lk_users[e]
+                    if v != own_user[q]:
+                        if overlap[v] == 0:
+                            overlapping[u_count] = v
+                            u_count += 1
+                        overlap[v] += 1
+            if u_count > 0:
+                users = overlapping[:u_count].copy()
+                for v in users:
+                    sims[v] = overlap[v] / np.sqrt(mine_n[q] * ui_len[v])
+                    overlap[v] = 0
+                chosen = _top(sims, user_key, users, similar_users)
+                for v in chosen:
+                    for e in range(ui_start[v], ui_start[v] + ui_count[v]):
+                        k = ui_items[e]
+                        if k >= 0 and not excluded[k]:
+                            if not seen[k]:
+                                seen[k] = True
+                                touched[t] = k
+                                t += 1
+                            from_users[k] += sims[v]
+                for v in users:
+                    sims[v] = 0.0
+            top_items, top_users = 0.0, 0.0
+            for x in range(t):
+                k = touched[x]
+                top_items = max(top_items, scores[k])
+                top_users = max(top_users, from_users[k])
+            if top_users > 0.0:
+                blended = True
+                for x in range(t):
+                    k = touched[x]
+                    part = scores[k] / top_items if top_items > 0.0 else scores[k]
+                    from_users[k] = user_blend * from_users[k] / top_users
+                    scores[k] = part  # the item part; the total is part + from_users
+        candidates = np.empty(t, np.int64)
+        n_cand = 0
+        for x in range(t):
+            k = touched[x]
+            total = scores[k] + from_users[k] if blended else scores[k]
+            if total > 0.0:
+                candidates[n_cand] = k
+                values[k] = round12(total)
+                n_cand += 1
+        top = _top(values, item_key, candidates[:n_cand], n)
+        out_count[q] = len(top)
+        for p in range(len(top)):
+            k = top[p]
+            total = scores[k] + from_users[k] if blended else scores[k]
+            out_items[q, p] = k
+            out_score[q, p] = total
+            out_item_part[q, p] = scores[k]
+            out_user_part[q, p] = from_users[k]
+            out_users[q, p] = blended and from_users[k] * 2 > total
+            position[k] = p
+        if explain_items > 0 and c > 0 and len(top) > 0:
+            # the contributors in item-key order: among equal rounded additions, the first wins
+            cs = np.arange(c)[np.argsort(item_key[contributors[:c]], kind="mergesort")]
+            best = np.full((len(top), explain_items), -1, np.int64)
+            best_value = np.zeros((len(top), explain_items))
+            for ci in cs:
+                j, w = contributors[ci], weights[ci]
+                for e in range(nb_start[j], nb_start[j] + nb_len[j]):
+                    p = position[nb_ids[e]]
+                    if p < 0:
+                        continue
+                    added = w * nb_sims[e]
+                    if added <= 0.0:
+                        continue
+                    value = round12(added)
+                    for slot in range(explain_items):  # insert, keeping strict order
+                        if best[p, slot] < 0 or value > best_value[p, slot]:
+                            for z in range(explain_items - 1, slot, -1):
+                                best[p, z] = best[p, z - 1]
+                                best_value[p, z] = best_value[p, z - 1]
+                            best[p, slot] = j
+                            best_value[p, slot] = value
+                            break
+            out_because[q, :len(top), :] = best
+        for p in range(len(top)):
+            position[top[p]] = -1
+        for x in range(t):
+            k = touched[x]
+            scores[k] = 0.0
+            from_users[k] = 0.0
+            seen[k] = False
+        for e in range(exc_ptr[q], exc_ptr[q + 1]):
+            k = exc_items[e]
+            if k >= 0:
+                excluded[k] = False
+
+
+@njit(cache=True)
+def recent_items(h_item, h_s, h_t, h_start, h_size, users, item_key, limit, exclude_seen):
+    """Per user, the liked items newest first (ties: smaller item key; at most ``limit``)
+    with their affinity, and the items to exclude (all of the history, or none): CSR arrays
+    for `score_users`."""
+    total_rec, total_exc = 0, 0
+    for u in users:
+        total_rec += min(limit, h_size[u])
+        if exclude_seen:
+            total_exc += h_size[u]
+    rec_ptr = np.zeros(len(users) + 1, np.int64)
+    rec_items = np.empty(total_rec, np.int64)
+    rec_affinity = np.empty(total_rec)
+    exc_ptr = np.zeros(len(users) + 1, np.int64)
+    exc_items = np.empty(total_exc, np.int64)
+    r, x = 0, 0
+    for q in range(len(users)):
+        u = users[q]
+        a, n = h_start[u], h_size[u]
+        liked = np.empty(n, np.int64)
+        c = 0
+        for p in range(a, a + n):
+            if h_s[p] > 0.0:
+                liked[c] = p
+                c += 1
+            if exclude_seen:
+                exc_items[x] = h_item[p]
+                x += 1
+        liked = liked[:c]
+        keys = np.empty(c, np.int64)
+        for e in range(c):
+            keys[e] = item_key[h_item[liked[e]]]
+        order = liked[np.argsort(keys, kind="mergesort")]
+        order = order[np.argsort(-h_t[order], kind="mergesort")][:limit]
+        for p in order:
+            rec_items[r] = h_item[p]
+            rec_affinity[r] = h_s[p]
+            r += 1
+        rec_ptr[q + 1] = r
+        exc_ptr[q + 1] = x
+    return rec_ptr, rec_items[:r], rec_affinity[:r], exc_ptr, exc_items[:x]

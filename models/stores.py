@@ -164,3 +164,56 @@ class HistoryStore:
 
     def bytes_used(self) -> int:
         return int(self.cap.sum()) * (4 + 3 * 8) + len(self.start) * 3 * 8
+
+
+class RowTable:
+    """Short rows of (id, value) in two arena arrays — the cached neighbour lists, an item's
+    latest likers, a user's liked items — for the scoring kernel: row ``i`` is ``length[i]``
+    entries from ``start[i]``. A new row is appended and the old one left as garbage,
+    compacted away when it outweighs the live rows: only the rows that changed are written."""
+
+    def __init__(self) -> None:
+        self.ids = np.zeros(1 << 14, dtype=np.int64)
+        self.sims = np.zeros(1 << 14)
+        self.start = np.zeros(64, dtype=np.int64)
+        self.length = np.zeros(64, dtype=np.int64)
+        self.top = 0
+
+    def put(self, i: int, ids: np.ndarray, sims: np.ndarray | None = None) -> None:
+        """Row ``i`` is now ``ids`` (with ``sims``, or zeros)."""
+        if i >= len(self.start):
+            grow = max(i + 1, 2 * len(self.start)) - len(self.start)
+            self.start = np.concatenate([self.start, np.zeros(grow, dtype=np.int64)])
+            self.length = np.concatenate([self.length, np.zeros(grow, dtype=np.int64)])
+        self.length[i] = 0
+        n = len(ids)
+        if self.top + n > len(self.ids):
+            live = int(self.length.sum())
+            if self.top > 2 * live:
+                self._compact(live + n)
+            if self.top + n > len(self.ids):
+                size = max(2 * len(self.ids), self.top + n)
+                self.ids = np.concatenate([self.ids, np.zeros(size - len(self.ids), np.int64)])
+                self.sims = np.concatenate([self.sims, np.zeros(size - len(self.sims))])
+        self.ids[self.top:self.top + n] = ids
+        self.sims[self.top:self.top + n] = 0.0 if sims is None else sims
+        self.start[i], self.length[i] = self.top, n
+        self.top += n
+
+    def _compact(self, room: int) -> None:
+        keep = np.flatnonzero(self.length)
+        size = max(1 << 14, 2 * room)
+        ids, sims = np.zeros(size, dtype=np.int64), np.zeros(size)
+        top = 0
+        for i in keep.tolist():
+            a, n = int(self.start[i]), int(self.length[i])
+            ids[top:top + n], sims[top:top + n] = self.ids[a:a + n], self.sims[a:a + n]
+            self.start[i] = top
+            top += n
+        self.ids, self.sims, self.top = ids, sims, top
+
+    def ensure_items(self, n: int) -> None:
+        if n > len(self.start):
+            grow = max(n, 2 * len(self.start)) - len(self.start)
+            self.start = np.concatenate([self.start, np.zeros(grow, dtype=np.int64)])
+            self.length = np.concatenate([self.length, np.zeros(grow, dtype=np.int64)])

@@ -175,8 +175,8 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_carries_on(
                 for e in UserState.from_json(r.get(keys.history(f"u{n}"))).seen]
         assert sorted(seen) == sorted(e["event_id"] for _, e in valid)
 
-        more = [("play", {"user_id": "late", "item_id": f"i{n}", "ts": 2e9, "event_id": f"late{n}"})
-                for n in range(10)]
+        more = [("play", {"user_id": "late", "item_id": f"i{n}", "ts": 1.7e9,
+                          "event_id": f"late{n}"}) for n in range(10)]
         asyncio.run(send_raw(settings, as_messages(settings, more)))
         wait_processed(settings, len(mixed) + 10, [w])
         assert w.alive()
