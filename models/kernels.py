@@ -6,9 +6,9 @@ call each other must live in one file.
 
 Item rows (`models.stores.RowStore`): row ``i`` of ``C`` is a slab of ``cap[i]`` slots at
 ``start[i]`` in two arena arrays, ``cols`` (int32, -1 when empty) and ``vals`` (float64): 12
-bytes a slot, filled to at most 90% (linear probing, slabs of a power of two), where a Python
-dict entry cost ~88 bytes. A row that fills its slab moves to one twice the size at the arena's
-end; the old slab is garbage until the store compacts.
+bytes a slot, filled to at most 90% (linear probing), where a Python dict entry cost ~88 bytes.
+A row that fills its slab moves to one half as large again at the arena's end (so rows are
+60–90% full: about 16 bytes an entry); the old slab is garbage until the store compacts.
 
 User histories (`models.stores.HistoryStore`): user ``u``'s items are the first ``size[u]`` of a
 slab of ``cap[u]`` slots at ``start[u]`` in four arena arrays: interned item, feedback sum, last
@@ -38,24 +38,36 @@ MAX_LOAD = 0.9
 CANCELLED = 1e-12  # see models.cooccurrence._cancel
 
 @njit(cache=True, inline="always")
+def _home(j, cap):
+    """The first slot to probe for ``j`` in a slab of ``cap`` slots: a multiplicative hash
+    mapped onto the slab by multiplication (no division: slabs are any size)."""
+    return (((j * 2654435761) & 0xFFFFFFFF) * cap) >> 32
+
+
+@njit(cache=True, inline="always")
 def _find(cols, start, cap, j):
     """The slot of ``j`` in the slab, or the empty slot where it would go."""
-    mask = cap - 1  # slabs are powers of two
-    h = ((j * 2654435761) >> 7) & mask
+    h = _home(j, cap)
     while True:
         k = cols[start + h]
         if k == j or k == EMPTY:
             return start + h
-        h = (h + 1) & mask
+        h += 1
+        if h == cap:
+            h = 0
 
 
 @njit(cache=True)
 def slab_for(n):
-    """Slots of a slab for ``n`` entries."""
-    cap = MIN_SLAB
-    while n > cap * MAX_LOAD:
-        cap *= 2
-    return cap
+    """Slots of a snug slab for ``n`` entries (at most `MAX_LOAD` full)."""
+    return max(MIN_SLAB, int(np.ceil(n / MAX_LOAD)))
+
+
+@njit(cache=True)
+def _grown(cap):
+    """The next slab size of a row that filled ``cap`` slots: half as large again, so that a
+    growing row is 60–90% full (about 16 bytes an entry)."""
+    return cap + max(MIN_SLAB, cap // 2)
 
 
 @njit(cache=True)
@@ -144,7 +156,7 @@ def cancel(total, change):
 @njit(cache=True)
 def _add_pairs(cols, vals, start, cap, size, top, garbage, churn, touched, i, others, incs, n):
     """``C[i][j] += inc`` and ``C[j][i] += inc`` for each pair: the hot loop, written out (the
-    caller made room for every row to move to a slab twice the size)."""
+    caller made room for every row to move to a larger slab)."""
     for p in range(n):
         j = others[p]
         inc = incs[p]
@@ -153,17 +165,19 @@ def _add_pairs(cols, vals, start, cap, size, top, garbage, churn, touched, i, ot
                 r, c = i, j
             else:
                 r, c = j, i
-            base, mask = start[r], cap[r] - 1
-            h = ((c * 2654435761) >> 7) & mask
+            base, width = start[r], cap[r]
+            h = _home(c, width)
             k = cols[base + h]
             while k != c and k != EMPTY:
-                h = (h + 1) & mask
+                h += 1
+                if h == width:
+                    h = 0
                 k = cols[base + h]
             if k == EMPTY:
-                if size[r] + 1 > cap[r] * MAX_LOAD:  # move to a slab twice the size
-                    ids, counts = row_entries(cols, vals, start[r], cap[r], size[r])
+                if size[r] + 1 > width * MAX_LOAD:  # move to a larger slab
+                    ids, counts = row_entries(cols, vals, start[r], width, size[r])
                     _place(cols, vals, start, cap, size, top, garbage, r, ids, counts,
-                           size[r], cap[r] * 2)
+                           size[r], _grown(width))
                     base = start[r]
                     h = _find(cols, base, cap[r], c) - base
                 cols[base + h] = c
@@ -183,9 +197,9 @@ def apply_delta(cols, vals, start, cap, size, top, garbage, norm, popularity, ma
         keep = row_cap // 2
         # room for every touched row to move to a larger slab (row i perhaps several times)
         # and for each to be pruned
-        need = 2 * slab_for(size[i] + n) + (n + 1) * slab_for(keep)
+        need = 5 * slab_for(size[i] + n) + (n + 1) * slab_for(keep)
         for p in range(n):
-            need += 2 * cap[others[p]]
+            need += _grown(cap[others[p]])
         if top[0] + need > len(cols):
             cols, vals = room(cols, vals, top, need)
         _add_pairs(cols, vals, start, cap, size, top, garbage, churn, touched, i, others,
