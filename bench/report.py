@@ -343,15 +343,15 @@ def sentiment_summary(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def sentiment_rows(s: dict[str, Any]) -> list[Row]:
-    names = {"river": "tastemaker (TF-IDF -> river LogisticRegression)", "vader": "VADER",
-             "majority": "majority so far"}
+    names = {"tastemaker": "tastemaker (NB lexicon prior + NB-LR stack, hashed)",
+             "vader": "VADER", "majority": "majority so far"}
     rows = [(f"review sentiment, {names.get(name, name)}",
              f"accuracy {r['accuracy']:.3f}, ROC AUC {r['roc_auc']:.3f}", "")
             for name, r in s["results"].items()]
-    river = s["results"]["river"]
-    rows.append(("review sentiment throughput, learn + predict",
-                 f"{river['reviews_per_s_wall']:,.0f} reviews/s",
-                 f">= 5,000/s: {_met(river['reviews_per_s_wall'] >= 5000)}"))
+    model = s["results"]["tastemaker"]
+    rows.append(("review sentiment throughput, learn + predict (CPU clock)",
+                 f"{model['reviews_per_s_cpu']:,.0f} reviews/s",
+                 f">= 5,000/s: {_met(model['reviews_per_s_cpu'] >= 5000)}"))
     return rows
 
 
