@@ -17,6 +17,9 @@ converted (other features); the worker migrates by replay: it logs a warning and
 partition from offset 0, which is the model a fresh deployment would learn from the same log (as
 far as Kafka's retention still holds it). Any other unreadable snapshot stops the worker with a
 `SnapshotFormatError` naming the key.
+
+Each review is also digested for its item's summary (`models.summary`), with the partition's model
+before it learns the review, so the digest is the same in every run.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from aiokafka import TopicPartition
 
 from models.sentiment import ReviewSentiment, SnapshotFormatError, label_from_rating
+from models.summary import ReviewDigest, author_tag, digest_review
 from streams.connections import kafka_consumer
 from streams.events import RejectedEvent, Review, decode_event
 from streams.keys import Keys
@@ -51,15 +55,18 @@ class ReviewSentiments:
     keys: Keys
     models: dict[int, PartitionModel] = field(default_factory=dict)
 
-    def score(self, partition: int, offset: int, review: Review) -> float:
-        """P(positive) of ``review`` before learning it; then learn it if it has a rating."""
+    def score(self, partition: int, offset: int, review: Review) -> tuple[float, ReviewDigest]:
+        """P(positive) of ``review`` and its summary digest, before learning it; then learn it
+        if it has a rating."""
         entry = self.models[partition]
         p = entry.model.predict_proba_one(review.text)
+        digest = digest_review(review.text, p, entry.model.predict_proba_one,
+                               author=author_tag(review.user_id))
         label = label_from_rating(review.rating)
         if label is not None:
             entry.model.learn_one(review.text, label)
         entry.next_offset = offset + 1
-        return p
+        return p, digest
 
     def skip(self, partition: int, offset: int) -> None:
         """A message of the partition that is not a valid review: the model moves past it."""
