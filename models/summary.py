@@ -7,7 +7,8 @@ and an item may get millions of them:
    opinionated sentence** on the review's own side (every sentence of the first ``MAX_SENTENCES``
    is scored by the sentiment model the caller passes in), its **candidate key phrases** (runs of
    one to three content words between stop words and punctuation, as RAKE cuts them; at most
-   ``MAX_REVIEW_PHRASES``), its content words, and a pseudonymous author tag (erasure).
+   ``MAX_REVIEW_PHRASES``) and content words from its first ``PHRASE_CHARS`` characters, and a
+   pseudonymous author tag (erasure).
 2. ``ItemSummary.add`` merges a digest: review count, sum of review P(positive), positives; the
    item's content-word and phrase tallies as space-saving counters (``TERM_CAP``/``PHRASE_CAP``
    entries: a new entry replaces the smallest and inherits its count, so frequent words survive
@@ -45,10 +46,11 @@ Pure: no I/O, no clock. The state is a JSON-able dict (``to_state``/``from_state
 from __future__ import annotations
 
 import hashlib
+import heapq
 import html
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +58,8 @@ __all__ = ["ItemSummary", "ReviewDigest", "author_tag", "digest_review", "split_
 
 STATE_FORMAT = "tastemaker.ItemSummary/1"
 MAX_CHARS = 5_000  # of a review read for its sentences (the sentiment model reads as many)
-MAX_SENTENCES = 8  # scored per review: bounded cost per review
+MAX_SENTENCES = 6  # scored per review: bounded cost per review
+PHRASE_CHARS = 1_500  # of a review read for key phrases and words
 MIN_SENTENCE_CHARS, MAX_SENTENCE_CHARS = 20, 240
 MAX_REVIEW_PHRASES = 12
 MAX_REVIEW_TERMS = 40
@@ -130,8 +133,12 @@ def split_sentences(text: str) -> list[str]:
     >>> split_sentences("Great film!<br /><br />The cast shines. Go see it")
     ['Great film!', 'The cast shines.', 'Go see it']
     """
+    return _sentences(_plain(text))
+
+
+def _sentences(plain: str) -> list[str]:
     out = []
-    for part in _SENTENCE_END.split(_plain(text)):
+    for part in _SENTENCE_END.split(plain):
         sentence = " ".join(part.split())
         if sentence:
             out.append(sentence)
@@ -143,8 +150,11 @@ def _words(sentence: str) -> list[str]:
 
 
 def _content(words: Iterable[str]) -> list[str]:
-    return [w for w in words if w[0].isalnum() and w not in STOP_WORDS and not w.isdigit()
-            and len(w) > 2]
+    return list(filter(_is_content, words))
+
+
+def _is_content(word: str) -> bool:
+    return len(word) > 2 and word not in STOP_WORDS and word[0].isalnum() and not word.isdigit()
 
 
 def _phrases(words: list[str]) -> list[str]:
@@ -156,16 +166,17 @@ def _phrases(words: list[str]) -> list[str]:
     """
     out: list[str] = []
     run: list[str] = []
-    for w in [*words, "."]:
-        if w[0].isalnum() and w not in STOP_WORDS and not w.isdigit() and len(w) > 2:
+    for w, content in zip([*words, "."], [*map(_is_content, words), False], strict=True):
+        if content:
             run.append(w)
             continue
-        if 1 <= len(run) <= 3:
-            out.append(" ".join(run))
-        if len(run) > 1:
-            out += [f"{a} {b}" for a, b in zip(run, run[1:], strict=False)
-                    if len(run) > 2 or f"{a} {b}" != out[-1]]
-        run = []
+        if run:
+            if len(run) <= 3:
+                out.append(" ".join(run))
+            if len(run) > 1:
+                out += [f"{a} {b}" for a, b in zip(run, run[1:], strict=False)
+                        if len(run) > 2 or f"{a} {b}" != out[-1]]
+            run = []
     return out
 
 
@@ -177,17 +188,19 @@ def digest_review(text: str, p: float, score: Callable[[str], float], *, author:
     digest with fewer (or no) sentences and phrases.
     """
     positive = p >= 0.5
-    sentences = [s for s in split_sentences(text)[:MAX_SENTENCES]
+    plain = _plain(text)
+    sentences = [s for s in _sentences(plain)[:MAX_SENTENCES]
                  if MIN_SENTENCE_CHARS <= len(s) <= MAX_SENTENCE_CHARS]
     best, best_p, best_strength = "", 0.5, -1.0
+    whole = len(sentences) == 1 and len(sentences[0]) >= len(plain.strip()) - 2
     for sentence in sentences:
-        sp = float(score(sentence))
+        sp = float(p if whole else score(sentence))  # a one-sentence review: its own score
         if (sp >= 0.5) != positive:
             continue  # the summary shows a review's side by a sentence on that side
         strength = abs(sp - 0.5)
         if strength > best_strength:
             best, best_p, best_strength = sentence, sp, strength
-    words = _words(_plain(text))
+    words = _words(plain[:PHRASE_CHARS])
     phrases = list(dict.fromkeys(_phrases(words)))[:MAX_REVIEW_PHRASES]
     review_terms = list(dict.fromkeys(_content(words)))[:MAX_REVIEW_TERMS]
     terms = tuple(dict.fromkeys(_content(_words(best)))) if best else ()
@@ -201,27 +214,35 @@ def _phrase_rank(item: tuple[str, list[int]]) -> tuple[float, str]:
     return (-(n - error) * (1.0 + 0.5 * min(2, phrase.count(" "))), phrase)
 
 
-def _space_saving_add(counts: dict[str, list[int]], key: str, cap: int) -> None:
-    """Metwally et al.'s space-saving: at most ``cap`` keys, each ``[count, error]``; a new key
-    past the cap replaces the smallest (ties: the smallest key, so the result does not depend on
-    dict order) and inherits its count as ``error``: ``count - error`` is a guaranteed lower
-    bound of the true count, ``count`` an upper bound.
+def _space_saving_add(counts: dict[str, list[int]], keys: Sequence[str], cap: int) -> None:
+    """Metwally et al.'s space-saving, one review's distinct ``keys`` at a time: at most ``cap``
+    entries ``[count, error]``; new keys past the cap replace the smallest entries not in this
+    review (ties: the smallest key, so the result does not depend on dict order), inheriting
+    their count as ``error``: ``count - error`` is a guaranteed lower bound of the true count,
+    ``count`` an upper bound. One ``nsmallest`` per review, not one scan per new key.
 
     >>> tally = {}
-    >>> for word in ["a", "b", "a", "c"]:
-    ...     _space_saving_add(tally, word, 2)
+    >>> for review in (["a", "b"], ["a"], ["c"]):
+    ...     _space_saving_add(tally, review, 2)
     >>> tally
     {'a': [2, 0], 'c': [2, 1]}
     """
-    entry = counts.get(key)
-    if entry is not None:
-        entry[0] += 1
-    elif len(counts) < cap:
-        counts[key] = [1, 0]
-    else:
-        smallest = min(counts.items(), key=lambda kv: (kv[1][0], kv[0]))
-        del counts[smallest[0]]
-        counts[key] = [smallest[1][0] + 1, smallest[1][0]]
+    new = []
+    for key in keys:
+        entry = counts.get(key)
+        if entry is not None:
+            entry[0] += 1
+        elif len(counts) < cap:
+            counts[key] = [1, 0]
+        else:
+            new.append(key)
+    if not new:
+        return
+    ours = set(keys)
+    victims = heapq.nsmallest(len(new), ((c[0], k) for k, c in counts.items() if k not in ours))
+    for key, (count, victim) in zip(new, victims, strict=False):
+        del counts[victim]
+        counts[key] = [count + 1, count]
 
 
 _ZERO = (0, 0)
@@ -245,10 +266,8 @@ class ItemSummary:
         self.count += 1
         self.p_sum += digest.p
         self.positives += digest.p >= 0.5
-        for term in digest.review_terms:
-            _space_saving_add(self.terms, term, TERM_CAP)
-        for phrase in digest.phrases:
-            _space_saving_add(self.phrases, phrase, PHRASE_CAP)
+        _space_saving_add(self.terms, digest.review_terms, TERM_CAP)
+        _space_saving_add(self.phrases, digest.phrases, PHRASE_CAP)
         if not digest.sentence:
             return
         side = "+" if digest.p >= 0.5 else "-"

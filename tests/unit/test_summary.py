@@ -129,3 +129,26 @@ def test_sentences_are_split_after_punctuation_and_at_paragraphs() -> None:
     assert split_sentences("One. Two!  Three?<br /><br />Four\x00five") == [
         "One.", "Two!", "Three?", "Four five"]
     assert split_sentences("") == []
+
+
+def test_recs_table_shows_what_reviewers_say() -> None:
+    from rich.console import Console
+
+    from streams.recs import Recommendation, ReviewSummary, _summary, recommendations_table
+
+    summary = ItemSummary()
+    rng = random.Random(5)
+    for n in range(12):
+        summary.add(digest_review(review(n % 4 > 0, rng), 0.8 if n % 4 else 0.2, keyword_score,
+                                  author=str(n)))
+    stored = json.dumps({**summary.render(), "state": summary.to_state()}).encode()
+    shown = _summary(stored)
+    assert isinstance(shown, ReviewSummary) and shown.count == 12 and shown.disagree
+    assert _summary(b"not json") is None and _summary(None) is None
+    recs = [Recommendation("1", 0.9, "Alien", (), "trending", summary=shown),
+            Recommendation("2", 0.8, "Aliens", (), "trending")]
+    console = Console(width=200, record=True)
+    console.print(recommendations_table("ann", recs))
+    text = console.export_text()
+    assert "what reviewers say" in text and "(12 reviews)" in text
+    assert shown.sentences[0][1][:20] in text
