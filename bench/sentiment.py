@@ -22,7 +22,8 @@ ones (the other IMDB reviews) apart; in a seeded order, the last 2,000 short / 3
 a fixed held-out set; each model learns the first N of the rest online and scores the held-out set
 at N = 250, 500, 1k, 2k, 5k, 10k (where there are that many). Rows: tastemaker, TF-IDF + logistic
 regression (the model before issue 14, `bench.sentiment_baselines.TfidfLogReg`), river's
-MultinomialNB on a bag of words, VADER (no learning). It also times tastemaker's learn + predict on
+MultinomialNB on a bag of words, VADER (no learning); with ``--variants``, also tastemaker with
+other settings (`CURVE_VARIANTS`). It also times tastemaker's learn + predict on
 all 33,530 texts (CPU clock), measures its snapshot, and checks that two processes learning the
 same texts write the same snapshot bytes. Writes ``sentiment_curve.json`` and
 ``sentiment_curve.png`` to ``--out`` (docs/results for the committed figures).
@@ -350,6 +351,14 @@ CURVE_ROWS: dict[str, Callable[[], OnlineScorer]] = {
     "tfidf_logreg": TfidfLogReg,
     "river_mnb": river_multinomial_nb,
 }
+# --curve --variants: the choices behind the defaults, same split
+CURVE_VARIANTS: dict[str, Callable[[], OnlineScorer]] = {
+    "tastemaker, no lexicon prior": _build(ReviewSentiment, prior=0.0),
+    "tastemaker, lexicon weight 3": _build(ReviewSentiment, prior=3.0),
+    "tastemaker, lexicon weight 20": _build(ReviewSentiment, prior=20.0),
+    "tastemaker, LR step 4": _build(ReviewSentiment, lr=4.0),
+    "tastemaker, 131,072 buckets": _build(ReviewSentiment, n_buckets=1 << 17),
+}
 CURVE_LABELS = {
     "tastemaker": "tastemaker (NB lexicon prior + NB-LR stack, hashed)",
     "tfidf_logreg": "TF-IDF + logistic regression (before issue 14)",
@@ -427,7 +436,8 @@ def curve_main(stream: list[LabelledReview], args: argparse.Namespace, command: 
         curves: dict = {"n_train_available": len(train), "n_test": len(test),
                         "test_positives": sum(r.positive for r in test),
                         "skipped_sizes": [n for n in CURVE_N if n > len(train)]}
-        for name, build in CURVE_ROWS.items():
+        rows = {**CURVE_ROWS, **(CURVE_VARIANTS if args.variants else {})}
+        for name, build in rows.items():
             curves[name] = learning_curve(build, train, test, sizes)
             print(part, name, " ".join(f"{p['n']}:{p['accuracy']:.3f}/{p['roc_auc']:.3f}"
                                        for p in curves[name]), flush=True)
