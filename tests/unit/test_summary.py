@@ -53,6 +53,19 @@ def test_hostile_texts_never_raise() -> None:
     json.dumps(summary.to_state())
 
 
+def test_hostile_texts_with_the_real_sentiment_model() -> None:
+    from models.sentiment import ReviewSentiment
+
+    model = ReviewSentiment()
+    model.learn_one("a wonderful, moving film", True)
+    summary = ItemSummary()
+    for name, text in sorted(HOSTILE.items()):
+        p = model.predict_proba_one(text)
+        summary.add(digest_review(text, p, model.predict_proba_one, author=author_tag(name)))
+        model.learn_one(text, p < 0.5)
+    assert summary.render()["count"] == len(HOSTILE)
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.text(max_size=2_000), st.floats(0.0, 1.0))
 def test_any_text_gives_a_digest(text: str, p: float) -> None:
