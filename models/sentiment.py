@@ -1,46 +1,27 @@
 """Online review sentiment: P(positive | review text), learned one labelled review at a time.
 
-The pipeline is clean → tokenise → TF-IDF → logistic regression:
+Built for the case a new deployment meets: short reviews and a few hundred labels (issue 14).
+The score is an online stack of two views of the same hashed words:
 
-- ``clean_text`` caps the text at ``max_chars`` (bounded cost per review), strips HTML tags
-  (IMDB texts carry ``<br /><br />``), unescapes entities and lowercases;
-- ``tokenize`` keeps word tokens (any script, apostrophes inside words), ``!``/``?`` and emoji;
-  ``ngrams=2`` adds bigrams (``"not good"``), measured below: +0.012 AUC for ~3x the time and ~18x
-  the state, so unigrams are the default;
-- TF-IDF uses river's ``feature_extraction.TFIDF`` formula (idf = ln((1+n)/(1+df)) + 1, L2-normed)
-  but tokenises once per review, where river's TFIDF re-tokenises on every ``learn_one`` and
-  ``transform_one`` call;
-- the classifier is river's ``linear_model.LogisticRegression`` with plain SGD.
+- **naive Bayes with a lexicon prior**: binary word presence, per-class counts in a fixed number of
+  hashed buckets, log-count ratios ``r = log(p_i/|p|) − log(q_i/|q|)`` (Wang & Manning 2012). The
+  counts start from VADER's lexicon (7,500 rated words shipped in the ``vaderSentiment`` wheel, read
+  from the installed package: nothing is downloaded), ``prior`` pseudo-reviews' worth, the two
+  sides given equal mass; the data's counts outgrow it;
+- **logistic regression on NB-scaled features** (NBSVM's features ``r ∘ x``, L2-normalised), plain
+  SGD;
+- a 3-weight logistic **stacker** learns, prequentially, how much to trust each (NB early, both
+  later), so no hand-set hand-over point.
 
-In ``learn_one`` the classifier learns the vector computed *before* the review's terms enter the
-document frequencies — the very vector ``predict_proba_one`` scored — so a prequential
-predict-then-learn costs one tokenisation and one TF-IDF transform. (River's pipeline counts the
-document first, then transforms again; the bench runs that pipeline too: 0.0002 AUC apart, half
-the speed.)
+Tokens are words of any script, ``!``/``?`` and emoji; a negator (``not``, ``never``, ``…n't``)
+marks the words after it up to the next punctuation (``not good`` ≠ ``good``). Buckets are
+``zlib.crc32`` of the UTF-8 token (stable across processes and platforms; Python's ``hash`` is
+salted) modulo ``n_buckets``. State is three fixed arrays — counts as ``uint16`` half-counts
+(halved when one saturates), weights ``float32`` — so a snapshot is bounded (< 2 MB at the default
+240,000 buckets) and written as ``.npz`` without pickle. Sums use ``math.fsum``: a score does not
+depend on memory alignment, so every process computes the same bits.
 
-Variants compared, prequential on all 33,530 IMDB + Rotten Tomatoes texts, seeded shuffle (seed 7),
-figures after the first 1,000 texts (``python -m bench.sentiment --variants``). Throughput is
-learn+predict, one pass, CPU clock, on a shared 2-core box whose neighbours halve it at times
-(the chosen model's first pass in the same run: 5,630/s), so compare the rows, not the numbers:
-
-    variant                                   acc     AUC   reviews/s   terms after 33.5k
-    tfidf 1g + logreg lr=2 (chosen)         0.847   0.925       3,453   87,077 (4 MB JSON)
-    tfidf 1g + logreg lr=5                  0.838   0.916       3,454   87,077
-    tfidf 1-2g + logreg lr=5                0.860   0.937       1,046   1,552,268 (88 MB JSON)
-    binary 1-2g + logreg lr=3               0.841   0.922       1,788   1,552,268
-    river TFIDF | LogReg pipeline, 1g lr=2  0.847   0.924       1,621   same math, re-tokenises
-    river binary BoW 1-2g | MultinomialNB   0.846   0.919         401
-    VADER compound >= 0.05 (no learning)    0.684   0.758         424
-
-Bigrams buy +0.012 AUC for ~3x the time and ~18x the state. Learning rates were tuned: 1g
-lr 1 / 2 / 3 / 5 → AUC 0.922 / 0.925 / 0.923 / 0.916; 1-2g lr 2 / 5 / 10 → 0.931 / 0.937 / 0.932
-(the last with an earlier tokeniser). river's ComplementNB was not run in full: its
-``predict_proba_one`` walks the whole vocabulary.
-
-The vocabulary is not bounded: every term seen keeps a document frequency and a weight (see
-``n_terms``; ~87k unigrams after 33.5k reviews). Hashing into fixed buckets would bound it, but
-river's Rust ``feature_hash`` alone costs about as much as the TF-IDF step, and Python's ``hash``
-of a str is salted per process, so it cannot key a snapshot.
+Chosen by the learning curves of ``python -m bench.sentiment --curve`` (docs/results).
 
 >>> model = ReviewSentiment()
 >>> model.predict_proba_one("a wonderful film")
@@ -56,40 +37,69 @@ True
 
 from __future__ import annotations
 
-import collections
+import functools
 import html
+import importlib.resources
+import io
+import json
 import logging
 import math
 import re
-from itertools import pairwise, repeat
-from operator import mul, sub
-from typing import Any, Literal
+import zlib
+from typing import Any
 
-from river import linear_model, optim, utils
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ReviewSentiment",
+    "SnapshotFormatError",
     "clean_text",
     "label_from_rating",
     "sentiment_to_feedback",
     "tokenize",
 ]
 
-Weighting = Literal["tfidf", "binary"]
-NGrams = Literal[1, 2]
-
-STATE_FORMAT = "tastemaker.ReviewSentiment/1"
+STATE_FORMAT = "tastemaker.ReviewSentiment/2"
 MAX_CHARS = 5_000
+N_BUCKETS = 240_000  # 240,000 x (4 + 2 + 2) bytes = 1.92 MB: the snapshot bound
+_COUNT_MAX = 65_535
+_NEGATED_SALT = 0x5BD1E995
 
 _TAG = re.compile(r"<[^>]*>")
 # Words in any script (apostrophes kept inside: "don't"), "!" and "?", and single emoji code points.
 _TOKEN = re.compile(r"\w[\w']*|[!?]|[\u2600-\u27bf\U0001f300-\U0001faff]")
+# The same, plus the punctuation that ends a negation's scope.
+_SCOPED = re.compile(r"\w[\w']*|[!?.,;:]|[\u2600-\u27bf\U0001f300-\U0001faff]")
+_NEGATORS = (
+    "not no never nothing nor neither cannot without hardly barely nobody none nowhere "
+    "don't doesn't didn't isn't aren't wasn't weren't can't couldn't won't wouldn't shouldn't "
+    "haven't hasn't hadn't ain't mustn't needn't dont doesnt didnt isnt arent wasnt werent cant "
+    "couldnt wont wouldnt shouldnt havent hasnt hadnt aint"
+).split()
+_DROPPED = (".", ",", ";", ":")
+_SCOPE_END = (*_DROPPED, "!", "?")
+
+
+def _special_tokens() -> tuple[np.ndarray, np.ndarray]:
+    """Sorted crc32s of the negators and scope ends, and each one's kind (1 negator, 2 "!"/"?",
+    3 dropped punctuation): one ``searchsorted`` classifies every token of a review."""
+    kinds = {**dict.fromkeys(_NEGATORS, 1), "!": 2, "?": 2, **dict.fromkeys(_DROPPED, 3)}
+    pairs = sorted((zlib.crc32(t.encode()), k) for t, k in kinds.items())
+    return (np.array([h for h, _ in pairs], dtype=np.int64),
+            np.array([k for _, k in pairs], dtype=np.int8))
+
+
+_SPECIAL_HASHES, _SPECIAL_KINDS = _special_tokens()
+
+
+class SnapshotFormatError(ValueError):
+    """A snapshot this version cannot read (another format, or not a snapshot at all)."""
 
 
 def clean_text(text: str, *, max_chars: int = MAX_CHARS) -> str:
-    """Cap the length, drop HTML tags, unescape entities, lowercase.
+    """Cap the length, drop HTML tags, unescape entities, lowercase; lone surrogates become '?'.
 
     >>> clean_text("Great!<br /><br />A &quot;must&quot; see &amp; <i>fun</i>")
     'great!  a "must" see &  fun '
@@ -101,10 +111,12 @@ def clean_text(text: str, *, max_chars: int = MAX_CHARS) -> str:
         text = _TAG.sub(" ", text)
     if "&" in text:
         text = html.unescape(text)
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
     return text.lower()
 
 
-def tokenize(text: str, *, ngrams: NGrams = 1) -> list[str]:
+def tokenize(text: str, *, ngrams: int = 1) -> list[str]:
     """Word tokens of cleaned text, then (``ngrams=2``) the bigrams joined by a space.
 
     >>> tokenize("not good !", ngrams=2)
@@ -115,7 +127,62 @@ def tokenize(text: str, *, ngrams: NGrams = 1) -> list[str]:
     tokens = _TOKEN.findall(text)
     if ngrams == 1:
         return tokens
-    return tokens + list(map(" ".join, pairwise(tokens)))
+    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)]
+
+
+def hashed_features(text: str, *, n_buckets: int = N_BUCKETS) -> np.ndarray:
+    """Sorted distinct bucket ids of cleaned ``text``: crc32 of each token, negated scope salted.
+
+    >>> len(hashed_features("a good, good film.")), hashed_features("").tolist()
+    (3, [])
+    >>> bool(set(hashed_features("not good").tolist()) & set(hashed_features("good").tolist()))
+    False
+    """
+    tokens = _SCOPED.findall(text)
+    if not tokens:
+        return np.zeros(0, dtype=np.int64)
+    n = len(tokens)
+    h = np.fromiter(map(zlib.crc32, map(str.encode, tokens)), dtype=np.int64, count=n)
+    slot = np.minimum(np.searchsorted(_SPECIAL_HASHES, h), len(_SPECIAL_HASHES) - 1)
+    kind = np.where(_SPECIAL_HASHES[slot] == h, _SPECIAL_KINDS[slot], 0)
+    negator = kind == 1
+    if negator.any():
+        position = np.arange(n)
+        last_negator = np.maximum.accumulate(np.where(negator, position, -1))
+        last_end = np.maximum.accumulate(np.where(kind >= 2, position, -1))
+        # a token is negated when a negator before it is later than the last scope end
+        negated = np.empty(n, dtype=bool)
+        negated[0] = False
+        negated[1:] = last_negator[:-1] > last_end[1:]
+        h = np.where(negated, h ^ _NEGATED_SALT, h)
+    return np.unique(h[kind != 3] % n_buckets)
+
+
+@functools.lru_cache(maxsize=4)
+def _lexicon_prior(n_buckets: int, weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """Half-counts (uint16) per bucket from VADER's lexicon: valence v in [-4, 4] adds
+    ``weight * |v| / 4`` pseudo-occurrences to its side, each side rescaled to the same mass."""
+    resource = importlib.resources.files("vaderSentiment") / "vader_lexicon.txt"
+    entries = []
+    for line in resource.read_text(encoding="utf-8").splitlines():
+        word, _, rest = line.partition("\t")
+        if not rest or _TOKEN.fullmatch(word) is None:
+            continue
+        valence = float(rest.split("\t", 1)[0])
+        if valence:
+            entries.append((zlib.crc32(word.encode()) % n_buckets, valence))
+    pos_mass = sum(v for _, v in entries if v > 0)
+    neg_mass = -sum(v for _, v in entries if v < 0)
+    half = (pos_mass + neg_mass) / 2.0
+    pos = np.zeros(n_buckets, dtype=np.float64)
+    neg = np.zeros(n_buckets, dtype=np.float64)
+    for bucket, v in entries:
+        if v > 0:
+            pos[bucket] += weight * v / 4.0 * half / pos_mass
+        else:
+            neg[bucket] += weight * -v / 4.0 * half / neg_mass
+    as_half_counts = functools.partial(np.round, decimals=0)
+    return (as_half_counts(2 * pos).astype(np.uint16), as_half_counts(2 * neg).astype(np.uint16))
 
 
 def label_from_rating(rating: float | None) -> bool | None:
@@ -148,129 +215,205 @@ def sentiment_to_feedback(p_positive: float) -> float:
     return 2.0 * min(1.0, max(0.0, p_positive)) - 1.0
 
 
-class ReviewSentiment:
-    """P(positive) of a review text, learned online: TF-IDF → river LogisticRegression (SGD).
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-min(50.0, max(-50.0, z))))
 
-    Keyword-only options exist so the bench can compare variants; the defaults are the measured
-    choice. Deterministic: no randomness, and river's ``VectorDict.dot`` sums in the input's
-    insertion order, which follows the text.
+
+class ReviewSentiment:
+    """P(positive) of a review text, learned online (see the module doc).
+
+    Parameters
+    ----------
+    lr
+        SGD step of the logistic regression on NB-scaled features.
+    stack_lr
+        SGD step of the 3-weight stacker (NB logit, LR logit, bias).
+    prior
+        Weight of VADER's lexicon as pseudo-counts; 0 learns from the data alone.
+    alpha
+        Laplace smoothing of the naive Bayes counts.
+    n_buckets
+        Hashed feature buckets: the state is ``8 * n_buckets`` bytes.
+    max_chars
+        Only the first ``max_chars`` characters are read (bounded cost per review).
     """
 
     def __init__(
         self,
         *,
-        lr: float = 2.0,
-        intercept_lr: float = 0.02,
-        weighting: Weighting = "tfidf",
-        ngrams: NGrams = 1,
+        lr: float = 8.0,
+        stack_lr: float = 0.02,
+        prior: float = 8.0,
+        alpha: float = 1.0,
+        n_buckets: int = N_BUCKETS,
         max_chars: int = MAX_CHARS,
     ) -> None:
-        if weighting not in ("tfidf", "binary"):
-            raise ValueError(f"weighting must be 'tfidf' or 'binary', got {weighting!r}")
-        if ngrams not in (1, 2):
-            raise ValueError(f"ngrams must be 1 or 2, got {ngrams!r}")
         if max_chars < 1:
             raise ValueError(f"max_chars must be >= 1, got {max_chars!r}")
+        if n_buckets < 16:
+            raise ValueError(f"n_buckets must be >= 16, got {n_buckets!r}")
+        if alpha <= 0 or prior < 0 or lr < 0 or stack_lr < 0:
+            raise ValueError("alpha must be > 0 and prior, lr, stack_lr >= 0")
         self.lr = float(lr)
-        self.intercept_lr = float(intercept_lr)
-        self.weighting: Weighting = weighting
-        self.ngrams: NGrams = ngrams
-        self.max_chars = max_chars
-        self._clf = linear_model.LogisticRegression(
-            optimizer=optim.SGD(self.lr), intercept_lr=self.intercept_lr
-        )
-        self._df: collections.Counter[str] = collections.Counter()
-        self._n = 0
-        # The last text's feature vector and the n it was computed at: a prequential
-        # predict-then-learn on the same text featurises once. Derived, never serialised.
-        self._memo_text: str | None = None
-        self._memo_n = -1
-        self._memo_x: dict[str, float] = {}
+        self.stack_lr = float(stack_lr)
+        self.prior = float(prior)
+        self.alpha = float(alpha)
+        self.n_buckets = int(n_buckets)
+        self.max_chars = int(max_chars)
+        if self.prior:
+            pos, neg = _lexicon_prior(self.n_buckets, self.prior)
+            self._pos, self._neg = pos.copy(), neg.copy()
+        else:
+            self._pos = np.zeros(self.n_buckets, dtype=np.uint16)
+            self._neg = np.zeros(self.n_buckets, dtype=np.uint16)
+        self._w = np.zeros(self.n_buckets, dtype=np.float32)
+        self._bias = 0.0
+        self._stack = [1.0, 1.0, 0.0]  # weights of the NB logit, the LR logit and a bias
+        self._n_pos = 0
+        self._n_neg = 0
+        self._recount()
+        # The last text's features, keyed by the text and the number learned: a prequential
+        # predict-then-learn featurises once. Derived, never serialised.
+        self._memo: tuple[str, int, tuple] | None = None
+
+    def _recount(self) -> None:
+        """Totals derived from the count arrays (after construction, halving, loading)."""
+        self._total_pos = int(self._pos.sum(dtype=np.int64))
+        self._total_neg = int(self._neg.sum(dtype=np.int64))
+        self._vocabulary = int(np.count_nonzero(self._pos | self._neg))
 
     @property
     def n_learned(self) -> int:
         """How many labelled reviews the model has learned."""
-        return self._n
+        return self._n_pos + self._n_neg
 
-    @property
-    def n_terms(self) -> int:
-        """Distinct terms with a weight: what the state's size grows with."""
-        return len(self._clf.weights)
-
-    def _features(self, text: str) -> dict[str, float]:
-        if text == self._memo_text and self._memo_n == self._n:
-            return self._memo_x
-        counts = collections.Counter(
-            tokenize(clean_text(text, max_chars=self.max_chars), ngrams=self.ngrams)
-        )
-        if not counts:
-            x: dict[str, float] = {}
-        elif self.weighting == "binary":
-            x = dict.fromkeys(counts, 1.0 / math.sqrt(len(counts)))
+    def _parts(self, text: str) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """Bucket ids, NB-scaled normalised features, NB logit (per sqrt length), LR logit."""
+        memo = self._memo
+        if memo is not None and memo[1] == self.n_learned and memo[0] == text:
+            return memo[2]
+        idx = hashed_features(clean_text(text, max_chars=self.max_chars),
+                              n_buckets=self.n_buckets)
+        if len(idx) == 0:
+            parts = (idx, np.zeros(0), 0.0, self._bias)
         else:
-            # count * (ln(1+n) + 1 - ln(1+df)), then L2-normed; tf's division by the document
-            # length cancels in the norm. Chained maps keep the per-term loop in C (~15% faster).
-            base = math.log1p(self._n) + 1.0
-            idf = map(sub, repeat(base), map(math.log1p, map(self._df.get, counts, repeat(0))))
-            values = list(map(mul, counts.values(), idf))
-            inv_norm = 1.0 / math.sqrt(sum(map(mul, values, values)))
-            x = dict(zip(counts, map(mul, values, repeat(inv_norm)), strict=True))
-        self._memo_text, self._memo_n, self._memo_x = text, self._n, x
-        return x
+            # counts are half-counts: alpha is doubled to match; |p|, |q| the same way
+            a2 = 2.0 * self.alpha
+            vocabulary = max(self._vocabulary, 1)
+            p = (self._pos[idx] + a2) / (self._total_pos + a2 * vocabulary)
+            q = (self._neg[idx] + a2) / (self._total_neg + a2 * vocabulary)
+            r = np.log(p) - np.log(q)
+            scale = 1.0 / math.sqrt(len(idx))
+            x = r * scale
+            z_nb = math.fsum(x)
+            z_lr = math.fsum(x * self._w[idx]) + self._bias
+            parts = (idx, x, z_nb, z_lr)
+        self._memo = (text, self.n_learned, parts)
+        return parts
 
-    def learn_one(self, text: str, positive: bool) -> None:
-        """Learn one labelled review (the vector is the one scored before this review counts)."""
-        x = self._features(text)
-        self._clf.learn_one(x, bool(positive))
-        if self.weighting == "tfidf":
-            self._df.update(x.keys())  # +1 per distinct term, counted in C
-        self._n += 1
+    def _stacked(self, z_nb: float, z_lr: float) -> float:
+        a, b, c = self._stack
+        return a * z_nb + b * z_lr + c
 
     def predict_proba_one(self, text: str) -> float:
         """P(positive) for ``text``; exactly 0.5 before anything is learned."""
-        if self._n == 0:
+        if self.n_learned == 0:
             return 0.5
-        return self._clf.predict_proba_one(self._features(text))[True]
+        _, _, z_nb, z_lr = self._parts(text)
+        return _sigmoid(self._stacked(z_nb, z_lr))
 
-    def to_state(self) -> dict[str, Any]:
-        """Everything learned, as a JSON-serialisable dict (no pickle).
+    def learn_one(self, text: str, positive: bool) -> None:
+        """Learn one labelled review (from the features scored before it counts)."""
+        idx, x, z_nb, z_lr = self._parts(text)
+        y = 1.0 if positive else 0.0
+        if self.n_learned:
+            g = _sigmoid(z_lr) - y
+            if len(idx):
+                self._w[idx] -= (self.lr * g * x).astype(np.float32)
+            self._bias -= 0.2 * g
+            gs = self.stack_lr * (_sigmoid(self._stacked(z_nb, z_lr)) - y)
+            self._stack = [self._stack[0] - gs * z_nb, self._stack[1] - gs * z_lr,
+                           self._stack[2] - gs]
+        if len(idx):
+            counts = self._pos if positive else self._neg
+            new = int(np.count_nonzero((self._pos[idx] | self._neg[idx]) == 0))
+            if int(counts[idx].max()) > _COUNT_MAX - 2:  # keep ratios, forget a little
+                self._pos >>= 1
+                self._neg >>= 1
+                self._recount()
+                new = int(np.count_nonzero((self._pos[idx] | self._neg[idx]) == 0))
+            counts[idx] += 2
+            self._vocabulary += new
+            if positive:
+                self._total_pos += 2 * len(idx)
+            else:
+                self._total_neg += 2 * len(idx)
+        if positive:
+            self._n_pos += 1
+        else:
+            self._n_neg += 1
 
-        River's LogisticRegression keeps its learned state in ``_weights`` (a Rust VectorDict,
-        exported by the public ``weights`` property), ``intercept`` and the optimizer's
-        ``n_iterations`` (only read by learning-rate schedulers; kept so a restored model is the
-        same object in every respect). Loss, initializer and constant learning rates are
-        configuration. Floats survive JSON exactly (``repr`` round-trips).
+    # --- snapshots ------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {"lr": self.lr, "stack_lr": self.stack_lr, "prior": self.prior,
+                "alpha": self.alpha, "n_buckets": self.n_buckets, "max_chars": self.max_chars}
+
+    def to_bytes(self, *, meta: dict[str, Any] | None = None) -> bytes:
+        """Everything learned as an ``.npz`` (plain arrays and one JSON header; no pickle);
+        ``meta`` (JSON-able, e.g. the offset a snapshot reflects) rides in the header.
+
+        Bounded: ``8 * n_buckets`` bytes of arrays plus a few hundred of header, compressed.
         """
-        return {
-            "format": STATE_FORMAT,
-            "config": {
-                "lr": self.lr,
-                "intercept_lr": self.intercept_lr,
-                "weighting": self.weighting,
-                "ngrams": self.ngrams,
-                "max_chars": self.max_chars,
-            },
-            "n_learned": self._n,
-            "document_frequency": dict(self._df),
-            "weights": self._clf.weights,
-            "intercept": float(self._clf.intercept),
-            "optimizer_iterations": self._clf.optimizer.n_iterations,
-        }
+        header = {"format": STATE_FORMAT, "config": self.config(), "n_pos": self._n_pos,
+                  "n_neg": self._n_neg, "bias": self._bias, "stack": self._stack,
+                  "meta": meta or {}}
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+            pos=self._pos, neg=self._neg, w=self._w)
+        return buffer.getvalue()
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> ReviewSentiment:
-        """Rebuild a model from ``to_state()``'s dict; it predicts and learns identically."""
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"not a {STATE_FORMAT} state: format={state.get('format')!r}")
-        model = cls(**state["config"])
-        model._n = int(state["n_learned"])
-        model._df = collections.Counter(
-            {str(t): int(k) for t, k in state["document_frequency"].items()}
-        )
-        # No public setter for the weights: this mirrors LinearModel.__init__'s own assignment.
-        model._clf._weights = utils.VectorDict(
-            {str(t): float(w) for t, w in state["weights"].items()}
-        )
-        model._clf.intercept = float(state["intercept"])
-        model._clf.optimizer.n_iterations = int(state["optimizer_iterations"])
-        return model
+    def from_bytes(cls, raw: bytes) -> ReviewSentiment:
+        """Rebuild a model from ``to_bytes()``; it predicts and learns identically."""
+        return cls.from_bytes_with_meta(raw)[0]
+
+    @classmethod
+    def from_bytes_with_meta(cls, raw: bytes) -> tuple[ReviewSentiment, dict[str, Any]]:
+        """`from_bytes`, and the ``meta`` written with the snapshot.
+
+        Raises `SnapshotFormatError` for anything else, naming what it found (format 1, the
+        JSON TF-IDF model before issue 14, cannot be converted: its features are not hashed).
+        """
+        if raw[:1] == b"{":
+            found = "JSON"
+            try:
+                found = json.loads(raw).get("format", found)
+            except (ValueError, AttributeError):
+                pass
+            raise SnapshotFormatError(f"sentiment snapshot is {found!r}, not {STATE_FORMAT}: a "
+                                      "model from before the hashed format; relearn it")
+        try:
+            with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+                header = json.loads(npz["header"].tobytes())
+                if not isinstance(header, dict) or header.get("format") != STATE_FORMAT:
+                    found = header.get("format") if isinstance(header, dict) else None
+                    raise SnapshotFormatError(
+                        f"sentiment snapshot is {found!r}, not {STATE_FORMAT}")
+                pos, neg, w = npz["pos"], npz["neg"], npz["w"]
+        except SnapshotFormatError:
+            raise
+        except Exception as exc:  # zip, npz and JSON errors alike: not our snapshot
+            raise SnapshotFormatError(f"not a {STATE_FORMAT} snapshot: {exc}") from exc
+        model = cls(**{**header["config"], "prior": 0.0})
+        model.prior = float(header["config"]["prior"])
+        n = model.n_buckets
+        if (pos.shape, neg.shape, w.shape) != ((n,), (n,), (n,)) or pos.dtype != np.uint16 or \
+                neg.dtype != np.uint16 or w.dtype != np.float32:
+            raise SnapshotFormatError("sentiment snapshot arrays do not match its config")
+        model._pos, model._neg, model._w = pos.copy(), neg.copy(), w.copy()
+        model._n_pos, model._n_neg = int(header["n_pos"]), int(header["n_neg"])
+        model._bias = float(header["bias"])
+        model._stack = [float(v) for v in header["stack"]]
+        model._recount()
+        return model, dict(header.get("meta") or {})

@@ -11,7 +11,9 @@ exactly the negative of everything the user's events added (up to float rounding
 - ``DEL`` of ``hist:``, ``recs:``, ``explain:``, ``recsmeta:`` and ``SREM`` from every
   ``users:{topic}:{partition}`` set;
 - the user's mark in the ``erased`` hash: ``erased_at``, at least now and at least the user's
-  latest event time.
+  latest event time;
+- the user's sentences dropped from the review summaries (``summary:{item}``) of the items in
+  their history (matched by `models.summary.author_tag`); those keys are watched too.
 
 Races. If a worker commits a batch for the user between our read and our ``EXEC``, the
 ``WATCH`` fails and the erasure starts again from the new history. If we commit first, the
@@ -30,10 +32,11 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
+from models.summary import author_tag
 from streams.connections import redis_async
 from streams.keys import Keys
 from streams.settings import Settings
-from streams.state import UserState, delta_entry
+from streams.state import UserState, delta_entry, dump_summary, load_summary
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +48,12 @@ class ErasureReport:
     deltas: int  # removal deltas sent to the deltas stream
     keys_deleted: int  # of hist:, recs:, explain:, recsmeta:
     erased_at: float  # the user's events at or before this time are ignored from now on
+    summary_sentences: int = 0  # the user's review sentences removed from item summaries
 
     def summary(self) -> str:
         return (f"erased user {self.user_id}: {self.history_items} history items, "
-                f"{self.deltas} removal deltas, {self.keys_deleted} keys deleted; their events "
+                f"{self.deltas} removal deltas, {self.keys_deleted} keys deleted, "
+                f"{self.summary_sentences} summary sentences removed; their events "
                 f"up to ts {self.erased_at:.3f} will be ignored")
 
 
@@ -69,6 +74,8 @@ async def erase_user(settings: Settings, user_id: str, *, client: aioredis.Redis
                     await pipe.watch(keys.history(user_id))
                     state = UserState.from_json(await pipe.get(keys.history(user_id)))
                     history = state.history
+                    summaries = await _summaries_without(pipe, keys, sorted(history.items),
+                                                         author_tag(user_id))
                     latest = max((t for _, t, _ in history.items.values()), default=0.0)
                     at = max(time.time() if erased_at is None else erased_at, latest)
                     items = len(history.items)
@@ -78,6 +85,8 @@ async def erase_user(settings: Settings, user_id: str, *, client: aioredis.Redis
                     for key in member_sets:
                         pipe.srem(key, user_id)
                     pipe.hset(keys.erased, user_id, repr(at))
+                    for key, (value, _) in summaries.items():
+                        pipe.set(key, value)
                     if deltas:
                         pipe.xadd(keys.deltas, delta_entry(deltas))
                     replies = await pipe.execute()
@@ -87,6 +96,26 @@ async def erase_user(settings: Settings, user_id: str, *, client: aioredis.Redis
     finally:
         if own:
             await client.aclose()
-    report = ErasureReport(user_id, items, len(deltas), int(replies[0]), at)
+    report = ErasureReport(user_id, items, len(deltas), int(replies[0]), at,
+                           sum(n for _, n in summaries.values()))
     logger.info(report.summary())
     return report
+
+
+async def _summaries_without(pipe, keys: Keys, items: list[str], author: str  # noqa: ANN001
+                             ) -> dict[str, tuple[bytes, int]]:
+    """The summaries of ``items`` holding sentences by ``author``, rewritten without them (key ->
+    (new value, sentences removed)); watched, so a concurrent merge restarts the erasure."""
+    if not items:
+        return {}
+    summary_keys = [keys.summary(item) for item in items]
+    await pipe.watch(*summary_keys)
+    changed = {}
+    for key, raw in zip(summary_keys, await pipe.mget(summary_keys), strict=True):
+        if raw is None:
+            continue
+        summary = load_summary(raw)
+        removed = summary.remove_author(author)
+        if removed:
+            changed[key] = (dump_summary(summary), removed)
+    return changed

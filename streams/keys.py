@@ -3,8 +3,8 @@
 Every key starts with the optional ``key_prefix`` setting.
 
 >>> k = Keys("demo:")
->>> k.recs("196"), k.explain("196"), k.neighbours("242")
-('demo:recs:196', 'demo:explain:196', 'demo:nbrs:242')
+>>> k.recs("196"), k.explain("196"), k.neighbours("242"), k.summary("242")
+('demo:recs:196', 'demo:explain:196', 'demo:nbrs:242', 'demo:summary:242')
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ class Keys:
         (mean = sum / count) and ``decayed_sum``, ``decayed_weight`` (recent = their ratio,
         reviews weighted by time decay)."""
         return f"{self.prefix}sentiment:{item_id}"
+
+    def summary(self, item_id: str) -> str:
+        """String, JSON: an item's review summary (`models.summary`): ``count``, ``mean``,
+        ``positive_share``, ``disagree``, ``sentences`` ([{"text", "side" "+"|"-", "p"}]) and
+        ``phrases``; ``state`` is the incremental state behind them (bounded, internal)."""
+        return f"{self.prefix}summary:{item_id}"
 
     @property
     def trending(self) -> str:
@@ -96,7 +102,8 @@ class Keys:
         return f"{self.prefix}settled"
 
     def sentiment_model(self, topic: str, partition: int) -> str:
-        """JSON snapshot of a review partition's sentiment model and the offset it reflects."""
+        """npz snapshot (no pickle) of a review partition's sentiment model; its header holds
+        the offset it reflects."""
         return f"{self.prefix}sentiment_model:{topic}:{partition}"
 
     @property

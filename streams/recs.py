@@ -4,7 +4,8 @@ Read-only and layout-driven: every key comes from `streams.keys.Keys`. Two round
 ``n``: first ``ZREVRANGE recs:{user} WITHSCORES`` and ``HGETALL explain:{user}`` in one MULTI, so
 both come from the same worker write (the worker deletes and rewrites the two together, so
 ``explain`` holds at most ``top_n`` entries); then one pipeline for the ``item:{id}`` titles and
-``sentiment:{id}`` aggregates of the recommended items and the titles of the items that explain
+``sentiment:{id}`` aggregates and ``summary:{id}`` review summaries of the recommended items and
+the titles of the items that explain
 them. The top-N has to come back before anything can be asked for by item, hence two trips.
 """
 
@@ -45,6 +46,33 @@ class Sentiment:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewSummary:
+    """An item's review summary (`Keys.summary`, built by `models.summary.ItemSummary`)."""
+
+    count: int  # reviews it rests on
+    sentences: tuple[tuple[str, str], ...]  # (side "+"/"-", text), most representative first
+    phrases: tuple[str, ...]
+    disagree: bool
+
+    def short(self, width: int = 90) -> str:
+        """One line: the first sentence (cut to ``width``), the key phrases, the count."""
+        def cut(sentence: str, limit: int) -> str:
+            return sentence if len(sentence) <= limit else sentence[:limit - 1] + "…"
+
+        text = ""
+        if self.sentences:
+            side, sentence = self.sentences[0]
+            text = f"{side} \u201c{cut(sentence, width)}\u201d"
+        if self.disagree and len(self.sentences) > 1:
+            other = next((s for s in self.sentences if s[0] != self.sentences[0][0]), None)
+            if other is not None:
+                text += f" / {other[0]} \u201c{cut(other[1], width // 2)}\u201d"
+        if self.phrases:
+            text += f" [{', '.join(self.phrases[:3])}]"
+        return f"{text} ({self.count} reviews)".strip()
+
+
+@dataclass(frozen=True, slots=True)
 class Recommendation:
     item_id: str
     score: float
@@ -52,6 +80,7 @@ class Recommendation:
     because: tuple[Because, ...]
     source: str | None  # "items" | "users" | "trending"; None without an explanation
     sentiment: Sentiment | None = None
+    summary: ReviewSummary | None = None
 
     @property
     def label(self) -> str:
@@ -88,6 +117,20 @@ def _sentiment(count: Any, total: Any, decayed_sum: Any, decayed_weight: Any
     if n <= 0:
         return None
     return Sentiment(int(n), s / n, ds / dw if dw > 0 else s / n)
+
+
+def _summary(raw: Any) -> ReviewSummary | None:
+    if raw is None:
+        return None
+    try:
+        obj = orjson.loads(raw)
+        sentences = tuple((str(s["side"]), str(s["text"])) for s in obj.get("sentences", []))
+        return ReviewSummary(int(obj.get("count", 0)), sentences,
+                             tuple(str(p) for p in obj.get("phrases", [])),
+                             bool(obj.get("disagree", False)))
+    except (orjson.JSONDecodeError, AttributeError, TypeError, KeyError, ValueError):
+        logger.debug("unreadable summary %r", raw)
+        return None
 
 
 def get_recommendations(
@@ -131,15 +174,18 @@ def _read(client: redis.Redis, keys: Keys, user_id: str, n: int) -> list[Recomme
         for item in items:
             pipe.hget(keys.item(item), "title")
             pipe.hmget(keys.item_sentiment(item), ["count", "sum", "decayed_sum", "decayed_weight"])
+            pipe.get(keys.summary(item))
         for item in because_items:
             pipe.hget(keys.item(item), "title")
         replies = pipe.execute()
     titles: dict[str, str | None] = {}
     sentiments: dict[str, Sentiment | None] = {}
+    summaries: dict[str, ReviewSummary | None] = {}
     for i, item in enumerate(items):
-        titles[item] = _text(replies[2 * i])
-        sentiments[item] = _sentiment(*replies[2 * i + 1])
-    for item, title in zip(because_items, replies[2 * len(items):], strict=True):
+        titles[item] = _text(replies[3 * i])
+        sentiments[item] = _sentiment(*replies[3 * i + 1])
+        summaries[item] = _summary(replies[3 * i + 2])
+    for item, title in zip(because_items, replies[3 * len(items):], strict=True):
         titles[item] = _text(title)
 
     return [
@@ -150,13 +196,15 @@ def _read(client: redis.Redis, keys: Keys, user_id: str, n: int) -> list[Recomme
             because=tuple(Because(b, titles.get(b)) for b in because),
             source=source,
             sentiment=sentiments[item],
+            summary=summaries[item],
         )
         for (item, score), (because, source) in zip(top, explanations, strict=True)
     ]
 
 
 def recommendations_table(user_id: str, recs: Sequence[Recommendation]) -> Table:
-    """A rich table: rank, title (or item id), score, explanation, sentiment when known."""
+    """A rich table: rank, title (or item id), score, explanation, sentiment and review summary
+    when known (the summary column only when some item has one)."""
     from rich.table import Table
     from rich.text import Text  # titles are data, not markup: "[REC]" must print as itself
 
@@ -166,6 +214,9 @@ def recommendations_table(user_id: str, recs: Sequence[Recommendation]) -> Table
     table.add_column("score", justify="right")
     table.add_column("why")
     table.add_column("sentiment", justify="right")
+    with_summary = any(rec.summary is not None and rec.summary.sentences for rec in recs)
+    if with_summary:
+        table.add_column("what reviewers say", max_width=60)
     for rank, rec in enumerate(recs, start=1):
         if rec.because:
             why = "because you liked: " + ", ".join(b.title or b.item_id for b in rec.because)
@@ -173,5 +224,8 @@ def recommendations_table(user_id: str, recs: Sequence[Recommendation]) -> Table
             why = rec.source or ""
         sentiment = (f"{rec.sentiment.mean:.2f} ({rec.sentiment.count})"
                      if rec.sentiment is not None else "")
-        table.add_row(str(rank), Text(rec.label), f"{rec.score:.3f}", Text(why), sentiment)
+        cells = [str(rank), Text(rec.label), f"{rec.score:.3f}", Text(why), sentiment]
+        if with_summary:
+            cells.append(Text(rec.summary.short() if rec.summary is not None else ""))
+        table.add_row(*cells)
     return table

@@ -6,11 +6,20 @@ feedback and the item statistics — would differ between a run with a crash and
 partition's log is fixed, so a model fed only that partition, in offset order, gives every review
 the same score in every run, on whichever worker owns the partition.
 
-State: each model is snapshotted to ``sentiment_model:{topic}:{partition}`` (JSON, never pickle)
-every ``snapshot_every_batches`` batches, inside the batch's Redis transaction, with the offset it
-reflects. A worker that takes a partition over loads the snapshot and re-learns the rated reviews
-between the snapshot's offset and the committed offset, read back from Kafka: it resumes, it does
-not relearn from scratch.
+State: each model is snapshotted to ``sentiment_model:{topic}:{partition}`` (``.npz`` of fixed
+arrays, < 2 MB, never pickle; the offset it reflects in its header) every
+``snapshot_every_batches`` batches, inside the batch's Redis transaction. A worker that takes a
+partition over loads the snapshot and re-learns the rated reviews between the snapshot's offset
+and the committed offset, read back from Kafka: it resumes, it does not relearn from scratch.
+
+A snapshot of the JSON format from before issue 14 (``tastemaker.ReviewSentiment/1``) cannot be
+converted (other features); the worker migrates by replay: it logs a warning and re-learns the
+partition from offset 0, which is the model a fresh deployment would learn from the same log (as
+far as Kafka's retention still holds it). Any other unreadable snapshot stops the worker with a
+`SnapshotFormatError` naming the key.
+
+Each review is also digested for its item's summary (`models.summary`), with the partition's model
+before it learns the review, so the digest is the same in every run.
 """
 
 from __future__ import annotations
@@ -18,10 +27,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import orjson
 from aiokafka import TopicPartition
 
-from models.sentiment import ReviewSentiment, label_from_rating
+from models.sentiment import ReviewSentiment, SnapshotFormatError, label_from_rating
+from models.summary import ReviewDigest, author_tag, digest_review
 from streams.connections import kafka_consumer
 from streams.events import RejectedEvent, Review, decode_event, latest_event_ts
 from streams.keys import Keys
@@ -46,15 +55,18 @@ class ReviewSentiments:
     keys: Keys
     models: dict[int, PartitionModel] = field(default_factory=dict)
 
-    def score(self, partition: int, offset: int, review: Review) -> float:
-        """P(positive) of ``review`` before learning it; then learn it if it has a rating."""
+    def score(self, partition: int, offset: int, review: Review) -> tuple[float, ReviewDigest]:
+        """P(positive) of ``review`` and its summary digest, before learning it; then learn it
+        if it has a rating."""
         entry = self.models[partition]
         p = entry.model.predict_proba_one(review.text)
+        digest = digest_review(review.text, p, entry.model.predict_proba_one,
+                               author=author_tag(review.user_id))
         label = label_from_rating(review.rating)
         if label is not None:
             entry.model.learn_one(review.text, label)
         entry.next_offset = offset + 1
-        return p
+        return p, digest
 
     def skip(self, partition: int, offset: int) -> None:
         """A message of the partition that is not a valid review: the model moves past it."""
@@ -67,8 +79,8 @@ class ReviewSentiments:
             entry = self.models[p]
             entry.batches_since_snapshot += 1
             if entry.batches_since_snapshot >= self.settings.snapshot_every_batches:
-                due[self.keys.sentiment_model(self.settings.topic_reviews, p)] = orjson.dumps(
-                    {"offset": entry.next_offset, "state": entry.model.to_state()})
+                due[self.keys.sentiment_model(self.settings.topic_reviews, p)] = (
+                    entry.model.to_bytes(meta={"offset": entry.next_offset}))
                 entry.batches_since_snapshot = 0
         return due
 
@@ -84,11 +96,16 @@ class ReviewSentiments:
                                    f"{self.settings.max_snapshot_bytes}-byte limit "
                                    "(TASTEMAKER_MAX_SNAPSHOT_BYTES)")
         raw = await client.get(key)
-        if raw is not None:
-            snap = orjson.loads(raw)
-            model, offset = ReviewSentiment.from_state(snap["state"]), int(snap["offset"])
-        else:
-            model, offset = ReviewSentiment(), 0
+        model, offset = ReviewSentiment(), 0
+        if raw is not None and raw[:1] == b"{":
+            logger.warning("%s holds a sentiment model of the format before issue 14 (JSON); "
+                           "re-learning partition %d from offset 0 instead", key, partition)
+        elif raw is not None:
+            try:
+                model, meta = ReviewSentiment.from_bytes_with_meta(raw)
+            except SnapshotFormatError as exc:
+                raise SnapshotFormatError(f"{key}: {exc}") from exc
+            offset = int(meta["offset"])
         if offset > committed:  # a snapshot can't be ahead of its batch's offsets; be safe
             model, offset = ReviewSentiment(), 0
         relearned = await self._relearn(model, partition, offset, committed)

@@ -6,8 +6,11 @@ cannot live on one user's partition. Instead:
 - per-user state (history, recent event ids) lives in ``hist:{user}``;
 - each batch's item-statistics changes are appended to the ``deltas`` stream;
 - the next offset of every source partition lives in the ``offsets`` hash;
+- each reviewed item's summary (``summary:{item}``, `models.summary.ItemSummary`) is read, merged
+  with the batch's review digests and written back, under ``WATCH`` of those keys (several
+  workers' reviews meet on one item: a concurrent merge makes the transaction start again);
 
-and all three are written in ONE ``MULTI/EXEC`` transaction, guarded by ``WATCH offsets`` so a
+and all of these are written in ONE ``MULTI/EXEC`` transaction, guarded by ``WATCH offsets`` so a
 zombie worker that lost its partitions cannot commit. On restart, messages below the stored offset
 are skipped: each event changes the state exactly once, whatever Kafka redelivers.
 
@@ -27,6 +30,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from models.cooccurrence import Delta, ItemCooccurrence, UserHistory
+from models.summary import ItemSummary, ReviewDigest
 from streams.keys import Keys
 from streams.metrics import REDIS_WRITE_SECONDS
 
@@ -72,6 +76,18 @@ class SnapshotTooLarge(RuntimeError):
 
 def erased_mark(raw: bytes | None) -> float | None:
     return None if raw is None else float(raw)
+
+
+def load_summary(raw: bytes | None) -> ItemSummary:
+    """The summary state stored at ``summary:{item}`` (a fresh one when absent)."""
+    if raw is None:
+        return ItemSummary()
+    return ItemSummary.from_state(orjson.loads(raw)["state"])
+
+
+def dump_summary(summary: ItemSummary) -> bytes:
+    """``summary:{item}``'s value: the rendered summary, and the state it was rendered from."""
+    return orjson.dumps({**summary.render(), "state": summary.to_state()})
 
 
 def delta_entry(deltas: Iterable[Delta],
@@ -143,7 +159,8 @@ class RedisState:
                      dirty: Mapping[tuple[str, int], set[str]],
                      item_sentiment: Mapping[str, list[float]] | None = None,
                      blobs: Mapping[str, bytes] | None = None,
-                     erased: Mapping[str, float | None] | None = None) -> None:
+                     erased: Mapping[str, float | None] | None = None,
+                     summaries: Mapping[str, Sequence[ReviewDigest]] | None = None) -> None:
         """Write one batch's effects atomically and apply its deltas to the in-memory statistics
         (`follow` skips our own entries). Raises `StaleBatch` if any partition's offset moved
         since ``expected`` was read, `UserErased` if a user's erasure mark is no longer the
@@ -155,7 +172,8 @@ class RedisState:
                 with REDIS_WRITE_SECONDS.labels("commit").time():
                     results = await self._commit_once(
                         expected=expected, offsets=offsets, users=users, deltas=deltas,
-                        dirty=dirty, item_sentiment=item_sentiment, blobs=blobs, erased=erased)
+                        dirty=dirty, item_sentiment=item_sentiment, blobs=blobs, erased=erased,
+                        summaries=summaries)
                 break
             except WatchError:
                 logger.debug("offsets changed during commit; checking our partitions")
@@ -171,9 +189,11 @@ class RedisState:
                            dirty: Mapping[tuple[str, int], set[str]],
                            item_sentiment: Mapping[str, list[float]] | None,
                            blobs: Mapping[str, bytes] | None,
-                           erased: Mapping[str, float | None] | None) -> list:
+                           erased: Mapping[str, float | None] | None,
+                           summaries: Mapping[str, Sequence[ReviewDigest]] | None = None) -> list:
+        summary_keys = {item: self.keys.summary(item) for item in sorted(summaries or {})}
         async with self.client.pipeline(transaction=True) as pipe:
-            await pipe.watch(self.keys.offsets, self.keys.erased)
+            await pipe.watch(self.keys.offsets, self.keys.erased, *summary_keys.values())
             current = await pipe.hmget(self.keys.offsets, list(expected))
             for (name, want), got in zip(expected.items(), current, strict=False):
                 if (int(got) if got is not None else 0) != want:
@@ -183,6 +203,14 @@ class RedisState:
                 for (user_id, seen), mark in zip(erased.items(), marks, strict=True):
                     if erased_mark(mark) != seen:
                         raise UserErased(f"user {user_id} was erased during the batch")
+            merged = {}
+            if summary_keys:
+                stored = await pipe.mget(list(summary_keys.values()))
+                for (item, key), raw in zip(summary_keys.items(), stored, strict=True):
+                    summary = load_summary(raw)
+                    for digest in summaries[item]:  # type: ignore[index]
+                        summary.add(digest)
+                    merged[key] = dump_summary(summary)
             pipe.multi()
             pipe.hset(self.keys.offsets, mapping={k: str(v) for k, v in offsets.items()})
             for user_id, state in users.items():
@@ -197,6 +225,8 @@ class RedisState:
                 pipe.hincrbyfloat(key, "decayed_sum", decayed_sum)
                 pipe.hincrbyfloat(key, "decayed_weight", decayed_weight)
             for key, value in (blobs or {}).items():
+                pipe.set(key, value)
+            for key, value in merged.items():
                 pipe.set(key, value)
             # these partitions' users now await a settle pass (see streams.worker)
             pipe.hdel(self.keys.settled, *expected)

@@ -40,6 +40,7 @@ from models.cooccurrence import (
 )
 from models.feedback import FeedbackWeights
 from models.ranker import ArtefactError
+from models.summary import ReviewDigest
 from streams import connections
 from streams.dlq import dead_letter
 from streams.events import (
@@ -190,7 +191,7 @@ class EventProcessor:
                                          expected[offset_field(reviews_topic, partition)])
         events: list[tuple[SourceMessage, Event]] = []
         rejected: list[tuple[SourceMessage, RejectedEvent]] = []
-        scores: dict[int, float] = {}  # id(event) -> P(positive), for reviews
+        scores: dict[int, tuple[float, ReviewDigest]] = {}  # id(event) -> (P(positive), digest)
         for m in fresh:
             try:
                 event = decode_event(self._kind(m.topic), m.value,
@@ -216,6 +217,7 @@ class EventProcessor:
         dirty: dict[tuple[str, int], set[str]] = defaultdict(set)
         touched: dict[str, tuple[float, float]] = {}  # user -> (latest event ts, kafka ts)
         item_sentiment: dict[str, list[float]] = {}  # item -> [count, sum, decayed sum, weight]
+        summaries: dict[str, list[ReviewDigest]] = defaultdict(list)  # item -> review digests
         for m, event in events:
             user = users[event.user_id]
             if user.erased_at is not None and event.ts <= user.erased_at:
@@ -226,8 +228,10 @@ class EventProcessor:
                 report.duplicates += 1
                 continue
             user.seen.append(event_id)
-            p_positive = scores.get(id(event))
-            if p_positive is not None:
+            scored = scores.get(id(event))
+            p_positive = scored[0] if scored is not None else None
+            if scored is not None:
+                summaries[event.item_id].append(scored[1])
                 g = self._decay(event.ts)
                 agg = item_sentiment.setdefault(event.item_id, [0.0, 0.0, 0.0, 0.0])
                 agg[0] += 1.0
@@ -261,7 +265,7 @@ class EventProcessor:
         try:
             await self.state.commit(
                 expected=expected, offsets=offsets, users={u: users[u] for u in touched},
-                deltas=deltas, dirty=dirty, item_sentiment=item_sentiment,
+                deltas=deltas, dirty=dirty, item_sentiment=item_sentiment, summaries=summaries,
                 blobs=self.sentiments.snapshots_due(review_partitions),
                 erased={u: s.erased_at for u, s in users.items()})
         except (StaleBatch, UserErased) as exc:

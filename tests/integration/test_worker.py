@@ -222,6 +222,30 @@ def test_movielens_slice_equals_the_in_process_model(unique_topics: Settings, wo
     shown = [rec for u in sorted(users)[:20] for rec in get_recommendations(u, 10,
                                                                             settings=settings)]
     assert any(rec.sentiment is not None and rec.sentiment.count > 0 for rec in shown)
+    assert any(rec.summary is not None and rec.summary.sentences for rec in shown)
+
+    # every review was merged into its item's summary exactly once, bounded, readable
+    import orjson
+
+    from models.summary import POOL_PER_SIDE, author_tag
+    from streams.erasure import erase_user
+
+    authors: dict[str, set[str]] = {}  # author tag -> items where a sentence of theirs is shown
+    for item, n in reviews.items():
+        summary = orjson.loads(r.get(keys.summary(item)))
+        assert summary["count"] == n
+        assert len(summary["sentences"]) <= 3 and len(r.get(keys.summary(item))) < 40_000
+        for side in ("+", "-"):
+            assert len(summary["state"]["pool"][side]) <= POOL_PER_SIDE
+            for candidate in summary["state"]["pool"][side]:
+                authors.setdefault(candidate["by"], set()).add(item)
+    # erasing a reviewer removes their sentences from the summaries of their items
+    user = next(u for u in sorted(users) if author_tag(u) in authors)
+    report = asyncio.run(erase_user(settings, user))
+    assert report.summary_sentences >= 1
+    for item in authors[author_tag(user)]:
+        pools = orjson.loads(r.get(keys.summary(item)))["state"]["pool"]
+        assert all(c["by"] != author_tag(user) for side in pools.values() for c in side)
 
 
 def test_kill_minus_9_three_times_gives_the_uninterrupted_result(unique_topics: Settings,
