@@ -538,8 +538,11 @@ class ItemCooccurrence:
             return []
         pop = self._popularity[:m]
         k = min(m, n + len(exclude))
-        top = np.argpartition(-pop, k - 1)[:k] if k < m else np.arange(m)
-        ranked = sorted((-float(pop[t]), self._ids[t]) for t in top if pop[t] > 0.0)
+        if k < m:  # those at or above the k-th popularity, ties at the cut included
+            top = np.flatnonzero(pop >= np.partition(pop, m - k)[m - k])
+        else:
+            top = np.arange(m)
+        ranked = sorted((-float(pop[t]), self._ids[t]) for t in top.tolist() if pop[t] > 0.0)
         return [(item, -neg) for neg, item in ranked if item not in exclude][:n]
 
     def score(self, recent: list[tuple[str, float]], n: int, *, exclude: Iterable[str] = (),
