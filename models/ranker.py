@@ -27,7 +27,7 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -343,7 +343,7 @@ def rerank(model: RankerMLP, candidates: Sequence[Recommendation], features: np.
     the model's score."""
     scores = model.score(features)
     order = sorted(range(len(candidates)), key=lambda k: (-scores[k], k))[:n]
-    return [replace(candidates[k], score=float(scores[k])) for k in order]
+    return [candidates[k]._replace(score=float(scores[k])) for k in order]
 
 
 # --- artefacts ----------------------------------------------------------------------------------
