@@ -363,6 +363,7 @@ class ItemCooccurrence:
         self._user_sizes = np.zeros(64, dtype=np.int64)  # len(_user_items[user])
         self._dirty_items: set[str] = set()
         self._dirty_users: set[str] = set()
+        self._scratch_arrays: tuple[np.ndarray, ...] | None = None
 
     # --- learning -------------------------------------------------------------------------------
     def _intern(self, item_id: str) -> int:
@@ -613,13 +614,15 @@ class ItemCooccurrence:
         out_because = np.full((q, n, max(explain_items, 1)), -1, dtype=np.int64)
         m = len(self._ids)
         self._table.ensure_items(m)
+        scratch = self._scratch(m, len(self._uids))
         score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own, mine_n,
                     self._table.start[:m], self._table.length[:m], self._table.ids,
                     self._table.sims, lk_start, lk_len, lk_users, ui_start, ui_count, ui_items,
                     ui_len,
                     self._key[:m], np.array(self._ukeys, dtype=np.int64), n,
                     recency_half_life, explain_items, similar_users, user_blend, out_items,
-                    out_score, out_item_part, out_user_part, out_users, out_count, out_because)
+                    out_score, out_item_part, out_user_part, out_users, out_count, out_because,
+                    *scratch)
         ids = self._ids
         results = []
         for r in range(q):
@@ -642,6 +645,20 @@ class ItemCooccurrence:
                             self.trending(n - len(out), exclude=taken))]
             results.append(out)
         return results
+
+    def _scratch(self, m: int, n_users: int) -> tuple[np.ndarray, ...]:
+        """The scoring kernel's scratch arrays, kept between calls (it leaves them clean) and
+        grown when the items or indexed users outgrow them."""
+        if self._scratch_arrays is None or len(self._scratch_arrays[0]) < m or len(
+                self._scratch_arrays[7]) < max(n_users, 1):
+            items, users = max(2 * m, 64), max(2 * n_users, 64)
+            self._scratch_arrays = (
+                np.zeros(items), np.zeros(items), np.zeros(items, dtype=np.bool_),
+                np.zeros(items, dtype=np.bool_), np.full(items, -1, dtype=np.int64),
+                np.zeros(items, dtype=np.int64), np.zeros(items),
+                np.zeros(users, dtype=np.int64), np.zeros(users, dtype=np.int64),
+                np.zeros(users))
+        return self._scratch_arrays
 
     def _user_index_arrays(self) -> tuple[np.ndarray, ...]:
         """The similar-user index as the kernel reads it: each item's latest likers (at most
@@ -933,7 +950,8 @@ class CooccurrenceRecommender:
         user_ids = list(user_ids)
         h, items = self._histories, self.items
         known = [u for u in user_ids if u in self._users and h.size[self._users[u]] > 0]
-        out = {u: self.cold_start(n) for u in user_ids if u not in set(known)}
+        cold = set(user_ids) - set(known)
+        out = {u: self.cold_start(n) for u in user_ids if u in cold}
         if not known:
             return out
         users = np.array([self._users[u] for u in known], dtype=np.int64)

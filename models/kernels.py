@@ -421,7 +421,8 @@ def score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, 
                 ui_count, ui_items, ui_len,
                 item_key, user_key, n, recency_half_life, explain_items, similar_users,
                 user_blend, out_items, out_score, out_item_part, out_user_part, out_users,
-                out_count, out_because):
+                out_count, out_because, scores, from_users, seen, excluded, position, touched,
+                values, overlap, overlapping, sims):
     """Score every request (a user's liked items newest first, with their affinity, and the
     items to exclude) as `models.cooccurrence.ItemCooccurrence.score` describes: the top ``n``
     items with their scores, parts and source, and the ``explain_items`` recent items that
@@ -429,18 +430,10 @@ def score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, 
     ``nb_ids``/``nb_sims`` from ``nb_start[j]``, ``nb_len[j]`` long; the similar-user index
     alike (``lk_*``: an item's latest likers; ``ui_*``: a user's items, ``ui_len`` how many
     items the user has, interned or not). Writes the outputs row by row."""
-    m = len(nb_start)
-    scores = np.zeros(m)
-    from_users = np.zeros(m)
-    seen = np.zeros(m, np.bool_)
-    excluded = np.zeros(m, np.bool_)
-    position = np.full(m, -1, np.int64)
-    touched = np.empty(m, np.int64)
-    n_users = len(ui_len)
-    overlap = np.zeros(n_users, np.int64)
-    overlapping = np.empty(n_users, np.int64)
-    sims = np.zeros(n_users)
-    values = np.empty(m)
+    # the scratch arrays (per item: scores, from_users, seen, excluded, position = -1,
+    # touched, values; per indexed user: overlap, overlapping, sims) are the caller's, at
+    # least as long as the items and users, zero (position -1) where read before written, and
+    # left so: every request resets what it touched
     for q in range(len(rec_ptr) - 1):
         a, b = rec_ptr[q], rec_ptr[q + 1]
         t = 0
