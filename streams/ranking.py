@@ -33,7 +33,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.cooccurrence import DAY_S, ItemCooccurrence, Recommendation, UserHistory
+from models.cooccurrence import (
+    DAY_S,
+    ItemCooccurrence,
+    Recommendation,
+    ScoreRequest,
+    UserHistory,
+)
 from models.ranker import FEATURE_VERSION, RankerMLP, UserContext, featurise, rerank
 from streams.settings import Settings
 
@@ -72,12 +78,25 @@ class Ranking:
     def recommend(self, items: ItemCooccurrence, user_id: str, history: UserHistory
                   ) -> list[Recommendation]:
         """The user's top-N: re-ordered by the ranker when one is served."""
+        return self.recommend_many(items, {user_id: history})[user_id]
+
+    def recommend_many(self, items: ItemCooccurrence, histories: Mapping[str, UserHistory]
+                       ) -> dict[str, list[Recommendation]]:
+        """`recommend` for many users: their candidates scored in one pass of the kernel."""
         s = self.settings
-        if self.model is None:
-            return self.candidates(items, user_id, history, s.top_n)
-        candidates = self.candidates(items, user_id, history, max(s.ranker_candidates, s.top_n))
-        return rerank(self.model, candidates, self.features(items, history, candidates),
-                      s.top_n)
+        n = s.top_n if self.model is None else max(s.ranker_candidates, s.top_n)
+        requests = [ScoreRequest(h.recent(s.recent_items), h.items.keys(), user_id)
+                    for user_id, h in histories.items()]
+        lists = items.score_many(requests, n, recency_half_life=s.recency_half_life,
+                                 explain_items=s.explain_items, similar_users=s.similar_users,
+                                 user_blend=s.user_blend)
+        out = dict(zip(histories, lists, strict=True))
+        if self.model is not None:
+            for user_id, candidates in out.items():
+                out[user_id] = rerank(self.model, candidates,
+                                      self.features(items, histories[user_id], candidates),
+                                      s.top_n)
+        return out
 
     def example(self, items: ItemCooccurrence, user_id: str, history: UserHistory, *,
                 item_id: str, ts: float, event_id: str) -> dict | None:

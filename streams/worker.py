@@ -390,7 +390,8 @@ class EventProcessor:
                                      touched: dict[str, tuple[float, float]] | None = None
                                      ) -> None:
         keys = self.keys
-        lists = {user_id: self.recommend(user_id, user) for user_id, user in users.items()}
+        lists = self.ranking.recommend_many(
+            self.state.items, {user_id: user.history for user_id, user in users.items()})
 
         def queue(pipe, user_id: str) -> None:  # noqa: ANN001 - a redis pipeline
             recs = lists[user_id]
