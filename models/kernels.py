@@ -117,29 +117,19 @@ def row_entries(cols, vals, s, c, n):
     return ids, counts
 
 
-@njit(cache=True)
-def _similarity(count, norm_i, norm_j, alpha):
-    denominator = norm_i ** alpha * norm_j ** (1.0 - alpha)
-    if denominator == 0.0:
-        return 0.0
-    sim = count / denominator
-    if not np.isfinite(sim):
-        return 0.0
-    return sim
-
-
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # x / 0 gives inf or nan (then 0), as numpy does
 def _prune(cols, vals, start, cap, size, top, garbage, norm, key, i, keep, alpha):
     """Keep row ``i``'s ``keep`` most similar entries (ties: smaller item key)."""
     n = size[i]
     ids, counts = row_entries(cols, vals, start[i], cap[i], n)
     sims = np.empty(n)
     ties = np.empty(n, np.int64)
-    for e in range(n):
-        sims[e] = _similarity(counts[e], norm[i], norm[ids[e]], alpha)
+    scale = norm[i] ** alpha
+    for e in range(n):  # C[i][j] / (N[i]^alpha * N[j]^(1 - alpha)); 0 where not finite
+        sim = counts[e] / (scale * norm[ids[e]] ** (1.0 - alpha))
+        sims[e] = sim if np.isfinite(sim) else 0.0
         ties[e] = key[ids[e]]
-    order = np.argsort(ties, kind="mergesort")  # by key, then stably by similarity, descending
-    order = order[np.argsort(-sims[order], kind="mergesort")][:keep]
+    order = _top(sims, ties, np.arange(n), keep)
     _place(cols, vals, start, cap, size, top, garbage, i, ids[order], counts[order],
            len(order), slab_for(keep))
 
