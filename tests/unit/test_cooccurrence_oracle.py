@@ -125,12 +125,13 @@ def test_a_snapshot_round_trip_keeps_every_row() -> None:
     assert restored.bytes_per_entry() <= 24
 
 
-def test_items_known_only_from_reviews_score_and_snapshot() -> None:
+def test_items_known_only_from_reviews_or_unknown_score_and_snapshot() -> None:
     model = CooccurrenceRecommender()
     model.learn_many([("a", "x", 1.0, TS), ("a", "y", 1.0, TS)])
     model.items.add_reviews("reviewed-only", 1.0, 0.9)
     assert model.items.neighbours("reviewed-only") == []
-    recs = model.items.score([("reviewed-only", 1.0), ("x", 1.0)], 5, exclude=["x"])
+    recs = model.items.score([("reviewed-only", 1.0), ("never-seen", 1.0), ("x", 1.0)], 5,
+                             exclude=["x", "never-seen"], user_id="nobody", similar_users=3)
     assert [(r.item_id, r.because) for r in recs] == [("y", ("x",))]
     restored = ItemCooccurrence()
     restored.load_bytes(model.items.to_bytes())
