@@ -40,6 +40,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+import numba
 import numpy as np
 
 from models.kernels import apply_deltas, learn_events, recent_items, score_users
@@ -647,11 +648,13 @@ class ItemCooccurrence:
         return results
 
     def _scratch(self, m: int, n_users: int) -> tuple[np.ndarray, ...]:
-        """The scoring kernel's scratch arrays, kept between calls (it leaves them clean) and
-        grown when the items or indexed users outgrow them."""
-        if self._scratch_arrays is None or len(self._scratch_arrays[0]) < m or len(
-                self._scratch_arrays[7]) < max(n_users, 1):
-            items, users = max(2 * m, 64), max(2 * n_users, 64)
+        """The scoring kernel's scratch arrays, one row per numba thread, kept between calls
+        (it leaves them clean) and grown when the items or indexed users outgrow them."""
+        threads = numba.get_num_threads()
+        arrays = self._scratch_arrays
+        if arrays is None or arrays[0].shape[0] != threads or arrays[0].shape[1] < m or (
+                arrays[7].shape[1] < max(n_users, 1)):
+            items, users = (threads, max(2 * m, 64)), (threads, max(2 * n_users, 64))
             self._scratch_arrays = (
                 np.zeros(items), np.zeros(items), np.zeros(items, dtype=np.bool_),
                 np.zeros(items, dtype=np.bool_), np.full(items, -1, dtype=np.int64),

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import get_thread_id, njit, prange
 
 EMPTY = -1
 MIN_SLAB = 8  # slots of a new item row
@@ -405,7 +405,7 @@ def _top(values, keys, idx, n):
     return by_key[np.argsort(-values[by_key], kind="mergesort")][:n]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, mine_n,
                 nb_start, nb_len, nb_ids, nb_sims, lk_start, lk_len, lk_users, ui_start,
                 ui_count, ui_items, ui_len,
@@ -420,137 +420,156 @@ def score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, 
     ``nb_ids``/``nb_sims`` from ``nb_start[j]``, ``nb_len[j]`` long; the similar-user index
     alike (``lk_*``: an item's latest likers; ``ui_*``: a user's items, ``ui_len`` how many
     items the user has, interned or not). Writes the outputs row by row."""
-    # the scratch arrays (per item: scores, from_users, seen, excluded, position = -1,
-    # touched, values; per indexed user: overlap, overlapping, sims) are the caller's, at
-    # least as long as the items and users, zero (position -1) where read before written, and
-    # left so: every request resets what it touched
-    for q in range(len(rec_ptr) - 1):
-        a, b = rec_ptr[q], rec_ptr[q + 1]
-        t = 0
-        contributors = np.empty(b - a, np.int64)
-        weights = np.empty(b - a)
-        c = 0
-        for r in range(a, b):
+    # the scratch arrays (per thread, per item: scores, from_users, seen, excluded,
+    # position = -1, touched, values; per indexed user: overlap, overlapping, sims) are the
+    # caller's, one row a thread, at least as long as the items and users, zero (position -1)
+    # where read before written, and left so: every request resets what it touched. Requests
+    # are independent: they are scored on all of numba's threads.
+    for q in prange(len(rec_ptr) - 1):
+        k = get_thread_id()
+        _score_user(q, rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, mine_n,
+                    nb_start, nb_len, nb_ids, nb_sims, lk_start, lk_len, lk_users, ui_start,
+                    ui_count, ui_items, ui_len, item_key, user_key, n, recency_half_life,
+                    explain_items, similar_users, user_blend, out_items, out_score,
+                    out_item_part, out_user_part, out_users, out_count, out_because,
+                    scores[k], from_users[k], seen[k], excluded[k], position[k], touched[k],
+                    values[k], overlap[k], overlapping[k], sims[k])
+
+
+@njit(cache=True)
+def _score_user(q, rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, mine_n,
+                nb_start, nb_len, nb_ids, nb_sims, lk_start, lk_len, lk_users, ui_start,
+                ui_count, ui_items, ui_len, item_key, user_key, n, recency_half_life,
+                explain_items, similar_users, user_blend, out_items, out_score, out_item_part,
+                out_user_part, out_users, out_count, out_because, scores, from_users, seen,
+                excluded, position, touched, values, overlap, overlapping, sims):
+    """Request ``q`` of `score_users`."""
+    a, b = rec_ptr[q], rec_ptr[q + 1]
+    t = 0
+    contributors = np.empty(b - a, np.int64)
+    weights = np.empty(b - a)
+    c = 0
+    for r in range(a, b):
+        j = rec_items[r]
+        if j < 0:
+            continue
+        w = rec_affinity[r] * 0.5 ** ((r - a) / recency_half_life)
+        lo, hi = nb_start[j], nb_start[j] + nb_len[j]
+        if hi == lo:
+            continue
+        for e in range(lo, hi):
+            k = nb_ids[e]
+            if not seen[k]:
+                seen[k] = True
+                touched[t] = k
+                t += 1
+            scores[k] += w * nb_sims[e]
+        contributors[c] = j
+        weights[c] = w
+        c += 1
+    for e in range(exc_ptr[q], exc_ptr[q + 1]):
+        k = exc_items[e]
+        if k >= 0:
+            excluded[k] = True
+            scores[k] = 0.0
+    blended = False
+    if similar_users > 0:
+        u_count = 0
+        for r in range(a, a + mine_n[q]):
             j = rec_items[r]
             if j < 0:
                 continue
-            w = rec_affinity[r] * 0.5 ** ((r - a) / recency_half_life)
-            lo, hi = nb_start[j], nb_start[j] + nb_len[j]
-            if hi == lo:
-                continue
-            for e in range(lo, hi):
-                k = nb_ids[e]
-                if not seen[k]:
-                    seen[k] = True
-                    touched[t] = k
-                    t += 1
-                scores[k] += w * nb_sims[e]
-            contributors[c] = j
-            weights[c] = w
-            c += 1
-        for e in range(exc_ptr[q], exc_ptr[q + 1]):
-            k = exc_items[e]
-            if k >= 0:
-                excluded[k] = True
-                scores[k] = 0.0
-        blended = False
-        if similar_users > 0:
-            u_count = 0
-            for r in range(a, a + mine_n[q]):
-                j = rec_items[r]
-                if j < 0:
-                    continue
-                for e in range(lk_start[j], lk_start[j] + lk_len[j]):
-                    v = lk_users[e]
-                    if v != own_user[q]:
-                        if overlap[v] == 0:
-                            overlapping[u_count] = v
-                            u_count += 1
-                        overlap[v] += 1
-            if u_count > 0:
-                users = overlapping[:u_count].copy()
-                for v in users:
-                    sims[v] = overlap[v] / np.sqrt(mine_n[q] * ui_len[v])
-                    overlap[v] = 0
-                chosen = _top(sims, user_key, users, similar_users)
-                for v in chosen:
-                    for e in range(ui_start[v], ui_start[v] + ui_count[v]):
-                        k = ui_items[e]
-                        if k >= 0 and not excluded[k]:
-                            if not seen[k]:
-                                seen[k] = True
-                                touched[t] = k
-                                t += 1
-                            from_users[k] += sims[v]
-                for v in users:
-                    sims[v] = 0.0
-            top_items, top_users = 0.0, 0.0
+            for e in range(lk_start[j], lk_start[j] + lk_len[j]):
+                v = lk_users[e]
+                if v != own_user[q]:
+                    if overlap[v] == 0:
+                        overlapping[u_count] = v
+                        u_count += 1
+                    overlap[v] += 1
+        if u_count > 0:
+            users = overlapping[:u_count].copy()
+            for v in users:
+                sims[v] = overlap[v] / np.sqrt(mine_n[q] * ui_len[v])
+                overlap[v] = 0
+            chosen = _top(sims, user_key, users, similar_users)
+            for v in chosen:
+                for e in range(ui_start[v], ui_start[v] + ui_count[v]):
+                    k = ui_items[e]
+                    if k >= 0 and not excluded[k]:
+                        if not seen[k]:
+                            seen[k] = True
+                            touched[t] = k
+                            t += 1
+                        from_users[k] += sims[v]
+            for v in users:
+                sims[v] = 0.0
+        top_items, top_users = 0.0, 0.0
+        for x in range(t):
+            k = touched[x]
+            top_items = max(top_items, scores[k])
+            top_users = max(top_users, from_users[k])
+        if top_users > 0.0:
+            blended = True
             for x in range(t):
                 k = touched[x]
-                top_items = max(top_items, scores[k])
-                top_users = max(top_users, from_users[k])
-            if top_users > 0.0:
-                blended = True
-                for x in range(t):
-                    k = touched[x]
-                    part = scores[k] / top_items if top_items > 0.0 else scores[k]
-                    from_users[k] = user_blend * from_users[k] / top_users
-                    scores[k] = part  # the item part; the total is part + from_users
-        candidates = np.empty(t, np.int64)
-        n_cand = 0
-        for x in range(t):
-            k = touched[x]
-            total = scores[k] + from_users[k] if blended else scores[k]
-            if total > 0.0:
-                candidates[n_cand] = k
-                values[k] = round12(total)
-                n_cand += 1
-        top = _top(values, item_key, candidates[:n_cand], n)
-        out_count[q] = len(top)
-        for p in range(len(top)):
-            k = top[p]
-            total = scores[k] + from_users[k] if blended else scores[k]
-            out_items[q, p] = k
-            out_score[q, p] = total
-            out_item_part[q, p] = scores[k]
-            out_user_part[q, p] = from_users[k]
-            out_users[q, p] = blended and from_users[k] * 2 > total
-            position[k] = p
-        if explain_items > 0 and c > 0 and len(top) > 0:
-            # the contributors in item-key order: among equal rounded additions, the first wins
-            cs = np.arange(c)[np.argsort(item_key[contributors[:c]], kind="mergesort")]
-            best = np.full((len(top), explain_items), -1, np.int64)
-            best_value = np.zeros((len(top), explain_items))
-            for ci in cs:
-                j, w = contributors[ci], weights[ci]
-                for e in range(nb_start[j], nb_start[j] + nb_len[j]):
-                    p = position[nb_ids[e]]
-                    if p < 0:
-                        continue
-                    added = w * nb_sims[e]
-                    if added <= 0.0:
-                        continue
-                    value = round12(added)
-                    for slot in range(explain_items):  # insert, keeping strict order
-                        if best[p, slot] < 0 or value > best_value[p, slot]:
-                            for z in range(explain_items - 1, slot, -1):
-                                best[p, z] = best[p, z - 1]
-                                best_value[p, z] = best_value[p, z - 1]
-                            best[p, slot] = j
-                            best_value[p, slot] = value
-                            break
-            out_because[q, :len(top), :] = best
-        for p in range(len(top)):
-            position[top[p]] = -1
-        for x in range(t):
-            k = touched[x]
-            scores[k] = 0.0
-            from_users[k] = 0.0
-            seen[k] = False
-        for e in range(exc_ptr[q], exc_ptr[q + 1]):
-            k = exc_items[e]
-            if k >= 0:
-                excluded[k] = False
+                part = scores[k] / top_items if top_items > 0.0 else scores[k]
+                from_users[k] = user_blend * from_users[k] / top_users
+                scores[k] = part  # the item part; the total is part + from_users
+    candidates = np.empty(t, np.int64)
+    n_cand = 0
+    for x in range(t):
+        k = touched[x]
+        total = scores[k] + from_users[k] if blended else scores[k]
+        if total > 0.0:
+            candidates[n_cand] = k
+            values[k] = round12(total)
+            n_cand += 1
+    top = _top(values, item_key, candidates[:n_cand], n)
+    out_count[q] = len(top)
+    for p in range(len(top)):
+        k = top[p]
+        total = scores[k] + from_users[k] if blended else scores[k]
+        out_items[q, p] = k
+        out_score[q, p] = total
+        out_item_part[q, p] = scores[k]
+        out_user_part[q, p] = from_users[k]
+        out_users[q, p] = blended and from_users[k] * 2 > total
+        position[k] = p
+    if explain_items > 0 and c > 0 and len(top) > 0:
+        # the contributors in item-key order: among equal rounded additions, the first wins
+        cs = np.arange(c)[np.argsort(item_key[contributors[:c]], kind="mergesort")]
+        best = np.full((len(top), explain_items), -1, np.int64)
+        best_value = np.zeros((len(top), explain_items))
+        for ci in cs:
+            j, w = contributors[ci], weights[ci]
+            for e in range(nb_start[j], nb_start[j] + nb_len[j]):
+                p = position[nb_ids[e]]
+                if p < 0:
+                    continue
+                added = w * nb_sims[e]
+                if added <= 0.0:
+                    continue
+                value = round12(added)
+                for slot in range(explain_items):  # insert, keeping strict order
+                    if best[p, slot] < 0 or value > best_value[p, slot]:
+                        for z in range(explain_items - 1, slot, -1):
+                            best[p, z] = best[p, z - 1]
+                            best_value[p, z] = best_value[p, z - 1]
+                        best[p, slot] = j
+                        best_value[p, slot] = value
+                        break
+        out_because[q, :len(top), :] = best
+    for p in range(len(top)):
+        position[top[p]] = -1
+    for x in range(t):
+        k = touched[x]
+        scores[k] = 0.0
+        from_users[k] = 0.0
+        seen[k] = False
+    for e in range(exc_ptr[q], exc_ptr[q + 1]):
+        k = exc_items[e]
+        if k >= 0:
+            excluded[k] = False
 
 
 @njit(cache=True)
