@@ -5,7 +5,9 @@ benchmark, so all three rank — and featurise — the same way:
 
 - without a ranker version, the top-N is the co-occurrence order (`models.cooccurrence`);
 - with one, the top ``ranker_candidates`` co-occurrence candidates are re-ordered by the MLP
-  (`models.ranker`) and the top-N kept.
+  (`models.ranker`) and the top-N kept;
+- with ``popularity_penalty`` or ``diversity`` set, the top-N is then chosen from the top
+  ``rerank_pool`` of that order by the popularity-bias and diversity controls (`models.rerank`).
 
 A training example is the candidate list the user would be served at the moment of one of their
 positive events (their history just before it), with the features of every candidate and the
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models import rerank as controls
 from models.cooccurrence import DAY_S, ItemCooccurrence, Recommendation, UserHistory
 from models.ranker import FEATURE_VERSION, RankerMLP, UserContext, featurise, rerank
 from streams.settings import Settings
@@ -71,13 +74,36 @@ class Ranking:
 
     def recommend(self, items: ItemCooccurrence, user_id: str, history: UserHistory
                   ) -> list[Recommendation]:
-        """The user's top-N: re-ordered by the ranker when one is served."""
+        """The user's top-N: re-ordered by the ranker when one is served, then by the
+        popularity and diversity controls when they are on."""
+        return self.top(items, user_id, history, self.settings.top_n)
+
+    def top(self, items: ItemCooccurrence, user_id: str, history: UserHistory, n: int
+            ) -> list[Recommendation]:
+        """`recommend` for any ``n`` (the benchmarks ask for 10)."""
         s = self.settings
+        adjusting = self.adjusting
+        pool = max(n, s.rerank_pool) if adjusting else n
         if self.model is None:
-            return self.candidates(items, user_id, history, s.top_n)
-        candidates = self.candidates(items, user_id, history, max(s.ranker_candidates, s.top_n))
-        return rerank(self.model, candidates, self.features(items, history, candidates),
-                      s.top_n)
+            candidates = self.candidates(items, user_id, history, pool)
+        else:
+            candidates = self.candidates(items, user_id, history, max(s.ranker_candidates, pool))
+            candidates = rerank(self.model, candidates,
+                                self.features(items, history, candidates), pool)
+        return self.adjust(items, candidates, n) if adjusting else candidates[:n]
+
+    @property
+    def adjusting(self) -> bool:
+        return self.settings.popularity_penalty > 0.0 or self.settings.diversity > 0.0
+
+    def adjust(self, items: ItemCooccurrence, candidates: Sequence[Recommendation], n: int
+               ) -> list[Recommendation]:
+        """The top ``n`` of ``candidates`` by the popularity-bias and diversity controls."""
+        s = self.settings
+        popularity = items.item_stats([c.item_id for c in candidates])[:, 0]
+        return controls.rerank(candidates, n, popularity=popularity,
+                               similarity=items.similarities_to,
+                               beta=s.popularity_penalty, lam=s.diversity)
 
     def example(self, items: ItemCooccurrence, user_id: str, history: UserHistory, *,
                 item_id: str, ts: float, event_id: str) -> dict | None:

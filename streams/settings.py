@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     likers_cap: Positive = 100  # latest likers kept per item (similar-user index)
     user_items_cap: Positive = 50  # latest liked items kept per user (similar-user index)
 
+    # --- popularity-bias and diversity controls (models.rerank), applied to the served list ---
+    # relevance x (popularity / the top candidate's) ** -popularity_penalty; 0: off
+    popularity_penalty: Annotated[float, Field(ge=0, le=4)] = 0.0
+    diversity: Annotated[float, Field(ge=0, le=1)] = 0.0  # MMR weight of dissimilarity; 0: off
+    rerank_pool: Positive = 100  # candidates the controls choose the top_n from
+
     # --- ranker (models.ranker) and its trainer -----------------------------------------------
     topic_ranker_examples: str = "ranker-examples"
     ranker_candidates: Positive = 100  # co-occurrence candidates the ranker re-orders
