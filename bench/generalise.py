@@ -11,7 +11,7 @@ configuration (settings overrides) is measured on the 2 x 2 x 2 setups:
 
 The tastemaker rows are compared with a popularity baseline in the same setup (decayed popularity
 prequentially with the configuration's half-life, plain popularity offline) and with today's
-defaults. Writes JSON and a PNG (one panel per setup, one point per configuration).
+defaults. Writes JSON and a PNG (a heat map: configurations x setups, nDCG@10 over today's).
 
     python -m bench.generalise                       # bench/out/generalise.json + .png
     python -m bench.generalise --only defaults --only "hl 3650d, rating 1"
@@ -106,29 +106,32 @@ def baselines(*, limit: int, eval_share: float, seed: int, offline_seed: int
 
 
 def plot(result: Mapping[str, Any], path: Path) -> None:
+    """A heat map: nDCG@10 of each configuration (rows) in each setup (columns), over today's
+    defaults' in the same setup, the value written in each cell; the chosen row marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     names = list(result["configs"])
     panels = [setup_name(*s) for s in setups()]
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7.5), sharey=False)
-    for ax, panel in zip(axes.flat, panels, strict=True):
-        ys = [result["configs"][n]["setups"][panel]["ndcg@10"] for n in names]
-        colours = ["C3" if n.startswith("today") else
-                   "C2" if n == result.get("chosen") else "C0" for n in names]
-        ax.bar(range(len(names)), ys, color=colours)
-        base = result["popularity"][panel]["ndcg@10"]
-        ax.axhline(base, color="grey", linestyle="--", linewidth=1)
-        ax.set_title(panel, fontsize=9)
-        ax.set_xticks(range(len(names)), [str(k + 1) for k in range(len(names))], fontsize=8)
-        ax.set_ylim(0, max(ys + [base]) * 1.15)
-    axes[0, 0].set_ylabel("nDCG@10")
-    axes[1, 0].set_ylabel("nDCG@10")
-    legend = "  ".join(f"{k + 1}: {n}" for k, n in enumerate(names))
-    fig.suptitle("tastemaker nDCG@10 per configuration (red: today's defaults, green: chosen; "
-                 "dashed: popularity)\n" + legend, fontsize=8)
+    today = result["configs"][names[0]]["setups"]
+    ratio = np.array([[result["configs"][n]["setups"][p]["ndcg@10"] / today[p]["ndcg@10"]
+                       for p in panels] for n in names])
+    fig, ax = plt.subplots(figsize=(14, 1.2 + 0.6 * len(names)))
+    image = ax.imshow(ratio, cmap="RdYlGn", vmin=0.7, vmax=1.3, aspect="auto")
+    for r in range(len(names)):
+        for c in range(len(panels)):
+            value = result["configs"][names[r]]["setups"][panels[c]]["ndcg@10"]
+            ax.text(c, r, f"{ratio[r, c]:.3f}\n({value:.4f})", ha="center", va="center",
+                    fontsize=7.5)
+    ax.set_xticks(range(len(panels)), [p.replace(", ", "\n") for p in panels], fontsize=8)
+    ax.set_yticks(range(len(names)), [f"{n}  <- chosen" if n == result.get("chosen") else n
+                                      for n in names], fontsize=8)
+    fig.colorbar(image, ax=ax, label="nDCG@10 / today's defaults'")
+    ax.set_title("tastemaker nDCG@10 over today's defaults' (value in brackets), per setup",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
