@@ -99,18 +99,19 @@ def rerank(candidates: Sequence[Recommendation], n: int, *, popularity: Populari
 
 def _mmr(ids: Sequence[str], rel: np.ndarray, n: int, similarity: Similarity, lam: float
          ) -> list[int]:
-    """Greedy maximal marginal relevance; ties go to the earlier candidate."""
-    left = list(range(len(ids)))
+    """Greedy maximal marginal relevance; ties go to the earlier candidate. Similarities are
+    rounded to 12 significant digits as they arrive, so the gains are computed from the same
+    numbers on every worker."""
+    base = (1.0 - lam) * rel
     closest = np.zeros(len(ids))  # max similarity of each candidate to the chosen ones
+    available = np.ones(len(ids), dtype=bool)
     chosen: list[int] = []
-    while left and len(chosen) < n:
-        gain = round12((1.0 - lam) * rel[left] - lam * closest[left])
-        pick = left[int(np.argmax(gain))]  # argmax returns the first of equal maxima
+    while len(chosen) < min(n, len(ids)):
+        gain = np.where(available, base - lam * closest, -np.inf)
+        pick = int(np.argmax(gain))  # the first of equal maxima
         chosen.append(pick)
-        left.remove(pick)
-        if left:
-            sims = np.clip(np.asarray(similarity(ids[pick], [ids[k] for k in left]), float),
-                           0.0, 1.0)
-            closest[left] = np.maximum(closest[left], sims)
+        available[pick] = False
+        if len(chosen) < n and available.any():
+            sims = round12(np.asarray(similarity(ids[pick], ids), dtype=float))
+            np.maximum(closest, np.clip(sims, 0.0, 1.0), out=closest)
     return chosen
-

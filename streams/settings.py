@@ -117,9 +117,11 @@ class Settings(BaseSettings):
     user_items_cap: Positive = 50  # latest liked items kept per user (similar-user index)
 
     # --- popularity-bias and diversity controls (models.rerank), applied to the served list ---
-    # relevance x (popularity / the top candidate's) ** -popularity_penalty; 0: off
+    # relevance x (popularity / the top candidate's) ** -popularity_penalty; 0: off. Off by
+    # default: 0.1 already costs 2.8% nDCG@10 offline for +16% coverage (python -m bench.controls)
     popularity_penalty: Annotated[float, Field(ge=0, le=4)] = 0.0
-    diversity: Annotated[float, Field(ge=0, le=1)] = 0.0  # MMR weight of dissimilarity; 0: off
+    # MMR weight of dissimilarity; 0: off. 0.2: +5% coverage, less popularity lift, accuracy level
+    diversity: Annotated[float, Field(ge=0, le=1)] = 0.2
     rerank_pool: Positive = 100  # candidates the controls choose the top_n from
 
     # --- ranker (models.ranker) and its trainer -----------------------------------------------

@@ -59,7 +59,8 @@ def again() -> CooccurrenceRecommender:
 
 
 def lists(model: CooccurrenceRecommender, **controls: float) -> dict[str, list[str]]:
-    ranking = Ranking(load_settings(**controls))
+    """Every user's top K with ``controls`` (the others off, whatever the defaults)."""
+    ranking = Ranking(load_settings(**({"popularity_penalty": 0.0, "diversity": 0.0} | controls)))
     return {user: [r.item_id for r in ranking.top(model.items, user, history, K)]
             for user, history in sorted(model.histories.items())}
 
