@@ -17,7 +17,9 @@ top ``n``:
 Relevance is the candidate's score over the best candidate's when all scores are positive (the
 co-occurrence scores), else the scores min-max scaled to [0, 1] (the ranker's logits). Values are
 rounded to 12 significant digits and ties keep the incoming order, so every worker and replay
-serves the same list.
+serves the same list. Each served item's ``score`` becomes the control's: its penalised relevance,
+or with diversity its marginal gain when it was chosen (never increasing down a greedy list), so
+a sorted set keyed by score (``recs:{user}``) keeps the re-ranked order, as with the ranker.
 
 >>> from models.cooccurrence import Recommendation
 >>> recs = [Recommendation(i, s, (), "items") for i, s in [("hit", 1.0), ("niche", 0.8),
@@ -36,6 +38,7 @@ serves the same list.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -79,7 +82,7 @@ def rerank(candidates: Sequence[Recommendation], n: int, *, popularity: Populari
 
     ``popularity`` is a function of an item (or an array aligned with ``candidates``);
     ``similarity(item, others)`` the similarity of ``item`` to each of ``others``. Served items
-    keep their score, ``because`` and ``source``; only the order changes.
+    keep ``because`` and ``source``; ``score`` becomes the control's (decreasing down the list).
     """
     if beta < 0.0 or not 0.0 <= lam <= 1.0:
         raise ValueError(f"need beta >= 0 and 0 <= lam <= 1, got beta={beta}, lam={lam}")
@@ -93,23 +96,23 @@ def rerank(candidates: Sequence[Recommendation], n: int, *, popularity: Populari
     rel = round12(relevance(rel))
     if lam == 0.0:
         order = sorted(range(len(ids)), key=lambda k: (-rel[k], k))[:n]
-        return [candidates[k] for k in order]
-    return [candidates[k] for k in _mmr(ids, rel, n, similarity, lam)]
+        return [replace(candidates[k], score=float(rel[k])) for k in order]
+    return [replace(candidates[k], score=gain) for k, gain in _mmr(ids, rel, n, similarity, lam)]
 
 
 def _mmr(ids: Sequence[str], rel: np.ndarray, n: int, similarity: Similarity, lam: float
-         ) -> list[int]:
-    """Greedy maximal marginal relevance; ties go to the earlier candidate. Similarities are
-    rounded to 12 significant digits as they arrive, so the gains are computed from the same
-    numbers on every worker."""
+         ) -> list[tuple[int, float]]:
+    """Greedy maximal marginal relevance: (candidate, gain when chosen) in order; ties go to the
+    earlier candidate. Similarities are rounded to 12 significant digits as they arrive, so the
+    gains are computed from the same numbers on every worker."""
     base = (1.0 - lam) * rel
     closest = np.zeros(len(ids))  # max similarity of each candidate to the chosen ones
     available = np.ones(len(ids), dtype=bool)
-    chosen: list[int] = []
+    chosen: list[tuple[int, float]] = []
     while len(chosen) < min(n, len(ids)):
         gain = np.where(available, base - lam * closest, -np.inf)
         pick = int(np.argmax(gain))  # the first of equal maxima
-        chosen.append(pick)
+        chosen.append((pick, float(round12(gain[pick:pick + 1])[0])))
         available[pick] = False
         if len(chosen) < n and available.any():
             sims = round12(np.asarray(similarity(ids[pick], ids), dtype=float))

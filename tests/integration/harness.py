@@ -93,9 +93,11 @@ def assert_equal_to_reference(settings: Settings, model, users: Iterable[str]) -
         model.items.refresh()
     for user in users:
         if ranking.adjusting and user in model.histories:
-            want = ranking.top(model.items, user, model.histories[user], settings.top_n)
-            longer = {r.item_id: r for r in model.recommend(user, ranking.settings.rerank_pool
-                                                            + settings.top_n, fresh=True)}
+            history = model.histories[user]
+            want = ranking.top(model.items, user, history, settings.top_n)
+            # a greedy list's first top_n are the longer list's: the same scores
+            longer = {r.item_id: r for r in ranking.top(model.items, user, history,
+                                                         settings.top_n + 20)}
         else:
             want = model.recommend(user, settings.top_n, fresh=True)
             longer = {r.item_id: r for r in model.recommend(user, settings.top_n + 20,

@@ -3,7 +3,6 @@ seeded sample, and the lists stay deterministic."""
 
 from __future__ import annotations
 
-import math
 import random
 
 import numpy as np
@@ -135,6 +134,16 @@ def test_rerank_refuses_bad_strengths_and_keeps_scores():
         rerank(recs, 3, popularity=pop, similarity=lambda i, o: np.zeros(len(o)), beta=-1)
     with pytest.raises(ValueError):
         rerank(recs, 3, popularity=pop, similarity=lambda i, o: np.zeros(len(o)), lam=1.5)
-    out = rerank(recs, 5, popularity=pop, similarity=lambda i, o: np.zeros(len(o)), beta=3.0)
-    assert {r.item_id: r.score for r in out} == {r.item_id: r.score for r in recs}
-    assert math.isclose(sum(r.score for r in out), sum(r.score for r in recs))
+    for controls in ({"beta": 3.0}, {"lam": 0.5}, {"beta": 0.5, "lam": 0.3}):
+        out = rerank(recs, 5, popularity=pop, similarity=lambda i, o: np.ones(len(o)), **controls)
+        assert sorted(r.item_id for r in out) == sorted(r.item_id for r in recs)
+        # scores follow the served order, so a sorted set keyed by them keeps it
+        assert [r.score for r in out] == sorted((r.score for r in out), reverse=True)
+        assert all(r.because == () and r.source == "items" for r in out)
+
+
+def test_served_scores_keep_the_controlled_order_on_the_sample(model):
+    ranking = Ranking(load_settings(popularity_penalty=0.5, diversity=0.4))
+    for user, history in list(sorted(model.histories.items()))[:30]:
+        scores = [r.score for r in ranking.top(model.items, user, history, 50)]
+        assert scores == sorted(scores, reverse=True)
