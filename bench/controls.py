@@ -108,8 +108,12 @@ def main() -> None:
         print(f"{name:30} " + " | ".join(
             f"{p}: " + " ".join(f"{k} {v}" for k, v in points[name][p].items())
             for p in ("offline", "prequential")), flush=True)
-    table = offline_table(split, get_settings())  # every model row, with the settings' controls
-    models = {name: {k: row[k] for k in SHOWN} for name, row in table.items()}
+    settings = get_settings()
+    table = offline_table(split, settings)  # every model row, with the settings' controls
+    controls = (f"popularity_penalty {settings.popularity_penalty:g}, diversity "
+                f"{settings.diversity:g}")
+    models = {(f"{name}, {controls}" if name.startswith("tastemaker") else name):
+              {k: row[k] for k in SHOWN} for name, row in table.items()}
     result = {"points": points, "overrides": POINTS, "chosen": args.chosen, "models": models,
               "protocols": {"offline": f"stratified 75/25, seed {args.offline_seed}",
                             "prequential": f"first {args.limit:,} ratings, eval_share "

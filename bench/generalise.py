@@ -152,7 +152,8 @@ def main() -> None:
     common = {"limit": args.limit, "eval_share": args.eval_share, "seed": args.seed,
               "offline_seed": args.offline_seed}
     started = time.perf_counter()
-    known = json.loads(args.out.read_text())["configs"] if args.merge and args.out.exists() else {}
+    previous = json.loads(args.out.read_text()) if args.merge and args.out.exists() else {}
+    known = previous.get("configs", {})
     configs = {}
     for name, overrides in CONFIGS.items():
         if name in known and (not args.only or name not in args.only):
@@ -171,9 +172,9 @@ def main() -> None:
                             "offline": f"MS Recommenders stratified 75/25, seed "
                                        f"{args.offline_seed}"},
               "chosen": args.chosen, "configs": configs,
-              "popularity": (json.loads(args.out.read_text())["popularity"]
-                             if known else baselines(**common)),
-              "seconds": round(time.perf_counter() - started, 1)}
+              "popularity": previous["popularity"] if known else baselines(**common),
+              # with --merge: the time of every run that measured what the file holds
+              "seconds": round(time.perf_counter() - started + previous.get("seconds", 0.0), 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     plot(result, args.out.with_suffix(".png"))

@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -67,8 +68,8 @@ class Step:
         return [sys.executable, "-m", self.module, *(self.quick_args if quick else self.args)]
 
     def shell(self, quick: bool) -> str:
-        return " ".join(["python", "-m", self.module,
-                         *(self.quick_args if quick else self.args)])
+        return shlex.join(["python", "-m", self.module,
+                           *(self.quick_args if quick else self.args)])
 
 
 # --- the machine and the code measured ---------------------------------------------------------
