@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import random
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,19 +42,50 @@ from streams.replay import ENCODINGS, Encoding, play_completion
 from streams.settings import Settings, get_settings
 from streams.worker import reference_recommender
 
+Objective = Literal["next", "later"]
+POSITIVES = 5  # per logged event, with objective "later"
 # published nDCG@10 on ML-100K with this protocol (MS Recommenders' benchmark table)
 PUBLISHED_NDCG = {"SAR": 0.382, "NCF": 0.396, "LightGCN": 0.420, "BPR": 0.442, "BiVAE": 0.475}
 
 
 def learn_and_log(split: Split, settings: Settings, genres: dict[str, tuple[str, ...]], *,
-                  encoding: Encoding, rate: float):  # noqa: ANN201 - (model, ranking, groups)
-    """Learn the train split as the workers would, logging their training examples."""
+                  encoding: Encoding, rate: float, objective: Objective = "next"
+                  ):  # noqa: ANN201 - (model, ranking, groups)
+    """Learn the train split as the workers would, logging their training examples.
+
+    ``objective="next"``: the workers' examples (the candidate chosen next). ``"later"``: at the
+    same sampled events, the candidates and their features with, as positives, every candidate
+    the user rates later in the train split (labels joined after the fact; up to ``POSITIVES``
+    of them, seeded, each its own group): what the offline protocol asks, a random share of a
+    user's items rather than the next one."""
     model = reference_recommender(settings)
     ranking = Ranking(settings)
     ranking.learn_catalogue(genres)
     weights = settings.feedback_weights()
     examples: list[tuple[np.ndarray, int, float]] = []
+    rng = random.Random(settings.trainer_seed)
+    remaining: dict[str, Counter[str]] = {}
     for r in split.train:
+        remaining.setdefault(r.user_id, Counter())[r.item_id] += 1
+    for r in split.train:
+        if objective == "later":
+            history = model.histories.get(r.user_id)
+            event_id = f"ml-{r.user_id}-{r.item_id}-play"
+            if history is not None and sampled(event_id, rate):
+                candidates = ranking.candidates(model.items, r.user_id, history,
+                                                settings.ranker_candidates)
+                later = remaining[r.user_id]
+                positives = [k for k, c in enumerate(candidates) if later[c.item_id] > 0]
+                if positives:
+                    features = ranking.features(model.items, history, candidates)
+                    for k in sorted(rng.sample(positives, min(POSITIVES, len(positives)))):
+                        examples.append((features, k, r.ts))
+            remaining[r.user_id][r.item_id] -= 1
+            for weight in (weights.for_play(completion=play_completion(r.rating, encoding)),
+                           weights.for_rating(r.rating)):
+                model.learn_one(r.user_id, r.item_id, weight=weight, ts=r.ts)
+            continue
+
         for kind, weight in (
                 ("play", weights.for_play(completion=play_completion(r.rating, encoding))),
                 ("rating", weights.for_rating(r.rating))):
@@ -120,6 +153,10 @@ def main() -> None:
     parser.add_argument("--example-rate", type=float, default=None,
                         help="share of positive events logged (default: the setting)")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--objective", choices=["next", "later"], default="next",
+                        help="positives: the item chosen next (the workers' examples) or every "
+                             "candidate the user rates later in train")
+    parser.add_argument("--losses", nargs="+", default=["listwise", "pointwise"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/out/offline_ranker.json"))
     args = parser.parse_args()
@@ -133,7 +170,7 @@ def main() -> None:
 
     started = time.perf_counter()
     model, ranking, groups = learn_and_log(split, settings, genres, encoding=args.encoding,
-                                           rate=rate)
+                                           rate=rate, objective=args.objective)
     learn_s = time.perf_counter() - started
     print(f"learned {len(split.train):,} train ratings, logged {len(groups):,} examples "
           f"in {learn_s:.0f} s", flush=True)
@@ -142,12 +179,13 @@ def main() -> None:
     table["tastemaker, co-occurrence order"] = evaluate(
         ranked_lists(model, ranking, None), split.train_seen, split.relevant,
         yardstick=yardstick)
-    for loss in ("listwise", "pointwise"):
+    for loss in args.losses:
         t0 = time.perf_counter()
         ranker, info = train(groups, settings, loss=loss, max_epochs=args.epochs)
         info["fit_seconds"] = round(time.perf_counter() - t0, 1)
         fits[loss] = info
-        name = f"tastemaker + MLP ranker ({loss}{', MSE' if loss == 'pointwise' else ''})"
+        name = (f"tastemaker + MLP ranker ({loss}{', MSE' if loss == 'pointwise' else ''}"
+                f"{', later train items' if args.objective == 'later' else ''})")
         table[name] = evaluate(ranked_lists(model, ranking, ranker), split.train_seen,
                                split.relevant, yardstick=yardstick)
         print(f"{loss}: {info}", flush=True)
@@ -157,7 +195,7 @@ def main() -> None:
     print("published nDCG@10: " + ", ".join(f"{k} {v}" for k, v in PUBLISHED_NDCG.items()))
     result = {"protocol": "MS Recommenders python_stratified_split(ratio=0.75, seed=42), top-10 "
                           "of unseen items, all test ratings relevant",
-              "encoding": args.encoding, "example_rate": rate,
+              "encoding": args.encoding, "example_rate": rate, "objective": args.objective,
               "examples": len(groups), "learn_seconds": round(learn_s, 1),
               "settings": {k: getattr(settings, k) for k in (
                   "half_life_days", "feedback_rating", "ranker_candidates", "trainer_lr")},
