@@ -11,14 +11,19 @@ figures sit beside the ones they publish:
   the notebook's 74,992 train / 25,008 test ratings. (Later releases draw one global
   ``np.random.rand`` and keep ``rank / count <= 0.75``: 74,646 / 25,354, a different split.)
 - **Training**: tastemaker learns the train ratings *as a stream*, in time order, each as the
-  replay sends it: a ``play`` with ``completion_of(rating)`` then the ``rating``, weighted by the
-  settings' feedback weights. The baselines are batch models on the same train ratings.
+  replay sends it: a ``play`` then the ``rating``, weighted by the settings' feedback weights, in
+  either encoding of `streams.replay` (the play's completion follows the stars, or the play has
+  none; both run by default). The baselines are batch models on the same train ratings.
 - **Ranking**: each test user's top 10 among the items they did not rate in train
   (``remove_seen=True``).
 - **Relevance**: every test rating, whatever its stars (their ranking metrics take all of
   ``rating_true`` as relevant). Metrics are `models.metrics`, averaged over the test users.
+- **Beyond accuracy**: `models.metrics.beyond_accuracy` over the test users' lists; an item's
+  popularity is its number of train ratings, intra-list similarity the cosine of the items'
+  binary train-rater vectors, a list's history its user's train items.
 
     python -m bench.offline                # writes bench/out/offline.json
+    python -m bench.offline --stretch 30   # train timestamps stretched x30 (about 17 years)
     python -m bench.offline --sweep        # + tastemaker settings on this and the prequential bench
 """
 
@@ -41,10 +46,19 @@ import numpy as np
 
 from models.cooccurrence import CooccurrenceRecommender
 from models.feedback import FeedbackWeights
-from models.metrics import average_precision_at_k, ndcg_at_k, precision_at_k, recall_at_k
+from models.metrics import (
+    BEYOND,
+    average_precision_at_k,
+    beyond_accuracy,
+    cosine_similarity,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+)
 from models.popularity import DecayedPopularity
 from streams.datasets import RECBOLE, Rating, fetch_wheel, movielens_100k
-from streams.replay import completion_of
+from streams.ranking import Ranking
+from streams.replay import ENCODINGS, Encoding, play_completion
 from streams.settings import Settings, get_settings, load_settings
 from streams.worker import reference_recommender
 
@@ -125,24 +139,29 @@ def seen_by_user(ratings: Sequence[Rating]) -> dict[str, frozenset[str]]:
 
 # --- models ---------------------------------------------------------------------------------------
 def learn_stream(model: CooccurrenceRecommender, train: Sequence[Rating],
-                 weights: FeedbackWeights) -> None:
+                 weights: FeedbackWeights, encoding: Encoding = "completion") -> None:
     """Learn ``train`` (time order) as the replay sends it: a play, then the rating."""
     for r in train:
+        completion = play_completion(r.rating, encoding)
         model.learn_one(r.user_id, r.item_id,
-                        weight=weights.for_play(completion=completion_of(r.rating)), ts=r.ts)
+                        weight=weights.for_play(completion=completion), ts=r.ts)
         model.learn_one(r.user_id, r.item_id, weight=weights.for_rating(r.rating), ts=r.ts)
 
 
-def tastemaker_ranker(model: CooccurrenceRecommender) -> Ranker:
+def tastemaker_ranker(model: CooccurrenceRecommender, ranking: Ranking | None = None) -> Ranker:
     """Top K from the model, with its neighbour lists refreshed once (what ``fresh=True`` gives,
     without recomputing them per user). Train items a user's capped history has evicted are not
-    excluded by the model, so a few more are asked for and those filtered out."""
+    excluded by the model, so a few more are asked for and those filtered out. With ``ranking``
+    the list is served as the workers serve it (its ranker and controls)."""
     model.items.refresh()
 
     def rank(user: str, seen: frozenset[str]) -> list[str]:
         history = model.histories.get(user)
         evicted = len(seen - history.items.keys()) if history is not None else 0
-        recs = model.recommend(user, K + evicted, explain=False)
+        if ranking is not None and history is not None:
+            recs = ranking.top(model.items, user, history, K + evicted)
+        else:
+            recs = model.recommend(user, K + evicted, explain=False)
         return [r.item_id for r in recs if r.item_id not in seen][:K]
 
     return rank
@@ -192,16 +211,45 @@ def popularity_ranker(train: Sequence[Rating]) -> Ranker:
 
 # --- evaluation -----------------------------------------------------------------------------------
 def evaluate(rank: Ranker, train_seen: Mapping[str, frozenset[str]],
-             relevant: Mapping[str, frozenset[str]]) -> dict[str, float]:
-    """The four metrics averaged over the users with test ratings."""
+             relevant: Mapping[str, frozenset[str]], *, yardstick: Yardstick | None = None
+             ) -> dict[str, float]:
+    """The four metrics averaged over the users with test ratings; with ``yardstick``, the
+    beyond-accuracy measures of the same lists too."""
     totals = dict.fromkeys(METRICS, 0.0)
+    lists, histories = [], []
     for user, rel in relevant.items():
-        ranked = rank(user, train_seen.get(user, frozenset()))
+        seen = train_seen.get(user, frozenset())
+        ranked = rank(user, seen)
         totals["precision@10"] += precision_at_k(ranked, rel, K)
         totals["recall@10"] += recall_at_k(ranked, rel, K)
         totals["ndcg@10"] += ndcg_at_k(ranked, rel, K)
         totals["map"] += average_precision_at_k(ranked, rel, K)
-    return {m: round(v / len(relevant), 4) for m, v in totals.items()}
+        lists.append(ranked)
+        histories.append(sorted(seen))
+    out = {m: round(v / len(relevant), 4) for m, v in totals.items()}
+    if yardstick is not None:
+        out |= beyond_accuracy(lists, histories, counts=yardstick.counts,
+                               catalogue=yardstick.catalogue, similarity=yardstick.similarity,
+                               k=K)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Yardstick:
+    """What the beyond-accuracy measures compare with: train ratings per item, the catalogue
+    (every item of the data set) and the items' cosine similarity over the train raters."""
+
+    counts: dict[str, float]
+    catalogue: list[str]
+    similarity: Callable[[str, str], float]
+
+    @classmethod
+    def of(cls, train: Sequence[Rating], catalogue: Sequence[str]) -> Yardstick:
+        counts: dict[str, float] = {}
+        for r in train:
+            counts[r.item_id] = counts.get(r.item_id, 0) + 1
+        return cls(counts, sorted(catalogue, key=_natural),
+                   cosine_similarity((r.user_id, r.item_id) for r in train))
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,31 +257,49 @@ class Split:
     train: list[Rating]  # time order
     train_seen: dict[str, frozenset[str]]
     relevant: dict[str, frozenset[str]]
+    catalogue: frozenset[str] = frozenset()  # every item of the data set
 
     @classmethod
-    def of(cls, cache_dir: Path, seed: int) -> Split:
-        train, test = stratified_split(ratings_in_file_order(cache_dir), seed=seed)
-        return cls(train, seen_by_user(train), seen_by_user(test))
+    def of(cls, cache_dir: Path, seed: int, *, stretch: float = 1.0) -> Split:
+        from bench.quality import stretch_time
+
+        ratings = ratings_in_file_order(cache_dir)
+        train, test = stratified_split(stretch_time(ratings, stretch), seed=seed)
+        return cls(train, seen_by_user(train), seen_by_user(test),
+                   frozenset(r.item_id for r in ratings))
+
+    def yardstick(self) -> Yardstick:
+        return Yardstick.of(self.train, sorted(self.catalogue))
 
 
-def offline_tastemaker(split: Split, settings: Settings) -> dict[str, float]:
+def offline_tastemaker(split: Split, settings: Settings, *, encoding: Encoding = "completion",
+                       yardstick: Yardstick | None = None) -> dict[str, float]:
     started = time.perf_counter()
     model = reference_recommender(settings)
-    learn_stream(model, split.train, settings.feedback_weights())
-    result = evaluate(tastemaker_ranker(model), split.train_seen, split.relevant)
+    learn_stream(model, split.train, settings.feedback_weights(), encoding)
+    ranking = Ranking(settings)
+    rank = tastemaker_ranker(model, ranking if ranking.adjusting else None)
+    result = evaluate(rank, split.train_seen, split.relevant, yardstick=yardstick)
     return result | {"seconds": round(time.perf_counter() - started, 1)}
 
 
-def offline_table(split: Split, settings: Settings) -> dict[str, dict[str, float]]:
-    """tastemaker with ``settings`` beside the batch baselines."""
-    table = {"tastemaker-cooccurrence": offline_tastemaker(split, settings)}
+def offline_table(split: Split, settings: Settings, *,
+                  encodings: Sequence[Encoding] = ENCODINGS) -> dict[str, dict[str, float]]:
+    """tastemaker with ``settings`` (in each encoding) beside the batch baselines."""
+    yardstick = split.yardstick()
+    table = {}
+    for encoding in encodings:
+        name = "tastemaker-cooccurrence" + ("" if encoding == "completion" else f" ({encoding})")
+        table[name] = offline_tastemaker(split, settings, encoding=encoding,
+                                         yardstick=yardstick)
     for name, neighbours in [("batch-cosine-knn (k=all)", None), ("batch-cosine-knn (k=100)", 100)]:
         started = time.perf_counter()
         knn = CosineItemKNN(split.train, neighbours=neighbours)
-        table[name] = evaluate(knn.rank, split.train_seen, split.relevant) | {
+        table[name] = evaluate(knn.rank, split.train_seen, split.relevant,
+                               yardstick=yardstick) | {
             "seconds": round(time.perf_counter() - started, 1)}
     table["popularity"] = evaluate(popularity_ranker(split.train), split.train_seen,
-                                   split.relevant)
+                                   split.relevant, yardstick=yardstick)
     return table
 
 
@@ -307,6 +373,13 @@ def print_table(table: Mapping[str, Mapping[str, float]], title: str) -> None:
             f"{row[m]:>12.4f}" if m in row else f"{'-':>12}" for m in METRICS))
 
 
+def print_beyond(table: Mapping[str, Mapping[str, float]]) -> None:
+    print(f"\n{'model':34} " + " ".join(f"{m[:12]:>12}" for m in BEYOND))
+    for name, row in table.items():
+        print(f"{name:34} " + " ".join(
+            f"{row[m]:>12.4f}" if m in row else f"{'-':>12}" for m in BEYOND))
+
+
 def plot_sweep(sweep: Mapping[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -330,6 +403,9 @@ def plot_sweep(sweep: Mapping[str, dict[str, Any]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--stretch", type=float, default=1.0,
+                        help="multiply the time since the first rating by this")
+    parser.add_argument("--encoding", choices=[*ENCODINGS, "both"], default="both")
     parser.add_argument("--sweep", action="store_true",
                         help="also run tastemaker settings on this and the prequential bench")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
@@ -338,18 +414,21 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     settings = get_settings()
-    split = Split.of(settings.cache_dir, args.seed)
+    split = Split.of(settings.cache_dir, args.seed, stretch=args.stretch)
     n_test = sum(len(v) for v in split.relevant.values())
     print(f"split seed {args.seed}: {len(split.train):,} train / {n_test:,} test ratings, "
-          f"{len(split.relevant)} test users")
-    table = offline_table(split, settings)
+          f"{len(split.relevant)} test users, time x{args.stretch:g}")
+    encodings = ENCODINGS if args.encoding == "both" else (args.encoding,)
+    table = offline_table(split, settings, encodings=encodings)
     print_table(table, "this run (python -m bench.offline)")
+    print_beyond(table)
     print_table(PUBLISHED, "published, same protocol")
-    ours, knn = table["tastemaker-cooccurrence"], table["batch-cosine-knn (k=all)"]
+    ours, knn = next(iter(table.values())), table["batch-cosine-knn (k=all)"]
     result: dict[str, Any] = {
         "protocol": "MS Recommenders python_stratified_split(ratio=0.75), top-10 of unseen items, "
                     "all test ratings relevant",
-        "seed": args.seed, "train_ratings": len(split.train), "test_ratings": n_test,
+        "seed": args.seed, "stretch": args.stretch, "train_ratings": len(split.train),
+        "test_ratings": n_test,
         "test_users": len(split.relevant), "models": table, "published": PUBLISHED,
         "ndcg_ratio_vs_batch_knn": round(ours["ndcg@10"] / knn["ndcg@10"], 3),
     }

@@ -4,10 +4,14 @@ In time order, before each rating is learned, the user's top-10 is asked of ever
 the rated item being in it (every rated item was watched, so it is relevant). Recall@10 and nDCG@10
 are averaged over the evaluated events. All models learn every event and are asked at the same
 seeded sample of events. Each rating is learned as the replay sends it: a ``play`` then a
-``rating``.
+``rating``, in either encoding of `streams.replay` (the play's completion follows the stars, or
+the play has none); both run by default. Beside Recall@10 and nDCG@10, every model row has the
+beyond-accuracy measures of `models.metrics.beyond_accuracy` over the lists it was asked for
+(popularity and intra-list similarity from the ratings replayed: see `beyond`).
 
     python -m bench.quality                 # full ML-100K, writes bench/out/quality.json
     python -m bench.quality --limit 20000   # a slice
+    python -m bench.quality --stretch 30    # timestamps stretched x30 (about 17 years)
     python -m bench.quality --reviews       # the replay with review texts: review feedback from
                                             # sentiment vs stars vs none (bench/out/reviews.json)
 """
@@ -25,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from models.cooccurrence import CooccurrenceRecommender
+from models.cooccurrence import CooccurrenceRecommender, Recommendation
 from models.feedback import FeedbackWeights
+from models.metrics import beyond_accuracy, cosine_similarity
 from models.popularity import DecayedPopularity
 from streams.datasets import Rating, movielens_100k
-from streams.replay import completion_of
-from streams.settings import get_settings
+from streams.ranking import Ranking
+from streams.replay import ENCODINGS, Encoding, play_completion
+from streams.settings import Settings, get_settings
 from streams.worker import reference_recommender
 
 K = 10
@@ -45,9 +51,12 @@ class Score:
     curve: list[float] = field(default_factory=list)  # running recall at checkpoints
     # [events learned, evaluated, hits] at each checkpoint: recall per stretch of the stream
     checkpoints: list[list[int]] = field(default_factory=list)
+    lists: list[list[str]] = field(default_factory=list)  # the top-K lists asked for ...
+    asked: list[tuple[str, int]] = field(default_factory=list)  # ... (user, history length)
 
     def add(self, ranked: Sequence[str], item: str) -> None:
         self.evaluated += 1
+        self.lists.append(list(ranked[:K]))
         if item in ranked[:K]:
             self.hits += 1
             self.ndcg += 1.0 / math.log2(ranked.index(item) + 2)
@@ -95,10 +104,53 @@ class BiasedMFRanker:
         return [items[t] for t in top]
 
 
+class ControlledRecommender:
+    """The tastemaker model served through the worker's `streams.ranking.Ranking`: what users
+    get with the popularity-bias and diversity controls of ``settings`` (without a ranker)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.model = reference_recommender(settings)
+        self.ranking = Ranking(settings)
+
+    def learn_one(self, user_id: str, item_id: str, *, weight: float, ts: float) -> None:
+        self.model.learn_one(user_id, item_id, weight=weight, ts=ts)
+
+    def recommend_items(self, user_id: str, n: int) -> list[Recommendation]:
+        history = self.model.histories.get(user_id)
+        if history is None:
+            return self.model.cold_start(n)
+        return self.ranking.top(self.model.items, user_id, history, n)
+
+    def recommend(self, user_id: str, n: int) -> list[str]:
+        return [r.item_id for r in self.recommend_items(user_id, n)]
+
+
+def tastemaker(settings: Settings) -> CooccurrenceRecommender | ControlledRecommender:
+    """The model as the workers serve it with ``settings``' controls (no ranker)."""
+    if Ranking(settings).adjusting:
+        return ControlledRecommender(settings)
+    return reference_recommender(settings)
+
+
+def stretch_time(ratings: Sequence[Rating], factor: float) -> list[Rating]:
+    """The same ratings with the time since the first one multiplied by ``factor`` (ML-100K's
+    seven months x30: about 17 years), to see what depends on the data's time span.
+
+    >>> [r.ts for r in stretch_time([Rating("u", "i", 4.0, 10.0), Rating("u", "j", 4.0, 12.0)], 30)]
+    [10.0, 70.0]
+    """
+    if factor == 1.0 or not ratings:
+        return list(ratings)
+    t0 = min(r.ts for r in ratings)
+    return [Rating(r.user_id, r.item_id, r.rating, t0 + factor * (r.ts - t0)) for r in ratings]
+
+
 def run(ratings: Sequence[Rating], *, eval_share: float, seed: int,
         models: dict[str, Callable[[], object]] | None = None,
-        feedback: FeedbackWeights | None = None) -> dict[str, Score]:
-    """Replay ``ratings`` prequentially through each model; return their scores."""
+        feedback: FeedbackWeights | None = None,
+        encoding: Encoding = "completion") -> dict[str, Score]:
+    """Replay ``ratings`` prequentially through each model, each rating sent in ``encoding``;
+    return their scores."""
     feedback = feedback or FeedbackWeights()
     rng = random.Random(seed)
     evaluate = [rng.random() < eval_share for _ in ratings]
@@ -108,11 +160,14 @@ def run(ratings: Sequence[Rating], *, eval_share: float, seed: int,
     for name, factory in factories.items():
         model = factory()
         score = scores[name] = Score()
+        history_length: dict[str, int] = {}
         started = time.perf_counter()
         for n, (r, asked) in enumerate(zip(ratings, evaluate, strict=True)):
             if asked:
                 score.add(_ask(model, r.user_id), r.item_id)
-            _learn(model, r, feedback)
+                score.asked.append((r.user_id, history_length.get(r.user_id, 0)))
+            history_length[r.user_id] = history_length.get(r.user_id, 0) + 1
+            _learn(model, r, feedback, encoding)
             if (n + 1) % checkpoints == 0:
                 score.curve.append(round(score.recall, 4))
                 score.checkpoints.append([n + 1, score.evaluated, score.hits])
@@ -120,10 +175,27 @@ def run(ratings: Sequence[Rating], *, eval_share: float, seed: int,
     return scores
 
 
+def beyond(scores: dict[str, Score], ratings: Sequence[Rating]) -> dict[str, dict[str, float]]:
+    """`models.metrics.beyond_accuracy` of each model's asked lists. The yardsticks come from
+    the ratings replayed: an item's popularity is its number of ratings among them, the long tail
+    the items outside the most rated ones that hold 20% of them, intra-list similarity the cosine
+    of the items' binary rater vectors; a list's history is its user's ratings before it."""
+    counts: dict[str, float] = {}
+    by_user: dict[str, list[str]] = {}
+    for r in ratings:
+        counts[r.item_id] = counts.get(r.item_id, 0) + 1
+        by_user.setdefault(r.user_id, []).append(r.item_id)
+    catalogue = sorted(counts)
+    similarity = cosine_similarity((r.user_id, r.item_id) for r in ratings)
+    return {name: beyond_accuracy(
+        s.lists, [by_user.get(user, [])[:length] for user, length in s.asked], counts=counts,
+        catalogue=catalogue, similarity=similarity, k=K) for name, s in scores.items()}
+
+
 def default_models() -> dict[str, Callable[[], object]]:
     settings = get_settings()
     return {
-        "tastemaker-cooccurrence": lambda: reference_recommender(settings),
+        "tastemaker-cooccurrence": lambda: tastemaker(settings),
         "popularity-decayed": lambda: DecayedPopularity(half_life_days=settings.half_life_days),
         "river-BiasedMF": BiasedMFRanker,
     }
@@ -135,11 +207,11 @@ def _ask(model: object, user_id: str) -> list[str]:
     return model.recommend(user_id, K)  # type: ignore[attr-defined]
 
 
-def _learn(model: object, r: Rating, feedback: FeedbackWeights) -> None:
+def _learn(model: object, r: Rating, feedback: FeedbackWeights, encoding: Encoding) -> None:
     if isinstance(model, BiasedMFRanker):
         model.learn_one(r.user_id, r.item_id, r.rating)
         return
-    completion = completion_of(r.rating)  # as the replay sends it
+    completion = play_completion(r.rating, encoding)  # as the replay sends it
     model.learn_one(r.user_id, r.item_id, weight=feedback.for_play(completion=completion), ts=r.ts)  # type: ignore[attr-defined]
     model.learn_one(r.user_id, r.item_id, weight=feedback.for_rating(r.rating), ts=r.ts)  # type: ignore[attr-defined]
 
@@ -172,6 +244,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--eval-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--encoding", choices=[*ENCODINGS, "both"], default="both")
+    parser.add_argument("--stretch", type=float, default=1.0,
+                        help="multiply the time since the first rating by this")
     parser.add_argument("--reviews", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -180,22 +255,40 @@ def main() -> None:
         return
     args.out = args.out or Path("bench/out/quality.json")
     ratings, _ = movielens_100k(get_settings().cache_dir)
-    ratings = ratings[: args.limit]
-    scores = run(ratings, eval_share=args.eval_share, seed=args.seed)
-    result = {name: s.as_dict() | {"curve": s.curve, "checkpoints": s.checkpoints}
-              for name, s in scores.items()}
-    base = max(v["recall@10"] for k, v in result.items() if k != "tastemaker-cooccurrence")
-    ours = result["tastemaker-cooccurrence"]["recall@10"]
+    ratings = stretch_time(ratings[: args.limit], args.stretch)
+    encodings = ENCODINGS if args.encoding == "both" else (args.encoding,)
+    tables = {}
+    for encoding in encodings:
+        scores = run(ratings, eval_share=args.eval_share, seed=args.seed, encoding=encoding,
+                     feedback=get_settings().feedback_weights())
+        extra = beyond(scores, ratings)
+        result = {name: s.as_dict() | extra[name] | {"curve": s.curve,
+                                                     "checkpoints": s.checkpoints}
+                  for name, s in scores.items()}
+        base = max(v["recall@10"] for k, v in result.items() if k != "tastemaker-cooccurrence")
+        ours = result["tastemaker-cooccurrence"]["recall@10"]
+        tables[encoding] = {"recall_ratio_vs_best_baseline": round(ours / base, 3) if base
+                            else None, "models": result}
+        print(f"\nencoding {encoding}, time x{args.stretch:g}")
+        print_table(result)
+        print(f"recall ratio vs best baseline: {tables[encoding]['recall_ratio_vs_best_baseline']}")
+    first = tables[encodings[0]]
     summary = {"events": len(ratings), "eval_share": args.eval_share, "seed": args.seed,
-               "recall_ratio_vs_best_baseline": round(ours / base, 3) if base else None,
-               "models": result}
+               "stretch": args.stretch, "encoding": encodings[0],
+               "recall_ratio_vs_best_baseline": first["recall_ratio_vs_best_baseline"],
+               "models": first["models"], "encodings": tables,
+               "beyond_accuracy": "models.metrics.beyond_accuracy; popularity = ratings among "
+                                  "those replayed, ild@10 = 1 - cosine of binary rater vectors"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
-    print(f"{'model':28} {'recall@10':>10} {'ndcg@10':>8} {'evaluated':>9} {'seconds':>8}")
+
+
+def print_table(result: dict[str, dict]) -> None:
+    columns = ("recall@10", "ndcg@10", "coverage@10", "gini@10", "novelty", "ild@10",
+               "popularity_lift", "long_tail_share")
+    print(f"{'model':28} " + " ".join(f"{c[:11]:>11}" for c in columns) + f" {'seconds':>8}")
     for name, v in result.items():
-        print(f"{name:28} {v['recall@10']:>10} {v['ndcg@10']:>8} {v['evaluated']:>9} "
-              f"{v['seconds']:>8}")
-    print(f"recall ratio vs best baseline: {summary['recall_ratio_vs_best_baseline']}")
+        print(f"{name:28} " + " ".join(f"{v[c]:>11}" for c in columns) + f" {v['seconds']:>8}")
 
 
 def main_reviews(args: argparse.Namespace) -> None:

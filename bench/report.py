@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -61,13 +62,14 @@ class Step:
     rows: Callable[[dict[str, Any]], list[Row]]
     plots: Callable[[dict[str, Any], Figures], list[Path]] = lambda summary, figures: []
     files: Sequence[str] = field(default_factory=tuple)  # extra outputs copied to docs/results
+    table: Callable[[dict[str, Any]], str] | None = None  # summary -> a markdown table shown
 
     def command(self, quick: bool) -> list[str]:
         return [sys.executable, "-m", self.module, *(self.quick_args if quick else self.args)]
 
     def shell(self, quick: bool) -> str:
-        return " ".join(["python", "-m", self.module,
-                         *(self.quick_args if quick else self.args)])
+        return shlex.join(["python", "-m", self.module,
+                           *(self.quick_args if quick else self.args)])
 
 
 # --- the machine and the code measured ---------------------------------------------------------
@@ -171,6 +173,14 @@ def quality_rows(s: dict[str, Any]) -> list[Row]:
     ratio = s["recall_ratio_vs_best_baseline"]
     rows.append(("Recall@10, tastemaker / best baseline", f"{ratio}x",
                  f"> 1: {_met(ratio is not None and ratio > 1)}"))
+    for encoding, table in s.get("encodings", {}).items():
+        if encoding == s.get("encoding"):
+            continue  # the rows above
+        ratio = table["recall_ratio_vs_best_baseline"]
+        ours = table["models"]["tastemaker-cooccurrence"]
+        rows.append((f"Recall@10, tastemaker / best baseline, {encoding} encoding",
+                     f"{ratio}x ({ours['recall@10']:.4f})",
+                     f"> 1: {_met(ratio is not None and ratio > 1)}"))
     return rows
 
 
@@ -453,6 +463,74 @@ def swap_rows(s: dict[str, Any]) -> list[Row]:
              f"({s['publishes']} publishes)", f"<= 1 s: {_met(s['max_s'] <= 1.0)}")]
 
 
+# --- fairness: popularity bias and diversity ------------------------------------------------------
+CHOSEN_CONTROLS = "diversity 0.2"  # the bench.controls point that the settings' defaults are
+FAIRNESS_COLUMNS = ("recall@10", "ndcg@10", "coverage@10", "gini@10", "novelty", "ild@10",
+                    "popularity_lift", "long_tail_share")
+
+
+def fairness_summary(raw: dict[str, Any]) -> dict[str, Any]:
+    return raw  # small: per setting and model row, eight numbers per protocol
+
+
+def fairness_rows(s: dict[str, Any]) -> list[Row]:
+    off = s["points"]["off"]["offline"]
+    chosen = s["points"].get(s.get("chosen") or "", {}).get("offline")
+    rows = [("offline coverage@10 / Gini of exposure / popularity lift, controls off",
+             f"{off['coverage@10']:.3f} / {off['gini@10']:.3f} / {off['popularity_lift']:+.2f}",
+             "")]
+    if chosen is not None and s["chosen"] != "off":
+        rows.append((f"the same with the default controls ({s['chosen']})",
+                     f"{chosen['coverage@10']:.3f} / {chosen['gini@10']:.3f} / "
+                     f"{chosen['popularity_lift']:+.2f}; nDCG@10 {chosen['ndcg@10']:.4f} vs "
+                     f"{off['ndcg@10']:.4f}", ""))
+    return rows
+
+
+def fairness_table(s: dict[str, Any]) -> str:
+    head = ("| | " + " | ".join(FAIRNESS_COLUMNS) + " |\n|---|"
+            + "---|" * len(FAIRNESS_COLUMNS))
+    lines = ["Every model row, offline protocol (ML-100K, stratified 75/25; popularity = train "
+             "ratings, long tail = items outside the most rated ones holding 20% of them, ILD = "
+             "1 - cosine of the items' binary train-rater vectors):", "", head]
+    lines += [f"| {name} | " + " | ".join(str(row[c]) for c in FAIRNESS_COLUMNS) + " |"
+              for name, row in s.get("models", {}).items()]
+    for protocol in ("offline", "prequential"):
+        lines += ["", f"Control settings, {protocol} ({s['protocols'][protocol]}):", "", head]
+        lines += [f"| {name}{' (default)' if name == s.get('chosen') else ''} | "
+                  + " | ".join(str(p[protocol][c]) for c in FAIRNESS_COLUMNS) + " |"
+                  for name, p in s["points"].items()]
+    return "\n".join(lines)
+
+
+# --- defaults that generalise, and the ranker on the offline protocol -----------------------------
+def generalise_rows(s: dict[str, Any]) -> list[Row]:
+    chosen = s.get("chosen")
+    entry = s["configs"].get(chosen or "")
+    if entry is None:
+        return []
+    worst = min(entry["vs_today"].values())
+    best_setup = max(entry["vs_today"], key=entry["vs_today"].get)
+    return [(f"nDCG@10 of the defaults ({chosen}) over the old ones (180 d, rating 0), worst of "
+             f"{len(entry['vs_today'])} setups", f"{worst:.3f}x", f">= ~1: {_met(worst >= 0.99)}"),
+            (f"... best ({best_setup})", f"{entry['vs_today'][best_setup]:.3f}x", "")]
+
+
+def generalise_plots(s: dict[str, Any], figures: Figures) -> list[Path]:
+    from bench.generalise import plot
+
+    path = figures.directory / "generalise.png"
+    plot(s, path)
+    return [path]
+
+
+def offline_ranker_rows(s: dict[str, Any]) -> list[Row]:
+    rows = [(f"offline nDCG@10 (MS Recommenders protocol), {name}", f"{m['ndcg@10']:.4f}",
+             "BPR 0.442: " + _met(m["ndcg@10"] >= 0.442) if "MLP" in name else "")
+            for name, m in s["models"].items()]
+    return rows
+
+
 # --- the report -----------------------------------------------------------------------------------
 STEPS: list[Step] = [
     Step("quality", "Quality: prequential Recall@10 on MovieLens-100K", "bench.quality",
@@ -499,6 +577,26 @@ STEPS: list[Step] = [
                      "--out", "bench/out/ranker.json"],
          output="bench/out/ranker.json", summarise=ranker_summary, rows=ranker_rows,
          plots=ranker_plots),
+    Step("generalise", "Defaults on both protocols, both encodings, time x1 and x30",
+         "bench.generalise", args=["--chosen", "hl 3650d, rating 0",
+                                   "--out", "bench/out/generalise.json"],
+         quick_args=["--limit", "5000", "--only", "today (hl 180d, rating 0)", "--only",
+                     "hl 3650d, rating 0", "--chosen", "hl 3650d, rating 0",
+                     "--out", "bench/out/generalise.json"],
+         output="bench/out/generalise.json", summarise=lambda raw: raw, rows=generalise_rows,
+         plots=generalise_plots),
+    Step("offline_ranker", "The ranker on the offline protocol (ML-100K, stratified 75/25)",
+         "bench.offline_ranker", args=["--out", "bench/out/offline_ranker.json"],
+         quick_args=["--example-rate", "0.05", "--epochs", "4",
+                     "--out", "bench/out/offline_ranker.json"],
+         output="bench/out/offline_ranker.json", summarise=lambda raw: raw,
+         rows=offline_ranker_rows),
+    Step("fairness", "Fairness: popularity bias and diversity, measured and controlled",
+         "bench.controls", args=["--chosen", CHOSEN_CONTROLS, "--out", "bench/out/controls.json"],
+         quick_args=["--limit", "5000", "--chosen", CHOSEN_CONTROLS,
+                     "--out", "bench/out/controls.json"],
+         output="bench/out/controls.json", summarise=fairness_summary, rows=fairness_rows,
+         files=["bench/out/controls.png"], table=fairness_table),
     Step("swap", "Ranker hot swap: publish to every worker serving it", "bench.swap_latency",
          args=["--workers", "2", "--publishes", "10", "--out", "bench/out/swap_latency.json"],
          quick_args=["--workers", "2", "--publishes", "3",
@@ -507,15 +605,30 @@ STEPS: list[Step] = [
 ]
 
 
-def run_step(step: Step, *, quick: bool, figures: Figures, log_dir: Path) -> dict[str, Any]:
+def run_step(step: Step, *, quick: bool, figures: Figures, log_dir: Path,
+             reuse: bool = False) -> dict[str, Any]:
     """Run one step's script, then summarise and plot what it wrote; returns the record kept
     in ``docs/results/<step>.json`` (the machine and commit as the step started, the load
-    average also as it ended)."""
+    average also as it ended). With ``reuse``, an output the script already wrote (by the same
+    command, run by hand) is summarised instead of running it again; its own ``seconds`` are
+    kept when it has them."""
     before = machine_info()
     figures.caption = "measured on " + machine_line(before)
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"report-{step.name}.log"
     output = ROOT / step.output
+    if reuse and output.exists():
+        summary = step.summarise(json.loads(output.read_text()))
+        images = [p.name for p in step.plots(summary, figures)]
+        for extra in step.files:
+            source = ROOT / extra
+            if source.exists():
+                (figures.directory / source.name).write_bytes(source.read_bytes())
+                images.append(source.name)
+        return {"step": step.name, "title": step.title, "command": step.shell(quick),
+                "quick": quick, "seconds": float(summary.get("seconds", 0.0)),
+                "images": images, "machine": before, "reused_output": True,
+                "loadavg_after": before["loadavg_1_5_15"], "summary": summary}
     output.unlink(missing_ok=True)
     print(f"== {step.name}: {step.shell(quick)}  (log: {log.relative_to(ROOT)})", flush=True)
     started = time.perf_counter()
@@ -564,6 +677,7 @@ def headline_table(records: Sequence[dict[str, Any]], steps: Sequence[Step]) -> 
 def results_markdown(records: Sequence[dict[str, Any]], steps: Sequence[Step],
                      *, image_prefix: str = "") -> str:
     """The headline table, then per step its command, machine and images."""
+    by_name = {s.name: s for s in steps}
     parts = ["Made by `tastemaker bench` (`python -m bench.report`); each step's command, "
              "summary JSON and machine are below.", "", headline_table(records, steps), ""]
     for record in records:
@@ -573,6 +687,9 @@ def results_markdown(records: Sequence[dict[str, Any]], steps: Sequence[Step],
                   f"[summary]({image_prefix}{record['step']}.json)", "",
                   f"<sub>{machine_line(m)}</sub>", ""]
         parts += [f"![{record['title']}]({image_prefix}{image})" for image in record["images"]]
+        step = by_name.get(record["step"])
+        if step is not None and step.table is not None:
+            parts += ["", step.table(record["summary"])]
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
 
@@ -596,6 +713,8 @@ def main(argv: Sequence[str] | None = None, *, steps: Sequence[Step] = STEPS) ->
     parser.add_argument("--quick", action="store_true", help="small versions of the steps")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument("--reuse", action="store_true",
+                        help="summarise outputs the steps' scripts already wrote (no rerun)")
     args = parser.parse_args(argv)
 
     chosen = [s for s in steps if not args.only or s.name in args.only]
@@ -604,7 +723,8 @@ def main(argv: Sequence[str] | None = None, *, steps: Sequence[Step] = STEPS) ->
     failed = []
     for step in chosen:
         try:
-            record = run_step(step, quick=args.quick, figures=figures, log_dir=OUT / "logs")
+            record = run_step(step, quick=args.quick, figures=figures, log_dir=OUT / "logs",
+                              reuse=args.reuse)
         except Exception as exc:  # noqa: BLE001 - one step failing must not lose the others
             print(f"!! {step.name} failed: {exc}", flush=True)
             failed.append(step.name)

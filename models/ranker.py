@@ -261,6 +261,18 @@ def _listwise_loss(logits: torch.Tensor, mask: torch.Tensor, positive: torch.Ten
     return nn.functional.cross_entropy(logits, positive)
 
 
+def _pointwise_loss(logits: torch.Tensor, mask: torch.Tensor, positive: torch.Tensor
+                    ) -> torch.Tensor:
+    """Mean squared error of each real candidate's score against 1 (chosen) or 0: the seed's
+    pointwise objective, kept as an ablation."""
+    target = nn.functional.one_hot(positive, logits.shape[1]).to(logits.dtype)
+    return ((logits - target) ** 2)[mask].mean()
+
+
+Loss = Literal["listwise", "pointwise"]
+LOSSES = {"listwise": _listwise_loss, "pointwise": _pointwise_loss}
+
+
 @dataclass(frozen=True, slots=True)
 class FitReport:
     epochs: int
@@ -275,9 +287,12 @@ class FitReport:
 
 
 def fine_tune(model: RankerMLP, groups: Groups, *, epochs: int = 5, lr: float = 1e-3,
-              batch_size: int = 64, device: Device = "auto", seed: int = 0) -> FitReport:
-    """Continue training ``model`` (in place) on ``groups`` with Adam and the listwise loss.
-    The model ends on the CPU, where the workers serve it."""
+              batch_size: int = 64, device: Device = "auto", seed: int = 0,
+              loss: Loss = "listwise") -> FitReport:
+    """Continue training ``model`` (in place) on ``groups`` with Adam and the listwise loss
+    (``loss="pointwise"``: MSE, the ablation). The model ends on the CPU, where the workers
+    serve it."""
+    objective = LOSSES[loss]
     target = resolve_device(device)
     generator = torch.Generator().manual_seed(seed)
     model.to(target).train()
@@ -292,11 +307,11 @@ def fine_tune(model: RankerMLP, groups: Groups, *, epochs: int = 5, lr: float = 
         total, batches = torch.zeros((), device=target), 0
         for start in range(0, len(groups), batch_size):
             idx = order[start:start + batch_size]
-            loss = _listwise_loss(model(x[idx]), mask[idx], positive[idx])
+            value = objective(model(x[idx]), mask[idx], positive[idx])
             optimiser.zero_grad()
-            loss.backward()
+            value.backward()
             optimiser.step()
-            total += loss.detach()
+            total += value.detach()
             batches += 1
         last = float(total / max(batches, 1))  # one device sync per epoch
     if target.type == "cuda":

@@ -175,6 +175,9 @@ def replay(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the review sampling.")] = 7,
+    encoding: Annotated[str, typer.Option(
+        help="completion: plays carry a completion that follows the stars; no-completion: "
+             "plays without completion, as most platforms send them.")] = "completion",
 ) -> None:
     """Replay a data set as play, rating and review events in time order.
 
@@ -185,16 +188,21 @@ def replay(
     from aiokafka.errors import KafkaError
     from redis.exceptions import RedisError
 
-    from streams.replay import DATASETS
+    from streams.replay import DATASETS, ENCODINGS
     from streams.replay import replay as run_replay
 
     settings = _settings()
     if dataset not in DATASETS:
         typer.echo(f"error: unknown data set {dataset!r}; expected {', '.join(DATASETS)}", err=True)
         raise typer.Exit(2)
+    if encoding not in ENCODINGS:
+        typer.echo(f"error: unknown encoding {encoding!r}; expected {', '.join(ENCODINGS)}",
+                   err=True)
+        raise typer.Exit(2)
     try:
         result = asyncio.run(
-            run_replay(settings, dataset, speed=speed, limit=limit, seed=seed)  # type: ignore[arg-type]
+            run_replay(settings, dataset, speed=speed, limit=limit, seed=seed,  # type: ignore[arg-type]
+                       encoding=encoding)  # type: ignore[arg-type]
         )
     except (KafkaError, RedisError, OSError, ValueError) as exc:
         _fail(exc)

@@ -5,7 +5,9 @@ benchmark, so all three rank — and featurise — the same way:
 
 - without a ranker version, the top-N is the co-occurrence order (`models.cooccurrence`);
 - with one, the top ``ranker_candidates`` co-occurrence candidates are re-ordered by the MLP
-  (`models.ranker`) and the top-N kept.
+  (`models.ranker`) and the top-N kept;
+- with ``popularity_penalty`` or ``diversity`` set, the top-N is then chosen from the top
+  ``rerank_pool`` of that order by the popularity-bias and diversity controls (`models.rerank`).
 
 A training example is the candidate list the user would be served at the moment of one of their
 positive events (their history just before it), with the features of every candidate and the
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models import rerank as controls
 from models.cooccurrence import (
     DAY_S,
     ItemCooccurrence,
@@ -77,26 +80,52 @@ class Ranking:
 
     def recommend(self, items: ItemCooccurrence, user_id: str, history: UserHistory
                   ) -> list[Recommendation]:
-        """The user's top-N: re-ordered by the ranker when one is served."""
-        return self.recommend_many(items, {user_id: history})[user_id]
+        """The user's top-N: re-ordered by the ranker when one is served, then by the
+        popularity and diversity controls when they are on."""
+        return self.top_many(items, {user_id: history}, self.settings.top_n)[user_id]
 
     def recommend_many(self, items: ItemCooccurrence, histories: Mapping[str, UserHistory]
                        ) -> dict[str, list[Recommendation]]:
-        """`recommend` for many users: their candidates scored in one pass of the kernel."""
+        """`recommend` for many users (their candidates scored in one pass of the kernel)."""
+        return self.top_many(items, histories, self.settings.top_n)
+
+    def top(self, items: ItemCooccurrence, user_id: str, history: UserHistory, n: int
+            ) -> list[Recommendation]:
+        """`recommend` for any ``n`` (the benchmarks ask for 10)."""
+        return self.top_many(items, {user_id: history}, n)[user_id]
+
+    def top_many(self, items: ItemCooccurrence, histories: Mapping[str, UserHistory], n: int
+                 ) -> dict[str, list[Recommendation]]:
+        """`top` for many users."""
         s = self.settings
-        n = s.top_n if self.model is None else max(s.ranker_candidates, s.top_n)
+        adjusting = self.adjusting
+        pool = max(n, s.rerank_pool) if adjusting else n
+        width = pool if self.model is None else max(s.ranker_candidates, pool)
         requests = [ScoreRequest(h.recent(s.recent_items), h.items.keys(), user_id)
                     for user_id, h in histories.items()]
-        lists = items.score_many(requests, n, recency_half_life=s.recency_half_life,
+        lists = items.score_many(requests, width, recency_half_life=s.recency_half_life,
                                  explain_items=s.explain_items, similar_users=s.similar_users,
                                  user_blend=s.user_blend)
-        out = dict(zip(histories, lists, strict=True))
-        if self.model is not None:
-            for user_id, candidates in out.items():
-                out[user_id] = rerank(self.model, candidates,
-                                      self.features(items, histories[user_id], candidates),
-                                      s.top_n)
+        out = {}
+        for (user_id, history), candidates in zip(histories.items(), lists, strict=True):
+            if self.model is not None:
+                candidates = rerank(self.model, candidates,
+                                    self.features(items, history, candidates), pool)
+            out[user_id] = self.adjust(items, candidates, n) if adjusting else candidates[:n]
         return out
+
+    @property
+    def adjusting(self) -> bool:
+        return self.settings.popularity_penalty > 0.0 or self.settings.diversity > 0.0
+
+    def adjust(self, items: ItemCooccurrence, candidates: Sequence[Recommendation], n: int
+               ) -> list[Recommendation]:
+        """The top ``n`` of ``candidates`` by the popularity-bias and diversity controls."""
+        s = self.settings
+        popularity = items.item_stats([c.item_id for c in candidates])[:, 0]
+        return controls.rerank(candidates, n, popularity=popularity,
+                               similarity=items.similarities_to,
+                               beta=s.popularity_penalty, lam=s.diversity)
 
     def example(self, items: ItemCooccurrence, user_id: str, history: UserHistory, *,
                 item_id: str, ts: float, event_id: str) -> dict | None:

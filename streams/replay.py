@@ -3,8 +3,10 @@
 `movielens_events` turns MovieLens-100K ratings into the three event kinds, deterministically by
 seed. For each rating, in timestamp order (ties by user id, then item id, as numbers):
 
-1. a ``play`` whose ``completion`` follows the stars: ``0.2 * rating`` (1 star: 0.2, 5 stars:
-   1.0). A simple monotone stand-in; ML-100K has no watch data.
+1. a ``play``. With ``encoding="completion"`` (the default) its ``completion`` follows the stars:
+   ``0.2 * rating`` (1 star: 0.2, 5 stars: 1.0), a simple monotone stand-in, since ML-100K has no
+   watch data. With ``encoding="no-completion"`` the play carries no ``completion``, as most
+   platforms send plays: then only the rating says how much the user liked the item.
 2. the ``rating`` itself.
 3. for a seeded ``review_share`` of ratings, a ``review`` whose text is a real labelled review of
    matching polarity (4-5 stars: positive, 1-2: negative, 3: either, by a seeded coin). A seeded
@@ -23,6 +25,7 @@ Redis.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -39,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 Dataset = Literal["movielens-100k"]
 DATASETS: tuple[Dataset, ...] = ("movielens-100k",)
+# how a rating becomes events: a play whose completion follows the stars, or a play without
+# completion (what most platforms send); the rating follows in both
+Encoding = Literal["completion", "no-completion"]
+ENCODINGS: tuple[Encoding, ...] = ("completion", "no-completion")
 
 
 def _natural(value: str) -> tuple[int, int | str]:
@@ -49,6 +56,19 @@ def _natural(value: str) -> tuple[int, int | str]:
 def completion_of(rating: float) -> float:
     """The play completion standing in for a rating: 0.2 per star, capped to [0, 1]."""
     return round(min(1.0, max(0.0, 0.2 * rating)), 3)
+
+
+def play_completion(rating: float, encoding: Encoding) -> float | None:
+    """The ``completion`` of the play the replay sends for a rating: None (absent) with the
+    ``no-completion`` encoding.
+
+    >>> play_completion(4.0, "completion"), play_completion(4.0, "no-completion")
+    (0.8, None)
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}; expected one of "
+                         f"{', '.join(ENCODINGS)}")
+    return completion_of(rating) if encoding == "completion" else None
 
 
 def _pools(reviews: Sequence[LabelledReview], rng: random.Random
@@ -72,6 +92,7 @@ def movielens_events(
     review_share: float = 0.2,
     rated_review_share: float = 0.5,
     seed: int = 7,
+    encoding: Encoding = "completion",
 ) -> Iterator[tuple[EventKind, dict[str, Any]]]:
     """(kind, event dict) pairs for ``ratings``, in time order; pure and deterministic by seed.
 
@@ -91,6 +112,7 @@ def movielens_events(
                         ("rated_review_share", rated_review_share)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {share}")
+    play_completion(0.0, encoding)  # an unknown encoding fails before anything is sent
     rng = random.Random(seed)
     pools = _pools(reviews, rng)
     if review_share > 0 and not (pools[True] and pools[False]):
@@ -100,8 +122,11 @@ def movielens_events(
     ordered = sorted(ratings, key=lambda r: (r.ts, _natural(r.user_id), _natural(r.item_id)))
     for r in ordered:
         base = {"user_id": r.user_id, "item_id": r.item_id, "ts": r.ts}
-        yield "play", {**base, "event_id": f"ml-{r.user_id}-{r.item_id}-play",
-                       "completion": completion_of(r.rating)}
+        play = {**base, "event_id": f"ml-{r.user_id}-{r.item_id}-play"}
+        completion = play_completion(r.rating, encoding)
+        if completion is not None:
+            play["completion"] = completion
+        yield "play", play
         yield "rating", {**base, "event_id": f"ml-{r.user_id}-{r.item_id}-rating",
                          "rating": r.rating}
         if rng.random() >= review_share:
@@ -180,11 +205,14 @@ async def replay(
     limit: int | None = None,
     seed: int = 7,
     progress: bool = True,
+    encoding: Encoding = "completion",
 ) -> ReplayReport:
     """Send ``dataset``'s events to the event topics, in time order, keyed by user.
 
     ``speed=None`` sends as fast as the broker acknowledges; ``speed=X`` paces sends so that X
-    seconds of event time pass per wall second. ``limit`` stops after that many events. Item
+    seconds of event time pass per wall second. ``limit`` stops after that many events.
+    ``encoding`` says whether plays carry a completion that follows the stars (see
+    `movielens_events`). Item
     metadata goes to Redis first, so workers find titles for the first recommendations.
     """
     from tqdm import tqdm
@@ -199,7 +227,8 @@ async def replay(
     ratings, reviews, movies = load_dataset(settings, dataset)
     report = ReplayReport(dataset)
     report.items = await write_item_metadata(settings, movies)
-    total = sum(1 for _ in movielens_events(ratings, reviews, seed=seed))
+    events = functools.partial(movielens_events, ratings, reviews, seed=seed, encoding=encoding)
+    total = sum(1 for _ in events())
     if limit is not None:
         total = min(total, limit)
     topics = {kind: topic_of_kind(settings, kind) for kind in ("play", "rating", "review")}
@@ -210,7 +239,7 @@ async def replay(
               desc=dataset) as bar:
         async with kafka_producer(settings) as producer:
             sender = EventSender(producer, max_bytes=settings.max_message_bytes)
-            for n, (kind, obj) in enumerate(movielens_events(ratings, reviews, seed=seed)):
+            for n, (kind, obj) in enumerate(events()):
                 if n >= total:
                     break
                 if speed is not None:

@@ -184,7 +184,7 @@ def test_the_worker_example_record_parses_and_malformed_ones_are_refused():
 
 
 def test_ranking_without_a_model_is_the_cooccurrence_order_and_with_one_a_reordering():
-    replica = _replica(PLAYS)
+    replica = _replica(PLAYS, diversity=0.0)  # the controls re-rank after: tests/unit/test_rerank
     items, history = replica.model.items, replica.model.histories["u5"]
     plain = replica.ranking.recommend(items, "u5", history)
     assert plain == items.score(history.recent(500), 50, exclude=history.items.keys(),

@@ -263,3 +263,19 @@ def test_sender_refuses_oversize() -> None:
         return producer
 
     assert asyncio.run(run()).sent == []
+
+
+def test_the_no_completion_encoding_drops_only_the_plays_completion(data: Any) -> None:
+    ratings, reviews, _ = data
+    with_completion = list(movielens_events(ratings[:2000], reviews))
+    without = list(movielens_events(ratings[:2000], reviews, encoding="no-completion"))
+    assert len(without) == len(with_completion)
+    for (kind, plain), (same_kind, full) in zip(without, with_completion, strict=True):
+        assert kind == same_kind
+        if kind == "play":
+            assert "completion" not in plain and "completion" in full
+            assert parse_event("play", dict(plain)).completion is None
+            full = {k: v for k, v in full.items() if k != "completion"}
+        assert plain == full
+    with pytest.raises(ValueError, match="encoding"):
+        list(movielens_events(ratings[:1], reviews, encoding="stars"))  # type: ignore[arg-type]
