@@ -43,7 +43,7 @@ from typing import Literal, NamedTuple
 import numba
 import numpy as np
 
-from models.kernels import apply_deltas, learn_events, recent_items, score_users
+from models.kernels import apply_deltas, learn_events, mmr, recent_items, score_users
 from models.stores import HistoryStore, RowStore, RowTable
 
 DAY_S = 86_400.0
@@ -458,6 +458,23 @@ class ItemCooccurrence:
             return np.zeros(len(index))
         by_id = self._neighbour_list(j).by_id
         return np.array([by_id.get(k, 0.0) for k in index])
+
+    def diversify(self, pool: Sequence[str], rel: np.ndarray, n: int, lam: float
+                  ) -> list[tuple[int, float]]:
+        """Maximal marginal relevance over the candidates ``pool`` with relevance ``rel`` and
+        the neighbour lists as similarity: `models.rerank._mmr` in one kernel call
+        (`models.kernels.mmr`); (candidate, gain) in the order chosen."""
+        index = np.array([self._index.get(c, -1) for c in pool], dtype=np.int64)
+        stale = index[index >= 0]
+        for j in stale[self._churn[stale] > self._budget[stale]].tolist():
+            self._neighbour_list(j)
+        m = len(self._ids)
+        self._table.ensure_items(m)
+        position = self._scratch(m, len(self._uids))[4][0]
+        picks, gains = mmr(np.asarray(rel, dtype=np.float64), index, self._table.start[:m],
+                           self._table.length[:m], self._table.ids, self._table.sims,
+                           position, lam, n)
+        return list(zip(picks.tolist(), gains.tolist(), strict=True))
 
     @property
     def max_popularity(self) -> float:

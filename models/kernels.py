@@ -613,3 +613,43 @@ def recent_items(h_item, h_s, h_t, h_start, h_size, users, item_key, limit, excl
         rec_ptr[q + 1] = r
         exc_ptr[q + 1] = x
     return rec_ptr, rec_items[:r], rec_affinity[:r], exc_ptr, exc_items[:x]
+
+
+@njit(cache=True)
+def mmr(rel, pool, nb_start, nb_len, nb_ids, nb_sims, position, lam, n):
+    """Greedy maximal marginal relevance over the candidates ``pool`` (item indices, -1:
+    unknown) with relevance ``rel``, as `models.rerank._mmr` does it with the model's neighbour
+    lists as the similarity: the chosen candidates and their gains (rounded to 12 digits),
+    ties to the earlier candidate. ``position`` is scratch (-1 per item), left as found."""
+    p = len(rel)
+    for r in range(p):
+        if pool[r] >= 0:
+            position[pool[r]] = r
+    base = (1.0 - lam) * rel
+    closest = np.zeros(p)
+    available = np.ones(p, np.bool_)
+    count = min(n, p)
+    picks = np.empty(count, np.int64)
+    gains = np.empty(count)
+    for c in range(count):
+        best, pick = -np.inf, -1
+        for r in range(p):
+            if available[r]:
+                gain = base[r] - lam * closest[r]
+                if gain > best:
+                    best, pick = gain, r
+        picks[c] = pick
+        gains[c] = round12(best)
+        available[pick] = False
+        j = pool[pick]
+        if c + 1 < count and j >= 0:
+            for e in range(nb_start[j], nb_start[j] + nb_len[j]):
+                at = position[nb_ids[e]]
+                if at >= 0:
+                    sim = min(max(round12(nb_sims[e]), 0.0), 1.0)
+                    if sim > closest[at]:
+                        closest[at] = sim
+    for r in range(p):
+        if pool[r] >= 0:
+            position[pool[r]] = -1
+    return picks, gains

@@ -38,7 +38,6 @@ a sorted set keyed by score (``recs:{user}``) keeps the re-ranked order, as with
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import numpy as np
 
@@ -46,6 +45,7 @@ from models.cooccurrence import Recommendation, round12
 
 Popularity = Callable[[str], float | None]  # an item's (decayed) popularity
 Similarity = Callable[[str, Sequence[str]], np.ndarray]  # item, others -> similarity to each
+Diversify = Callable[[Sequence[str], np.ndarray, int, float], list[tuple[int, float]]]
 
 
 def relevance(scores: np.ndarray) -> np.ndarray:
@@ -75,13 +75,15 @@ def popularity_penalised(rel: np.ndarray, popularity: np.ndarray, beta: float) -
 
 
 def rerank(candidates: Sequence[Recommendation], n: int, *, popularity: Popularity | np.ndarray,
-           similarity: Similarity, beta: float = 0.0, lam: float = 0.0
-           ) -> list[Recommendation]:
+           similarity: Similarity, beta: float = 0.0, lam: float = 0.0,
+           diversify: Diversify | None = None) -> list[Recommendation]:
     """The top ``n`` of ``candidates`` after the popularity penalty ``beta`` and the diversity
     ``lam`` (see the module docstring). Both 0: ``candidates[:n]`` unchanged.
 
     ``popularity`` is a function of an item (or an array aligned with ``candidates``);
-    ``similarity(item, others)`` the similarity of ``item`` to each of ``others``. Served items
+    ``similarity(item, others)`` the similarity of ``item`` to each of ``others``;
+    ``diversify(ids, rel, n, lam)``, when given, is `_mmr` with that similarity in one call
+    (`models.cooccurrence.ItemCooccurrence.diversify`: the same picks and gains). Served items
     keep ``because`` and ``source``; ``score`` becomes the control's (decreasing down the list).
     """
     if beta < 0.0 or not 0.0 <= lam <= 1.0:
@@ -96,8 +98,10 @@ def rerank(candidates: Sequence[Recommendation], n: int, *, popularity: Populari
     rel = round12(relevance(rel))
     if lam == 0.0:
         order = sorted(range(len(ids)), key=lambda k: (-rel[k], k))[:n]
-        return [replace(candidates[k], score=float(rel[k])) for k in order]
-    return [replace(candidates[k], score=gain) for k, gain in _mmr(ids, rel, n, similarity, lam)]
+        return [candidates[k]._replace(score=float(rel[k])) for k in order]
+    chosen = (diversify(ids, rel, n, lam) if diversify is not None
+              else _mmr(ids, rel, n, similarity, lam))
+    return [candidates[k]._replace(score=gain) for k, gain in chosen]
 
 
 def _mmr(ids: Sequence[str], rel: np.ndarray, n: int, similarity: Similarity, lam: float

@@ -122,9 +122,10 @@ class Ranking:
                ) -> list[Recommendation]:
         """The top ``n`` of ``candidates`` by the popularity-bias and diversity controls."""
         s = self.settings
-        popularity = items.item_stats([c.item_id for c in candidates])[:, 0]
+        ids = [c.item_id for c in candidates]
+        popularity = items.item_stats(ids)[:, 0]
         return controls.rerank(candidates, n, popularity=popularity,
-                               similarity=items.similarities_to,
+                               similarity=items.similarities_to, diversify=items.diversify,
                                beta=s.popularity_penalty, lam=s.diversity)
 
     def example(self, items: ItemCooccurrence, user_id: str, history: UserHistory, *,

@@ -136,3 +136,17 @@ def test_items_known_only_from_reviews_or_unknown_score_and_snapshot() -> None:
     restored = ItemCooccurrence()
     restored.load_bytes(model.items.to_bytes())
     assert restored.row("reviewed-only") == {}
+
+
+@pytest.mark.parametrize("lam", [0.2, 0.6, 1.0])
+def test_the_diversity_kernel_equals_the_readable_mmr(lam: float) -> None:
+    from models.rerank import _mmr
+
+    rng = np.random.default_rng(7)
+    model = CooccurrenceRecommender(row_cap=60, neighbour_cap=30)
+    model.learn_many([(f"u{rng.integers(50)}", f"i{rng.integers(120)}", 1.0, TS + k)
+                      for k in range(5000)])
+    pool = [f"i{k}" for k in rng.permutation(130)[:100]]  # some never seen
+    rel = np.round(rng.random(100), 3)  # ties too
+    assert model.items.diversify(pool, rel, 50, lam) == _mmr(
+        pool, rel, 50, model.items.similarities_to, lam)
