@@ -37,6 +37,7 @@ from models.cooccurrence import (
     ItemCooccurrence,
     Recommendation,
     decay_factor,
+    warm_up,
 )
 from models.feedback import FeedbackWeights
 from models.ranker import ArtefactError
@@ -666,6 +667,9 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
         connections.check_redis_credentials(settings)
     except connections.CredentialsRejected as exc:
         raise SystemExit(f"error: {exc}") from None
+    # load the co-occurrence kernels now (from numba's cache; compiled if it has none), not in
+    # the first batch: that batch's latency, and the worker's memory from the start (~100 MiB)
+    warm_up()
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
