@@ -605,6 +605,19 @@ STEPS: list[Step] = [
 ]
 
 
+
+def _images(step: Step, summary: dict[str, Any], figures: Figures) -> list[str]:
+    """The step's plots, drawn from its summary, and the extra files it names, copied beside
+    them: their file names."""
+    images = [p.name for p in step.plots(summary, figures)]
+    for extra in step.files:
+        source = ROOT / extra
+        if source.exists():
+            (figures.directory / source.name).write_bytes(source.read_bytes())
+            images.append(source.name)
+    return images
+
+
 def run_step(step: Step, *, quick: bool, figures: Figures, log_dir: Path,
              reuse: bool = False) -> dict[str, Any]:
     """Run one step's script, then summarise and plot what it wrote; returns the record kept
@@ -619,12 +632,7 @@ def run_step(step: Step, *, quick: bool, figures: Figures, log_dir: Path,
     output = ROOT / step.output
     if reuse and output.exists():
         summary = step.summarise(json.loads(output.read_text()))
-        images = [p.name for p in step.plots(summary, figures)]
-        for extra in step.files:
-            source = ROOT / extra
-            if source.exists():
-                (figures.directory / source.name).write_bytes(source.read_bytes())
-                images.append(source.name)
+        images = _images(step, summary, figures)
         return {"step": step.name, "title": step.title, "command": step.shell(quick),
                 "quick": quick, "seconds": float(summary.get("seconds", 0.0)),
                 "images": images, "machine": before, "reused_output": True,
@@ -644,12 +652,7 @@ def run_step(step: Step, *, quick: bool, figures: Figures, log_dir: Path,
     if code != 0 or not output.exists():
         raise RuntimeError(f"{step.name}: `{step.shell(quick)}` exited {code}; see {log}")
     summary = step.summarise(json.loads(output.read_text()))
-    images = [p.name for p in step.plots(summary, figures)]
-    for extra in step.files:
-        source = ROOT / extra
-        if source.exists():
-            (figures.directory / source.name).write_bytes(source.read_bytes())
-            images.append(source.name)
+    images = _images(step, summary, figures)
     return {"step": step.name, "title": step.title, "command": step.shell(quick),
             "quick": quick, "seconds": round(seconds, 1), "images": images,
             "machine": before, "loadavg_after": machine_info()["loadavg_1_5_15"],

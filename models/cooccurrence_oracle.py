@@ -1,10 +1,10 @@
 """The scalar co-occurrence model: the readable oracle that `models.cooccurrence` must equal.
 
 One Python dict per item row, one `Delta` applied at a time: slow (a dict update per pair) but
-plain to read and check by hand. The vectorised model keeps the same semantics with arrays;
-property tests (`tests/unit/test_cooccurrence_oracle.py`) replay random streams through both,
-and ``python -m bench.speed --part core`` times both on the same events. Nothing in the stream
-path uses this module.
+plain to read and check by hand. Its user histories are `models.cooccurrence.UserHistory`, the
+scalar histories the stream workers keep too. The vectorised model keeps the same semantics
+with arrays; property tests (`tests/unit/test_cooccurrence_oracle.py`) replay random streams
+through both, and ``python -m bench.speed --part core`` times both on the same events.
 
 What the model computes is documented in `models.cooccurrence`.
 
@@ -18,7 +18,6 @@ What the model computes is documented in `models.cooccurrence`.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import io
 import json
@@ -34,120 +33,13 @@ from models.cooccurrence import (
     MIN_SIMILARITY,
     Delta,
     Recommendation,
+    UserHistory,
     _cancel,
     decay_factor,
     item_key,
     round12,
     user_key,
 )
-
-
-class UserHistory:
-    """A user's items: ``item -> [feedback sum, last ts, g(last ts)]``, at most ``cap`` items.
-
-    The user's affinity for an item is the sum of their feedback on it, clipped at zero. The
-    user's contribution to the item statistics is a function of this state alone:
-    ``C[i][j] += a_i * a_j * max(g_i, g_j)``, ``N[i] += a_i^2 * g_i``, ``P[i] += a_i * g_i``.
-    `observe` returns the difference that one event makes to that contribution, so the deltas of
-    a user's events telescope: the statistics depend on which events arrived, not on their order
-    (the plays, ratings and reviews topics are not ordered with respect to each other). When the
-    history is over its cap, the item with the oldest interaction (ties: smaller `item_key`)
-    leaves it and its contribution is subtracted.
-    """
-
-    __slots__ = ("items", "_latest")
-
-    def __init__(self, items: dict[str, list[float]] | None = None) -> None:
-        self.items: dict[str, list[float]] = {} if items is None else items
-        self._latest: tuple[tuple[str, float], ...] | None = None  # derived: latest_liked
-
-    def latest_liked(self, limit: int) -> tuple[tuple[str, float], ...]:
-        """The ``limit`` latest liked items with their time, newest first (ties by id)."""
-        liked = [(t, j) for j, (s, t, _) in self.items.items() if s > 0.0]
-        return tuple((j, t) for t, j in heapq.nlargest(limit, liked, key=lambda x: (x[0], x[1])))
-
-    def observe(self, item_id: str, weight: float, ts: float, *, cap: int, g: float,
-                user_id: str = "", user_items_cap: int = 50) -> list[Delta]:
-        """Record feedback ``weight`` on ``item_id`` at ``ts`` (decay weight ``g = g(ts)``);
-        return the deltas to the item statistics (none when nothing changed). When the user's
-        ``user_items_cap`` latest liked items change, the last delta carries them: a function
-        of this history, so followers' similar-user index is too."""
-        if self._latest is None:
-            self._latest = self.latest_liked(user_items_cap)
-        previous = self.items.get(item_id)
-        if previous is None:
-            s0, a0, t0, g0 = 0.0, 0.0, ts, g
-        else:
-            s0, t0, g0 = previous
-            a0 = max(0.0, s0)
-        s1 = s0 + weight
-        a1 = max(0.0, s1)
-        t1, g1 = (ts, g) if ts >= t0 else (t0, g0)
-        self.items[item_id] = [s1, t1, g1]
-        deltas = []
-        if a1 != a0 or (g1 != g0 and a1 > 0.0):
-            liked = [(j, v) for j, v in self.items.items() if v[0] > 0.0 and j != item_id]
-            if a0 == 0.0:  # the common case: a new like
-                increments = [v[0] * a1 * (g1 if g1 > v[2] else v[2]) for _, v in liked]
-            else:
-                increments = [v[0] * (a1 * (g1 if g1 > v[2] else v[2])
-                                      - a0 * (g0 if g0 > v[2] else v[2])) for _, v in liked]
-            deltas.append(Delta(item_id, tuple(j for j, _ in liked), tuple(increments),
-                                a1 * a1 * g1 - a0 * a0 * g0, a1 * g1 - a0 * g0,
-                                mass=a1 - a0))
-        while len(self.items) > cap:
-            deltas.append(self._evict_oldest())
-        deltas = [d for d in deltas if d.others or d.norm or d.popularity]
-        latest = self.latest_liked(user_items_cap)
-        if latest != self._latest:
-            self._latest = latest
-            last = deltas.pop() if deltas else Delta(item_id, (), (), 0.0, 0.0)
-            deltas.append(dataclasses.replace(last, user_id=user_id, user_items=latest))
-        return deltas
-
-    def forget(self, *, user_id: str = "") -> list[Delta]:
-        """Empty this history and return the deltas that remove the user's whole contribution
-        to the item statistics (the erasure of a user). Evicting every item telescopes to the
-        exact negative of what the user's events added; the last delta clears the user from the
-        similar-user index (``user_items=()``).
-
-        >>> h = UserHistory()
-        >>> added = [d for i in "ab" for d in h.observe(i, 1.0, 0.0, cap=10, g=1.0)]
-        >>> removed = h.forget()
-        >>> sum(d.norm for d in added + removed), h.items, removed[-1].user_items
-        (0.0, {}, ())
-        """
-        liked = bool(self.latest_liked(1))
-        deltas = [self._evict_oldest() for _ in range(len(self.items))]
-        deltas = [d for d in deltas if d.others or d.norm or d.popularity]
-        self._latest = ()
-        if liked and deltas:
-            deltas[-1] = dataclasses.replace(deltas[-1], user_id=user_id, user_items=())
-        return deltas
-
-    def _evict_oldest(self) -> Delta:
-        oldest = min(self.items, key=lambda j: (self.items[j][1], item_key(j)))
-        s, _, g = self.items.pop(oldest)
-        a = max(0.0, s)
-        if a == 0.0:
-            return Delta(oldest, (), (), 0.0, 0.0)
-        others = tuple(j for j, (sj, _, _) in self.items.items() if sj > 0.0)
-        increments = tuple(-a * self.items[j][0] * max(g, self.items[j][2]) for j in others)
-        return Delta(oldest, others, increments, -a * a * g, -a * g, mass=-a)
-
-    def recent(self, limit: int) -> list[tuple[str, float]]:
-        """Up to ``limit`` liked items, newest first (ties: smaller `item_key`), with their
-        affinity."""
-        liked = [(t, item_key(j), j, s) for j, (s, t, _) in self.items.items() if s > 0.0]
-        liked.sort(key=lambda x: (-x[0], x[1]))
-        return [(j, s) for _, _, j, s in liked[:limit]]
-
-    def to_state(self) -> list:
-        return [[item_id, s, t, g] for item_id, (s, t, g) in self.items.items()]
-
-    @classmethod
-    def from_state(cls, state: Iterable[list]) -> UserHistory:
-        return cls({str(i): [float(s), float(t), float(g)] for i, s, t, g in state})
 
 
 @dataclass(slots=True)

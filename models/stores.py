@@ -181,10 +181,7 @@ class RowTable:
 
     def put(self, i: int, ids: np.ndarray, sims: np.ndarray | None = None) -> None:
         """Row ``i`` is now ``ids`` (with ``sims``, or zeros)."""
-        if i >= len(self.start):
-            grow = max(i + 1, 2 * len(self.start)) - len(self.start)
-            self.start = np.concatenate([self.start, np.zeros(grow, dtype=np.int64)])
-            self.length = np.concatenate([self.length, np.zeros(grow, dtype=np.int64)])
+        self.ensure_items(i + 1)
         self.length[i] = 0
         n = len(ids)
         if self.top + n > len(self.ids):
@@ -213,6 +210,7 @@ class RowTable:
         self.ids, self.sims, self.top = ids, sims, top
 
     def ensure_items(self, n: int) -> None:
+        """Rows up to ``n`` (new ones empty), the row arrays grown by doubling."""
         if n > len(self.start):
             grow = max(n, 2 * len(self.start)) - len(self.start)
             self.start = np.concatenate([self.start, np.zeros(grow, dtype=np.int64)])
