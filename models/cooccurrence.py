@@ -79,8 +79,8 @@ def decay_factors(ts: np.ndarray, *, half_life_s: float, epoch: float) -> np.nda
     >>> decay_factors(np.array([0.0, 86_400.0]), half_life_s=86_400.0, epoch=0.0).tolist()
     [1.0, 2.0]
     """
-    exponent = np.clip((ts - epoch) / half_life_s, -MAX_DECAY_EXPONENT, MAX_DECAY_EXPONENT)
-    return np.array([2.0**x for x in exponent.tolist()])
+    return np.fromiter((decay_factor(t, half_life_s=half_life_s, epoch=epoch)
+                        for t in ts.tolist()), dtype=np.float64, count=len(ts))
 
 
 def decay_horizon(*, half_life_s: float, epoch: float) -> float:
@@ -395,14 +395,14 @@ class ItemCooccurrence:
         deltas = list(deltas)
         if not deltas:
             return
-        intern, index_get = self._intern, self._index.get
+        intern = self._intern
         items = np.fromiter((intern(d.item_id) for d in deltas), dtype=np.int64,
                             count=len(deltas))
         others: list[int] = []
         increments: list[float] = []
         for d in deltas:
             if d.others:
-                others += [index_get(o) if o in self._index else intern(o) for o in d.others]
+                others += [intern(o) for o in d.others]
                 increments += d.increments
         ptr = np.zeros(len(deltas) + 1, dtype=np.int64)
         np.cumsum([len(d.others) for d in deltas], out=ptr[1:])
@@ -421,12 +421,11 @@ class ItemCooccurrence:
         m = len(self._ids)
         store = self._rows
         store.ensure_items(m)
-        touched = np.zeros(m, dtype=np.bool_)
         pruned = np.zeros(m, dtype=np.bool_)
         store.cols, store.vals = apply_deltas(
             store.cols, store.vals, store.start, store.cap, store.size, store.top,
             store.garbage, self._norm, self._popularity, self._mass, self._churn, self._key,
-            touched, pruned, items, ptr, others, increments, norm, popularity, mass,
+            pruned, items, ptr, others, increments, norm, popularity, mass,
             self.row_cap, self.alpha)
         self._drop_neighbours(np.flatnonzero(pruned))
 
@@ -465,9 +464,7 @@ class ItemCooccurrence:
         the neighbour lists as similarity: `models.rerank._mmr` in one kernel call
         (`models.kernels.mmr`); (candidate, gain) in the order chosen."""
         index = np.array([self._index.get(c, -1) for c in pool], dtype=np.int64)
-        stale = index[index >= 0]
-        for j in stale[self._churn[stale] > self._budget[stale]].tolist():
-            self._neighbour_list(j)
+        self._refresh_lists(index)
         m = len(self._ids)
         self._table.ensure_items(m)
         position = self._scratch(m, len(self._uids))[4][0]
@@ -506,6 +503,16 @@ class ItemCooccurrence:
             sims = counts / (norm_i**self.alpha * norm_j ** (1.0 - self.alpha))
         sims[~np.isfinite(sims)] = 0.0
         return sims
+
+    def _refresh_lists(self, items: np.ndarray, *, fresh: bool = False) -> None:
+        """Recompute the neighbour lists of these items (-1: unknown, skipped) that are missing
+        or changed past their budget (all of them when ``fresh``), as `_neighbour_list` would:
+        the kernels read the lists from the arrays of ``_table``."""
+        used = np.unique(items[items >= 0])
+        if not fresh:
+            used = used[self._churn[used] > self._budget[used]]
+        for j in used.tolist():
+            self._neighbour_list(j, fresh=fresh)
 
     def _drop_neighbours(self, items: np.ndarray) -> None:
         """Forget the cached lists of these items (their rows were pruned)."""
@@ -617,11 +624,7 @@ class ItemCooccurrence:
                       recency_half_life: float, explain_items: int, fresh: bool,
                       backfill: bool, similar_users: int, user_blend: float
                       ) -> list[list[Recommendation]]:
-        used = np.unique(rec_items[rec_items >= 0])
-        if not fresh:  # only the lists missing or changed past their budget are recomputed
-            used = used[self._churn[used] > self._budget[used]]
-        for j in used.tolist():
-            self._neighbour_list(j, fresh=fresh)
+        self._refresh_lists(rec_items, fresh=fresh)
         lk_start, lk_len, lk_users, ui_start, ui_count, ui_items, ui_len = (
             self._user_index_arrays())
         q = len(rec_ptr) - 1
@@ -910,13 +913,12 @@ class CooccurrenceRecommender:
         store = items._rows
         store.ensure_items(len(items._ids))
         changed = np.zeros(len(self._user_ids), dtype=np.bool_)
-        touched = np.zeros(len(items._ids), dtype=np.bool_)
         pruned = np.zeros(len(items._ids), dtype=np.bool_)
         h.item, h.s, h.t, h.g, store.cols, store.vals = learn_events(
             h.item, h.s, h.t, h.g, h.start, h.cap, h.size, h.top, h.garbage,
             store.cols, store.vals, store.start, store.cap, store.size, store.top,
             store.garbage, items._norm, items._popularity, items._mass, items._churn,
-            items._key, touched, pruned, changed, users, item_ids, weights, ts, g,
+            items._key, pruned, changed, users, item_ids, weights, ts, g,
             self.history_cap, self.row_cap, self.alpha, self._pairs)
         items._drop_neighbours(np.flatnonzero(pruned))
         for u in np.flatnonzero(changed).tolist():

@@ -144,7 +144,7 @@ def cancel(total, change):
 
 
 @njit(cache=True)
-def _add_pairs(cols, vals, start, cap, size, top, garbage, churn, touched, i, others, incs, n):
+def _add_pairs(cols, vals, start, cap, size, top, garbage, churn, i, others, incs, n):
     """``C[i][j] += inc`` and ``C[j][i] += inc`` for each pair: the hot loop, written out (the
     caller made room for every row to move to a larger slab)."""
     for p in range(n):
@@ -176,12 +176,11 @@ def _add_pairs(cols, vals, start, cap, size, top, garbage, churn, touched, i, ot
         a = abs(inc)
         churn[j] += a
         churn[i] += a
-        touched[j] = True
 
 
 @njit(cache=True)
 def apply_delta(cols, vals, start, cap, size, top, garbage, norm, popularity, mass, churn, key,
-                touched, pruned, i, others, incs, n, d_norm, d_pop, d_mass, row_cap, alpha):
+                pruned, i, others, incs, n, d_norm, d_pop, d_mass, row_cap, alpha):
     """Apply one delta of item ``i`` with pairs ``others[:n]``, ``incs[:n]``."""
     if n > 0:
         keep = row_cap // 2
@@ -192,9 +191,7 @@ def apply_delta(cols, vals, start, cap, size, top, garbage, norm, popularity, ma
             need += _grown(cap[others[p]])
         if top[0] + need > len(cols):
             cols, vals = room(cols, vals, top, need)
-        _add_pairs(cols, vals, start, cap, size, top, garbage, churn, touched, i, others,
-                   incs, n)
-        touched[i] = True
+        _add_pairs(cols, vals, start, cap, size, top, garbage, churn, i, others, incs, n)
         # the rows over the cap: the delta's own row first, then the others in order
         if size[i] > row_cap:
             _prune(cols, vals, start, cap, size, top, garbage, norm, key, i, keep, alpha)
@@ -213,13 +210,13 @@ def apply_delta(cols, vals, start, cap, size, top, garbage, norm, popularity, ma
 
 @njit(cache=True)
 def apply_deltas(cols, vals, start, cap, size, top, garbage, norm, popularity, mass, churn, key,
-                 touched, pruned, d_item, d_ptr, p_other, p_inc, d_norm, d_pop, d_mass, row_cap,
+                 pruned, d_item, d_ptr, p_other, p_inc, d_norm, d_pop, d_mass, row_cap,
                  alpha):
     """Apply deltas in order; delta ``d`` has the pairs ``d_ptr[d]..d_ptr[d + 1]``."""
     for d in range(len(d_item)):
         a, b = d_ptr[d], d_ptr[d + 1]
         cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm, popularity,
-                                 mass, churn, key, touched, pruned, d_item[d], p_other[a:b],
+                                 mass, churn, key, pruned, d_item[d], p_other[a:b],
                                  p_inc[a:b], b - a, d_norm[d], d_pop[d], d_mass[d], row_cap,
                                  alpha)
     return cols, vals
@@ -275,7 +272,7 @@ def history_room(item, s, t, g, top, need):
 @njit(cache=True)
 def learn_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garbage,
                  cols, vals, start, cap, size, top, garbage, norm, popularity, mass, churn, key,
-                 touched, pruned, changed, ev_user, ev_item, ev_weight, ev_ts, ev_g,
+                 pruned, changed, ev_user, ev_item, ev_weight, ev_ts, ev_g,
                  history_cap, row_cap, alpha, pairs):
     """Learn the events in order: each updates its user's history (``changed[u]`` set) and
     applies the deltas it makes — the event's own, then one per item evicted over
@@ -338,7 +335,7 @@ def learn_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garbage
             pairs[0] += k
             if k > 0 or d_norm != 0.0 or d_pop != 0.0:
                 cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm,
-                                         popularity, mass, churn, key, touched, pruned, item,
+                                         popularity, mass, churn, key, pruned, item,
                                          others, incs, k, d_norm, d_pop, a1 - a0, row_cap,
                                          alpha)
         while n > history_cap:
@@ -361,7 +358,7 @@ def learn_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garbage
                     k += 1
             pairs[0] += k
             cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm,
-                                     popularity, mass, churn, key, touched, pruned, gone,
+                                     popularity, mass, churn, key, pruned, gone,
                                      others, incs, k, -a * a * ge, -a * ge, -a, row_cap, alpha)
     return h_item, h_s, h_t, h_g, cols, vals
 

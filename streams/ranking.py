@@ -64,11 +64,19 @@ class Ranking:
 
     def candidates(self, items: ItemCooccurrence, user_id: str, history: UserHistory, n: int
                    ) -> list[Recommendation]:
+        """The user's top ``n`` in the co-occurrence order."""
+        return self.candidates_many(items, {user_id: history}, n)[user_id]
+
+    def candidates_many(self, items: ItemCooccurrence, histories: Mapping[str, UserHistory],
+                        n: int) -> dict[str, list[Recommendation]]:
+        """`candidates` for many users, scored in one pass of the kernel."""
         s = self.settings
-        return items.score(
-            history.recent(s.recent_items), n, exclude=history.items.keys(),
-            recency_half_life=s.recency_half_life, explain_items=s.explain_items,
-            user_id=user_id, similar_users=s.similar_users, user_blend=s.user_blend)
+        requests = [ScoreRequest(h.recent(s.recent_items), h.items.keys(), user_id)
+                    for user_id, h in histories.items()]
+        lists = items.score_many(requests, n, recency_half_life=s.recency_half_life,
+                                 explain_items=s.explain_items, similar_users=s.similar_users,
+                                 user_blend=s.user_blend)
+        return dict(zip(histories, lists, strict=True))
 
     def features(self, items: ItemCooccurrence, history: UserHistory,
                  candidates: Sequence[Recommendation]) -> np.ndarray:
@@ -101,16 +109,11 @@ class Ranking:
         adjusting = self.adjusting
         pool = max(n, s.rerank_pool) if adjusting else n
         width = pool if self.model is None else max(s.ranker_candidates, pool)
-        requests = [ScoreRequest(h.recent(s.recent_items), h.items.keys(), user_id)
-                    for user_id, h in histories.items()]
-        lists = items.score_many(requests, width, recency_half_life=s.recency_half_life,
-                                 explain_items=s.explain_items, similar_users=s.similar_users,
-                                 user_blend=s.user_blend)
-        out = {}
-        for (user_id, history), candidates in zip(histories.items(), lists, strict=True):
+        out = self.candidates_many(items, histories, width)
+        for user_id, candidates in out.items():
             if self.model is not None:
                 candidates = rerank(self.model, candidates,
-                                    self.features(items, history, candidates), pool)
+                                    self.features(items, histories[user_id], candidates), pool)
             out[user_id] = self.adjust(items, candidates, n) if adjusting else candidates[:n]
         return out
 

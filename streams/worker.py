@@ -35,7 +35,6 @@ from models.cooccurrence import (
     CooccurrenceRecommender,
     Delta,
     ItemCooccurrence,
-    Recommendation,
     decay_factor,
     warm_up,
 )
@@ -384,9 +383,6 @@ class EventProcessor:
         return version
 
     # --- recommendations ------------------------------------------------------------------------
-    def recommend(self, user_id: str, user: UserState) -> list[Recommendation]:
-        return self.ranking.recommend(self.state.items, user_id, user.history)
-
     async def _write_recommendations(self, users: dict[str, UserState],
                                      touched: dict[str, tuple[float, float]] | None = None
                                      ) -> None:
