@@ -167,7 +167,7 @@ def bench_outage(stack: LocalStack, *, outage_s: float, ratings: int, bad: int,
     out["kafka_timeouts_logged"] = log.count("KafkaTimeoutError")
     r, keys = redis.Redis.from_url(settings.redis_url), Keys(settings.key_prefix)
     seen = [e for u in {e["user_id"] for _, e in events}
-            for e in UserState.from_json(r.get(keys.history(u))).seen]
+            for e in UserState.from_bytes(r.get(keys.history(u))).seen]
     ids = {e["event_id"] for _, e in events}
     out["valid_events_lost"] = len(ids - set(seen))
     out["valid_events_twice"] = len(seen) - len(set(seen))

@@ -81,7 +81,7 @@ async def write_lists(settings: Settings, model, movies, users: int) -> list[str
         for start in range(0, len(ids), 100):
             chunk = ids[start:start + 100]
             await writer._write_recommendations({
-                user: UserState(history=model.histories[source]) for user, source in chunk})
+                user: UserState.of(model.histories[source]) for user, source in chunk})
         await write_item_metadata(settings, movies)
     finally:
         await client.aclose()

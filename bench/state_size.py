@@ -199,7 +199,7 @@ def model_state(settings: Settings, client: redis.Redis, *, limit: int | None,
     for n, event in enumerate(events, start=1):
         state = states.get(event.user_id)
         if state is None:
-            state = states[event.user_id] = UserState(history=UserHistory())
+            state = states[event.user_id] = UserState.of(UserHistory())
         state.seen.append(event.dedup_id())
         g = decay_factor(event.ts, half_life_s=settings.half_life_days * DAY_S,
                          epoch=settings.decay_epoch)

@@ -43,7 +43,7 @@ from typing import Literal, NamedTuple
 import numba
 import numpy as np
 
-from models.kernels import apply_deltas, learn_events, mmr, recent_items, score_users
+from models.kernels import apply_deltas, mmr, observe_events, recent_items, score_users
 from models.stores import HistoryStore, RowStore, RowTable
 
 DAY_S = 86_400.0
@@ -162,6 +162,49 @@ class Delta:
         item_id, others, increments, norm, popularity, user_id, user_items, mass = value
         return cls(item_id, tuple(others), tuple(increments), norm, popularity, user_id,
                    None if user_items is None else tuple((i, t) for i, t in user_items), mass)
+
+
+@dataclass(slots=True)
+class PackedDeltas:
+    """Deltas as flat arrays over the items of one `ItemCooccurrence` (its interned indices):
+    delta ``d`` is item ``item[d]`` with the pairs ``end[d - 1]..end[d]`` of ``other``/``inc``
+    and ``stat[d]`` = (norm, popularity, like mass) increments — the same change as the
+    `Delta` objects it replaces, without a Python object per delta or pair. ``user_items``:
+    the users whose latest liked items changed, with those items (the similar-user index)."""
+
+    item: np.ndarray  # int64
+    end: np.ndarray  # int64
+    stat: np.ndarray  # (n, 3) float64
+    other: np.ndarray  # int64
+    inc: np.ndarray  # float64
+    user_items: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> PackedDeltas:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3)),
+                   np.zeros(0, np.int64), np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.item)
+
+    @property
+    def pairs(self) -> int:
+        return len(self.other)
+
+    def __bool__(self) -> bool:
+        return len(self.item) > 0 or bool(self.user_items)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshots:
+    """Users' histories just before some events (`CooccurrenceRecommender.observe_many`):
+    snapshot ``k`` is ``item``/``s``/``t`` from ``start[k]``, ``size[k]`` entries."""
+
+    item: np.ndarray
+    s: np.ndarray
+    t: np.ndarray
+    start: np.ndarray
+    size: np.ndarray
 
 
 class UserHistory:
@@ -392,9 +435,13 @@ class ItemCooccurrence:
     def apply_many(self, deltas: Iterable[Delta]) -> None:
         """Add many deltas, in order, in one pass over flat arrays (`models.kernels`): the same
         result as `apply` on each in turn."""
+        self.apply_packed(self.pack(deltas))
+
+    def pack(self, deltas: Iterable[Delta]) -> PackedDeltas:
+        """`Delta` objects as `PackedDeltas` over this model's items (interning new ones)."""
         deltas = list(deltas)
         if not deltas:
-            return
+            return PackedDeltas.empty()
         intern = self._intern
         items = np.fromiter((intern(d.item_id) for d in deltas), dtype=np.int64,
                             count=len(deltas))
@@ -404,16 +451,34 @@ class ItemCooccurrence:
             if d.others:
                 others += [intern(o) for o in d.others]
                 increments += d.increments
-        ptr = np.zeros(len(deltas) + 1, dtype=np.int64)
-        np.cumsum([len(d.others) for d in deltas], out=ptr[1:])
-        self._apply_flat(items, ptr, np.array(others, dtype=np.int64),
-                         np.array(increments, dtype=np.float64),
-                         np.array([d.norm for d in deltas]),
-                         np.array([d.popularity for d in deltas]),
-                         np.array([d.mass for d in deltas]))
-        for d in deltas:
-            if d.user_items is not None:
-                self._set_user_items(d.user_id, dict(d.user_items))
+        end = np.cumsum([len(d.others) for d in deltas], dtype=np.int64)
+        stat = np.array([(d.norm, d.popularity, d.mass) for d in deltas], dtype=np.float64)
+        user_items = {d.user_id: d.user_items for d in deltas if d.user_items is not None}
+        return PackedDeltas(items, end, stat, np.array(others, dtype=np.int64),
+                            np.array(increments, dtype=np.float64), user_items)
+
+    def apply_packed(self, deltas: PackedDeltas) -> None:
+        """Add packed deltas, in order (then set the users' latest liked items they carry)."""
+        if len(deltas):
+            ptr = np.zeros(len(deltas) + 1, dtype=np.int64)
+            ptr[1:] = deltas.end
+            self._apply_flat(deltas.item.astype(np.int64, copy=False), ptr,
+                             deltas.other.astype(np.int64, copy=False), deltas.inc,
+                             np.ascontiguousarray(deltas.stat[:, 0]),
+                             np.ascontiguousarray(deltas.stat[:, 1]),
+                             np.ascontiguousarray(deltas.stat[:, 2]))
+        for user_id, latest in deltas.user_items.items():
+            self._set_user_items(user_id, dict(latest))
+
+    def intern_all(self, item_ids: Sequence[str]) -> np.ndarray:
+        """The interned indices of ``item_ids`` (new ones interned)."""
+        intern = self._intern
+        return np.fromiter((intern(i) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+    def names(self, indices: np.ndarray) -> list[str]:
+        """The item ids of interned indices."""
+        ids = self._ids
+        return [ids[i] for i in indices.tolist()]
 
     def _apply_flat(self, items: np.ndarray, ptr: np.ndarray, others: np.ndarray,
                     increments: np.ndarray, norm: np.ndarray, popularity: np.ndarray,
@@ -800,6 +865,11 @@ class ItemCooccurrence:
             self._neighbour_list(i, fresh=True)
 
 
+def _no_snapshots() -> Snapshots:
+    empty = np.zeros(0, dtype=np.int64)
+    return Snapshots(empty.astype(np.int32), np.zeros(0), np.zeros(0), empty, empty)
+
+
 class Histories(Mapping[str, "UserHistory"]):
     """Read-only view of a `CooccurrenceRecommender`'s histories by user id: each one a
     `UserHistory` made from the arrays when asked for."""
@@ -898,15 +968,38 @@ class CooccurrenceRecommender:
         >>> a.recommend("bob", 1) == b.recommend("bob", 1)
         True
         """
+        self._observe(events, apply=True)
+
+    def observe_many(self, events: Iterable[tuple[str, str, float, float]],
+                     snapshot: Sequence[bool] | None = None
+                     ) -> tuple[PackedDeltas, Snapshots]:
+        """Update the histories with the events, as `learn_many` does, but return the changes
+        to the item statistics as `PackedDeltas` instead of applying them (the stream workers
+        commit them first, then every worker applies them: `ItemCooccurrence.apply_packed`).
+        With ``snapshot``, the histories just before the events flagged in it are returned
+        too (a training example is drawn from the history before its event).
+
+        >>> a, b = CooccurrenceRecommender(), CooccurrenceRecommender()
+        >>> events = [("ann", "x", 1.0, 1e9), ("ann", "y", 1.0, 1e9), ("bob", "x", 1.0, 1e9)]
+        >>> a.learn_many(events)
+        >>> deltas, _ = b.observe_many(events)
+        >>> b.items.apply_packed(deltas)
+        >>> a.recommend("bob", 1) == b.recommend("bob", 1)
+        True
+        """
+        return self._observe(events, apply=False, snapshot=snapshot)
+
+    def _observe(self, events: Iterable[tuple[str, str, float, float]], *, apply: bool,
+                 snapshot: Sequence[bool] | None = None) -> tuple[PackedDeltas, Snapshots]:
         events = list(events)
-        if not events:
-            return
+        n_events = len(events)
         user_of, item_of = self._user, self.items._intern
-        users = np.fromiter((user_of(e[0]) for e in events), dtype=np.int64, count=len(events))
-        item_ids = np.fromiter((item_of(e[1]) for e in events), dtype=np.int32,
-                               count=len(events))
-        weights = np.fromiter((e[2] for e in events), dtype=np.float64, count=len(events))
-        ts = np.fromiter((e[3] for e in events), dtype=np.float64, count=len(events))
+        users = np.fromiter((user_of(e[0]) for e in events), dtype=np.int64, count=n_events)
+        item_ids = np.fromiter((item_of(e[1]) for e in events), dtype=np.int32, count=n_events)
+        weights = np.fromiter((e[2] for e in events), dtype=np.float64, count=n_events)
+        ts = np.fromiter((e[3] for e in events), dtype=np.float64, count=n_events)
+        snap = (np.zeros(n_events, dtype=np.bool_) if snapshot is None else
+                np.asarray(snapshot, dtype=np.bool_))
         g = decay_factors(ts, half_life_s=self.half_life_days * DAY_S, epoch=self.decay_epoch)
         items, h = self.items, self._histories
         h.ensure_users(len(self._user_ids))
@@ -914,18 +1007,47 @@ class CooccurrenceRecommender:
         store.ensure_items(len(items._ids))
         changed = np.zeros(len(self._user_ids), dtype=np.bool_)
         pruned = np.zeros(len(items._ids), dtype=np.bool_)
-        h.item, h.s, h.t, h.g, store.cols, store.vals = learn_events(
+        # each event makes at most one delta of its own and evicts at most one item (more only
+        # from a history stored over the cap: each over it evicts one more), each delta pairs
+        # an item with at most the rest of the history
+        widest = max(self.history_cap, int(h.size.max(initial=0))) + 1
+        over = int(np.maximum(h.size - self.history_cap, 0).sum())
+        n_deltas = 0 if apply else 2 * n_events + over
+        n_snap = int(snap.sum())
+        out_n = np.zeros(3, dtype=np.int64)
+        out_item = np.empty(n_deltas, dtype=np.int32)
+        out_end = np.empty(n_deltas, dtype=np.int64)
+        out_stat = np.empty((n_deltas, 3))
+        out_other = np.empty(n_deltas * widest, dtype=np.int32)
+        out_inc = np.empty(n_deltas * widest)
+        snap_end = np.empty(n_snap, dtype=np.int64)
+        snap_item = np.empty(n_snap * widest, dtype=np.int32)
+        snap_s, snap_t = np.empty(n_snap * widest), np.empty(n_snap * widest)
+        h.item, h.s, h.t, h.g, store.cols, store.vals = observe_events(
             h.item, h.s, h.t, h.g, h.start, h.cap, h.size, h.top, h.garbage,
             store.cols, store.vals, store.start, store.cap, store.size, store.top,
             store.garbage, items._norm, items._popularity, items._mass, items._churn,
-            items._key, pruned, changed, users, item_ids, weights, ts, g,
-            self.history_cap, self.row_cap, self.alpha, self._pairs)
+            items._key, pruned, changed, users, item_ids, weights, ts, g, snap,
+            self.history_cap, self.row_cap, self.alpha, self._pairs, apply, out_item, out_end,
+            out_stat, out_other, out_inc, out_n, snap_end, snap_item, snap_s, snap_t)
         items._drop_neighbours(np.flatnonzero(pruned))
+        user_items = {}
         for u in np.flatnonzero(changed).tolist():
             latest = self._latest_liked(u)
             if latest != self._latest[u]:
                 self._latest[u] = latest
-                items._set_user_items(self._user_ids[u], dict(latest))
+                user_items[self._user_ids[u]] = latest
+        if apply:
+            for user_id, latest in user_items.items():
+                items._set_user_items(user_id, dict(latest))
+            return PackedDeltas.empty(), _no_snapshots()
+        d, z, k = out_n.tolist()
+        deltas = PackedDeltas(out_item[:d].astype(np.int64), out_end[:d].copy(),
+                              out_stat[:d].copy(), out_other[:z].astype(np.int64),
+                              out_inc[:z].copy(), user_items)
+        sizes = np.diff(snap_end[:k], prepend=0)
+        snapshots = Snapshots(snap_item, snap_s, snap_t, snap_end[:k] - sizes, sizes)
+        return deltas, snapshots
 
     def _latest_liked(self, u: int) -> tuple[tuple[str, float], ...]:
         """User ``u``'s `UserHistory.latest_liked`, from the arrays."""
@@ -938,16 +1060,37 @@ class CooccurrenceRecommender:
                                                strict=True)]
         return tuple((j, ti) for ti, j in heapq.nlargest(self.user_items_cap, pairs))
 
+    @classmethod
+    def sharing(cls, items: ItemCooccurrence, **params: object) -> CooccurrenceRecommender:
+        """A model with no histories over existing item statistics: a stream worker's batch
+        loads its users' histories into one (`load_history`) and learns with `observe_many`."""
+        model = cls(**params)  # type: ignore[arg-type]
+        model.items = items
+        return model
+
     def set_history(self, user_id: str, history: UserHistory) -> None:
         """Replace the user's history (e.g. with one a worker stored), leaving the item
         statistics as they are: they must already hold its contribution (a snapshot)."""
+        entries = list(history.items.items())
+        self.load_history(user_id, [j for j, _ in entries],
+                          *(np.array([v[k] for _, v in entries], dtype=np.float64)
+                            for k in range(3)))
+
+    def load_history(self, user_id: str, item_ids: Sequence[str], s: np.ndarray,
+                     t: np.ndarray, g: np.ndarray) -> None:
+        """`set_history` from arrays: the user's items, feedback sums, last times and their
+        decay weights."""
         u = self._user(user_id)
         self._histories.ensure_users(len(self._user_ids))
-        entries = list(history.items.items())
-        self._histories.set(
-            u, np.array([self.items._intern(j) for j, _ in entries], dtype=np.int32),
-            *(np.array([v[k] for _, v in entries], dtype=np.float64) for k in range(3)))
-        self._latest[u] = history.latest_liked(self.user_items_cap)
+        self._histories.set(u, self.items.intern_all(item_ids).astype(np.int32), s, t, g)
+        self._latest[u] = self._latest_liked(u)
+
+    def history_arrays(self, user_id: str
+                       ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """The user's history as `load_history` takes it (empty when unknown)."""
+        u = self._users.get(user_id)
+        item, s, t, g = self._histories.entries(len(self._user_ids) if u is None else u)
+        return self.items.names(item), s, t, g
 
     def forget(self, user_id: str) -> None:
         """Remove the user and their whole contribution (erasure), as `UserHistory.forget`
@@ -989,6 +1132,32 @@ class CooccurrenceRecommender:
             similar_users=self.similar_users, user_blend=self.user_blend)
         out.update(zip(known, lists, strict=True))
         return out
+
+    def score_snapshots(self, snapshots: Snapshots, user_ids: Sequence[str], n: int
+                        ) -> list[tuple[list[Recommendation], list[tuple[str, float]]]]:
+        """`recommend` for histories as they were at some point (`observe_many`'s snapshots,
+        snapshot ``k`` of user ``user_ids[k]``), in one pass of the kernel: per snapshot, the
+        top ``n`` and the liked items it was scored from (newest first, with affinity)."""
+        if not len(user_ids):
+            return []
+        items = self.items
+        rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items = recent_items(
+            snapshots.item, snapshots.s, snapshots.t, snapshots.start, snapshots.size,
+            np.arange(len(user_ids), dtype=np.int64), items._key, self.recent_items,
+            self.exclude_seen)
+        own = np.array([items._uindex.get(u, -1) for u in user_ids], dtype=np.int64)
+        mine_n = np.minimum(np.diff(rec_ptr), items.user_items_cap)
+        lists = items._score_arrays(
+            rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own, mine_n, n,
+            recency_half_life=self.recency_half_life, explain_items=self.explain_items,
+            fresh=False, backfill=True, similar_users=self.similar_users,
+            user_blend=self.user_blend)
+        names = items.names(rec_items)
+        affinity = rec_affinity.tolist()
+        bounds = rec_ptr.tolist()
+        return [(lists[k], list(zip(names[bounds[k]:bounds[k + 1]],
+                                    affinity[bounds[k]:bounds[k + 1]], strict=True)))
+                for k in range(len(user_ids))]
 
     def cold_start(self, n: int) -> list[Recommendation]:
         return self.items.score([], n)

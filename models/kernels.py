@@ -18,10 +18,10 @@ The deltas are applied with the scalar model's semantics (`models.cooccurrence_o
 delta, add ``inc`` to ``C[i][j]`` and ``C[j][i]`` for each pair, prune every touched row that
 went over ``row_cap`` to its ``row_cap // 2`` most similar entries (ties: smaller
 `models.cooccurrence.item_key`), then add the delta's norm, popularity and like mass (a removal
-that leaves only rounding residue leaves exactly 0). `learn_events` is
-`models.cooccurrence.UserHistory.observe` followed by `apply_delta`, per event and in order, with
-no Python object per event or pair. A kernel that needs more arena returns new, larger arrays:
-callers rebind them.
+that leaves only rounding residue leaves exactly 0). `observe_events` is
+`models.cooccurrence.UserHistory.observe` (followed by `apply_delta`, or with the deltas written
+out as flat arrays), per event and in order, with no Python object per event or pair. A kernel
+that needs more arena returns new, larger arrays: callers rebind them.
 """
 
 from __future__ import annotations
@@ -270,20 +270,33 @@ def history_room(item, s, t, g, top, need):
 
 
 @njit(cache=True)
-def learn_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garbage,
-                 cols, vals, start, cap, size, top, garbage, norm, popularity, mass, churn, key,
-                 pruned, changed, ev_user, ev_item, ev_weight, ev_ts, ev_g,
-                 history_cap, row_cap, alpha, pairs):
+def observe_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garbage,
+                   cols, vals, start, cap, size, top, garbage, norm, popularity, mass, churn,
+                   key, pruned, changed, ev_user, ev_item, ev_weight, ev_ts, ev_g, ev_snap,
+                   history_cap, row_cap, alpha, pairs, apply, out_item, out_end, out_stat,
+                   out_other, out_inc, out_n, snap_end, snap_item, snap_s, snap_t):
     """Learn the events in order: each updates its user's history (``changed[u]`` set) and
-    applies the deltas it makes — the event's own, then one per item evicted over
-    ``history_cap`` (the oldest, ties: smaller item key) — to the item statistics; counts
-    the co-occurrence pairs updated in ``pairs[0]``. Returns the history and row arenas (new
-    arrays when they had to grow)."""
+    makes deltas — the event's own, then one per item evicted over ``history_cap`` (the
+    oldest, ties: smaller item key). With ``apply`` the deltas are applied to the item
+    statistics at once (`apply_delta`); without, they are appended to the ``out_*`` arrays
+    (delta ``d``: item ``out_item[d]``, pairs up to ``out_end[d]`` in ``out_other``/``out_inc``,
+    norm, popularity and like mass in ``out_stat[d]``; counts in ``out_n[0]``, ``out_n[1]``)
+    and the statistics are left as they were. Before an event with ``ev_snap[e]`` set, its
+    user's history (item, feedback sum, time) is copied to the ``snap_*`` arrays (snapshot
+    ``k`` ends at ``snap_end[k]``; count in ``out_n[2]``). Counts the co-occurrence pairs in
+    ``pairs[0]``. Returns the history and row arenas (new arrays when they had to grow)."""
     others = np.empty(history_cap + 1, np.int32)
     incs = np.empty(history_cap + 1)
     for e in range(len(ev_user)):
         u, item, w, ts, g = ev_user[e], ev_item[e], ev_weight[e], ev_ts[e], ev_g[e]
         hs, n = h_start[u], h_size[u]
+        if ev_snap[e]:
+            k, z = out_n[2], (snap_end[out_n[2] - 1] if out_n[2] > 0 else 0)
+            snap_item[z:z + n] = h_item[hs:hs + n]
+            snap_s[z:z + n] = h_s[hs:hs + n]
+            snap_t[z:z + n] = h_t[hs:hs + n]
+            snap_end[k] = z + n
+            out_n[2] = k + 1
         p = -1
         for q in range(hs, hs + n):
             if h_item[q] == item:
@@ -334,10 +347,14 @@ def learn_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garbage
             d_pop = a1 * g1 - a0 * g0
             pairs[0] += k
             if k > 0 or d_norm != 0.0 or d_pop != 0.0:
-                cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm,
-                                         popularity, mass, churn, key, pruned, item,
-                                         others, incs, k, d_norm, d_pop, a1 - a0, row_cap,
-                                         alpha)
+                if apply:
+                    cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm,
+                                             popularity, mass, churn, key, pruned, item,
+                                             others, incs, k, d_norm, d_pop, a1 - a0,
+                                             row_cap, alpha)
+                else:
+                    _emit(out_item, out_end, out_stat, out_other, out_inc, out_n, item,
+                          others, incs, k, d_norm, d_pop, a1 - a0)
         while n > history_cap:
             o = hs
             for q in range(hs + 1, hs + n):
@@ -357,10 +374,30 @@ def learn_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garbage
                     incs[k] = -a * h_s[q] * max(ge, h_g[q])
                     k += 1
             pairs[0] += k
-            cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm,
-                                     popularity, mass, churn, key, pruned, gone,
-                                     others, incs, k, -a * a * ge, -a * ge, -a, row_cap, alpha)
+            if apply:
+                cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm,
+                                         popularity, mass, churn, key, pruned, gone, others,
+                                         incs, k, -a * a * ge, -a * ge, -a, row_cap, alpha)
+            else:
+                _emit(out_item, out_end, out_stat, out_other, out_inc, out_n, gone, others,
+                      incs, k, -a * a * ge, -a * ge, -a)
     return h_item, h_s, h_t, h_g, cols, vals
+
+
+@njit(cache=True)
+def _emit(out_item, out_end, out_stat, out_other, out_inc, out_n, item, others, incs, k,
+          d_norm, d_pop, d_mass):
+    """Append one delta to the ``out_*`` arrays of `observe_events` (sized by the caller)."""
+    d, z = out_n[0], out_n[1]
+    out_item[d] = item
+    out_other[z:z + k] = others[:k]
+    out_inc[z:z + k] = incs[:k]
+    out_end[d] = z + k
+    out_stat[d, 0] = d_norm
+    out_stat[d, 1] = d_pop
+    out_stat[d, 2] = d_mass
+    out_n[0] = d + 1
+    out_n[1] = z + k
 
 
 @njit(cache=True)

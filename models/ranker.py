@@ -75,15 +75,21 @@ class UserContext:
     @classmethod
     def of(cls, history: UserHistory, catalogue: Mapping[str, Sequence[str]], *,
            recent_items: int) -> UserContext:
-        recent = tuple(history.recent(recent_items))
+        now = max((v[1] for v in history.items.values()), default=0.0)
+        return cls.from_recent(history.recent(recent_items), len(history.items), now, catalogue)
+
+    @classmethod
+    def from_recent(cls, recent: Sequence[tuple[str, float]], n_items: int, now_ts: float,
+                    catalogue: Mapping[str, Sequence[str]]) -> UserContext:
+        """From the user's liked items newest first (as `UserHistory.recent` gives them), the
+        size of their history and the time of their latest event."""
         profile: dict[str, float] = {}
         for item_id, affinity in recent:
             genres = catalogue.get(item_id, ())
             for genre in genres:
                 profile[genre] = profile.get(genre, 0.0) + affinity / len(genres)
         norm = math.sqrt(sum(v * v for v in profile.values()))
-        now = max((v[1] for v in history.items.values()), default=0.0)
-        return cls(recent, len(history.items), now,
+        return cls(tuple(recent), n_items, now_ts,
                    {g: v / norm for g, v in sorted(profile.items())} if norm > 0 else {})
 
 

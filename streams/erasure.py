@@ -72,7 +72,7 @@ async def erase_user(settings: Settings, user_id: str, *, client: aioredis.Redis
             try:
                 async with client.pipeline(transaction=True) as pipe:
                     await pipe.watch(keys.history(user_id))
-                    state = UserState.from_json(await pipe.get(keys.history(user_id)))
+                    state = UserState.from_bytes(await pipe.get(keys.history(user_id)))
                     history = state.history
                     summaries = await _summaries_without(pipe, keys, sorted(history.items),
                                                          author_tag(user_id))

@@ -88,6 +88,13 @@ class Keys:
         return f"{self.prefix}offsets"
 
     @property
+    def owners(self) -> str:
+        """Hash: "topic:partition" -> the worker that owns it now. A worker claims its
+        partitions when they are assigned, and commits only while it is their owner: a zombie
+        that lost them cannot commit (`streams.state.Fenced`)."""
+        return f"{self.prefix}owners"
+
+    @property
     def deltas(self) -> str:
         """Stream of committed co-occurrence increments, followed by every worker."""
         return f"{self.prefix}deltas"

@@ -30,7 +30,7 @@ of the positive events, so the same events are logged on every worker and replay
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,9 +38,11 @@ import numpy as np
 from models import rerank as controls
 from models.cooccurrence import (
     DAY_S,
+    CooccurrenceRecommender,
     ItemCooccurrence,
     Recommendation,
     ScoreRequest,
+    Snapshots,
     UserHistory,
 )
 from models.ranker import FEATURE_VERSION, RankerMLP, UserContext, featurise, rerank
@@ -105,17 +107,37 @@ class Ranking:
     def top_many(self, items: ItemCooccurrence, histories: Mapping[str, UserHistory], n: int
                  ) -> dict[str, list[Recommendation]]:
         """`top` for many users."""
+        candidates = self.candidates_many(items, histories, self._width(n))
+        return self._finish(items, candidates, histories.get, n)
+
+    def top_model(self, model: CooccurrenceRecommender, user_ids: Iterable[str],
+                  n: int | None = None) -> dict[str, list[Recommendation]]:
+        """`top_many` for the users whose histories ``model`` holds (a worker's batch), from
+        its arrays: the same lists (``n``: ``top_n``)."""
+        n = self.settings.top_n if n is None else n
+        candidates = model.recommend_many(user_ids, self._width(n))
+        return self._finish(model.items, candidates, model.histories.get, n)
+
+    def _width(self, n: int) -> int:
+        """How many co-occurrence candidates the top ``n`` is chosen from."""
+        s = self.settings
+        pool = max(n, s.rerank_pool) if self.adjusting else n
+        return pool if self.model is None else max(s.ranker_candidates, pool)
+
+    def _finish(self, items: ItemCooccurrence, candidates: dict[str, list[Recommendation]],
+                history_of: Callable[[str], UserHistory | None], n: int
+                ) -> dict[str, list[Recommendation]]:
+        """The top ``n`` of each user's candidates: re-ordered by the ranker when one is
+        served, then chosen by the controls when they are on."""
         s = self.settings
         adjusting = self.adjusting
         pool = max(n, s.rerank_pool) if adjusting else n
-        width = pool if self.model is None else max(s.ranker_candidates, pool)
-        out = self.candidates_many(items, histories, width)
-        for user_id, candidates in out.items():
+        for user_id, ranked in candidates.items():
             if self.model is not None:
-                candidates = rerank(self.model, candidates,
-                                    self.features(items, histories[user_id], candidates), pool)
-            out[user_id] = self.adjust(items, candidates, n) if adjusting else candidates[:n]
-        return out
+                history = history_of(user_id) or UserHistory()
+                ranked = rerank(self.model, ranked, self.features(items, history, ranked), pool)
+            candidates[user_id] = self.adjust(items, ranked, n) if adjusting else ranked[:n]
+        return candidates
 
     @property
     def adjusting(self) -> bool:
@@ -136,10 +158,40 @@ class Ranking:
         """The training example of a positive event (call before the event is learned), or None
         when the chosen item is not among the candidates."""
         candidates = self.candidates(items, user_id, history, self.settings.ranker_candidates)
+        user = UserContext.of(history, self.catalogue, recent_items=self.settings.recent_items)
+        return self._example(items, user_id, user, candidates, item_id=item_id, ts=ts,
+                             event_id=event_id)
+
+    def examples(self, model: CooccurrenceRecommender, snapshots: Snapshots,
+                 events: Sequence[tuple[str, str, float, str]]) -> list[dict]:
+        """`example` of many events at once: ``events`` are (user, item, ts, event id), and
+        snapshot ``k`` is the history of ``events[k]``'s user just before it
+        (`CooccurrenceRecommender.observe_many`); their candidates are scored in one pass."""
+        users = [e[0] for e in events]
+        scored = model.score_snapshots(snapshots, users, self.settings.ranker_candidates)
+        times = snapshots.t
+        out = []
+        for k, ((user_id, item_id, ts, event_id), (candidates, recent)) in enumerate(
+                zip(events, scored, strict=True)):
+            a, size = int(snapshots.start[k]), int(snapshots.size[k])
+            now = float(times[a:a + size].max()) if size else 0.0
+            user = UserContext.from_recent(recent, size, now, self.catalogue)
+            example = self._example(model.items, user_id, user, candidates, item_id=item_id,
+                                    ts=ts, event_id=event_id)
+            if example is not None:
+                out.append(example)
+        return out
+
+    def _example(self, items: ItemCooccurrence, user_id: str, user: UserContext,
+                 candidates: Sequence[Recommendation], *, item_id: str, ts: float,
+                 event_id: str) -> dict | None:
         ids = [c.item_id for c in candidates]
         if item_id not in ids:
             return None
-        features = self.features(items, history, candidates)
+        s = self.settings
+        features = featurise(candidates, user, items, self.catalogue,
+                             recency_half_life=s.recency_half_life,
+                             half_life_s=s.half_life_days * DAY_S, decay_epoch=s.decay_epoch)
         return {"id": f"{user_id}|{event_id}", "user_id": user_id, "ts": ts,
                 "feature_version": FEATURE_VERSION, "items": ids,
                 "positive": ids.index(item_id), "features": features.tolist()}

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -33,8 +34,7 @@ from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception, wait_e
 from models.cooccurrence import (
     DAY_S,
     CooccurrenceRecommender,
-    Delta,
-    ItemCooccurrence,
+    PackedDeltas,
     decay_factor,
     warm_up,
 )
@@ -69,7 +69,15 @@ from streams.model_store import ModelStore
 from streams.ranking import Ranking, sampled
 from streams.sentiment import ReviewSentiments
 from streams.settings import ReviewFeedback, Settings
-from streams.state import RedisState, StaleBatch, UserErased, UserState, offset_field
+from streams.state import (
+    BatchCommit,
+    Fenced,
+    RedisState,
+    StaleBatch,
+    UserErased,
+    UserState,
+    offset_field,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +123,28 @@ class BatchReport:
 
 
 @dataclass(slots=True)
+class Decoded:
+    """A batch's messages decoded: valid events, rejected ones, the reviews' scores."""
+
+    events: list[tuple[SourceMessage, Event]] = field(default_factory=list)
+    rejected: list[tuple[SourceMessage, RejectedEvent]] = field(default_factory=list)
+    scores: dict[int, tuple[float, ReviewDigest]] = field(default_factory=dict)  # by id(event)
+
+
+@dataclass(slots=True)
+class Learned:
+    """What learning a batch made (`EventProcessor._learn`)."""
+
+    model: CooccurrenceRecommender  # the batch's users' histories, updated
+    deltas: PackedDeltas = field(default_factory=PackedDeltas.empty)
+    touched: dict[str, tuple[float, float]] = field(default_factory=dict)  # user -> (ts, kafka ts)
+    dirty: dict[tuple[str, int], set[str]] = field(default_factory=lambda: defaultdict(set))
+    item_sentiment: dict[str, list[float]] = field(default_factory=dict)  # count, sum, decayed
+    summaries: dict[str, list[ReviewDigest]] = field(default_factory=lambda: defaultdict(list))
+    examples: list[dict] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class EventProcessor:
     """Everything a worker does per batch, independent of Faust (so tests can drive it)."""
 
@@ -127,7 +157,12 @@ class EventProcessor:
     weights: FeedbackWeights = field(init=False)
     ranking: Ranking = field(init=False)
     store: ModelStore = field(init=False)
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # unique per process (a restarted container has the same host name and pid)
+    worker_id: str = field(default_factory=lambda: (
+        f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"))
+    # a stream worker claims the partitions Kafka assigns it (`claim`); without a consumer
+    # group (tests drive the processor directly) a partition is claimed by its first commit
+    claims_on_assignment: bool = False
     refused_versions: set[int] = field(default_factory=set)
     catalogue_upto: int = 0  # item statistics' items whose metadata was looked up
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -141,10 +176,9 @@ class EventProcessor:
         s = self.settings
         self.keys = Keys(s.key_prefix)
         self.weights = s.feedback_weights()
-        items = ItemCooccurrence(neighbour_cap=s.neighbour_cap, row_cap=s.row_cap,
-                                 alpha=s.similarity_alpha, likers_cap=s.likers_cap,
-                                 user_items_cap=s.user_items_cap)
-        self.state = RedisState(self.client, self.keys, items,
+        self.state = RedisState(self.client, self.keys, reference_recommender(s).items,
+                                owner=self.worker_id,
+                                claim_on_commit=not self.claims_on_assignment,
                                 max_snapshot_bytes=s.max_snapshot_bytes)
         self.sentiments = ReviewSentiments(s, self.keys)
         self.ranking = Ranking(s)
@@ -163,18 +197,39 @@ class EventProcessor:
 
     # --- per batch ------------------------------------------------------------------------------
     async def process(self, messages: Sequence[SourceMessage]) -> BatchReport:
-        """Process one batch; retries Redis/Kafka outages until they pass (never drops a batch)."""
+        """Process one batch; retries Redis/Kafka outages until they pass (never drops a batch).
+        A batch whose offsets moved meanwhile (`StaleBatch`) is computed again from what Redis
+        holds; messages of partitions another worker owns now (`Fenced`) are left to it."""
         await self.start()
         async with self.lock:
             with BATCH_SECONDS.time():
+                skipped = 0
                 while True:
                     try:
                         report = await self._retrying(self._process, messages)
                         break
                     except UserErased as exc:  # recompute without the erased history
                         logger.info("%s; processing the batch again", exc)
+                    except StaleBatch as exc:
+                        logger.warning("%s; processing the batch again", exc)
+                    except Fenced as exc:
+                        logger.warning("%s: leaving their messages to it", exc)
+                        kept = [m for m in messages
+                                if offset_field(m.topic, m.partition) not in exc.partitions]
+                        skipped += len(messages) - len(kept)
+                        messages = kept
+                report.skipped += skipped
             self.last_batch_at = time.monotonic()
             return report
+
+    async def claim(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Kafka assigned these partitions to this worker: own them in Redis (fencing off the
+        previous owner), after the batch in flight."""
+        async with self.lock:
+            await self._retrying(self.state.claim, [offset_field(t, p) for t, p in partitions])
+
+    def release(self, partitions: Iterable[tuple[str, int]]) -> None:
+        self.state.release(offset_field(t, p) for t, p in partitions)
 
     async def _process(self, messages: Sequence[SourceMessage]) -> BatchReport:
         report = BatchReport()
@@ -184,14 +239,61 @@ class EventProcessor:
         report.skipped = len(messages) - len(fresh)
         if not fresh:
             return report
+        decoded = await self._decode(fresh, expected)
+        events, rejected = decoded.events, decoded.rejected
+        users = await self.state.user_states({e.user_id for _, e in events})
+        await self._refresh_catalogue({e.item_id for _, e in events})
+        batch = self._learn(events, decoded.scores, users, report)
 
+        offsets = dict(expected)
+        for m in fresh:
+            name = offset_field(m.topic, m.partition)
+            offsets[name] = max(offsets[name], m.offset + 1)
+        if rejected:
+            await self._send_dead_letters(rejected)
+        if batch.examples:  # at-least-once, like the DLQ: the trainer drops repeats by example id
+            await self._send_examples(batch.examples)
+        review_partitions = {m.partition for m in fresh
+                             if m.topic == self.settings.topic_reviews}
+        commit = BatchCommit(
+            expected=expected, offsets=offsets,
+            users={u: users[u] for u in batch.touched}, deltas=batch.deltas,
+            dirty=batch.dirty, item_sentiment=batch.item_sentiment, summaries=batch.summaries,
+            blobs=self.sentiments.snapshots_due(review_partitions),
+            erased={u: s.erased_at for u, s in users.items()})
+        try:
+            await self.state.commit(commit)
+        except (StaleBatch, Fenced, UserErased):
+            for partition in review_partitions:  # reloaded by the next batch that has them
+                self.sentiments.models.pop(partition, None)
+            raise
+        await self.state.follow()
+        await self._refresh_catalogue(())
+        # recommendations written now use neighbour lists up to 10% stale: the next settle pass
+        # must recompute them, even if no statistics changed (commit cleared the settled marks)
+        self.unsettled = True
+        await self._write_recommendations(batch.model, {u: users[u] for u in batch.touched},
+                                          batch.touched)
+
+        for m, _ in events:
+            EVENTS.labels(m.topic).inc()
+        for _, exc in rejected:
+            REJECTS.labels(exc.code).inc()
+        DUPLICATES.inc(report.duplicates)
+        report.rejected = len(rejected)
+        report.users = len(batch.touched)
+        self.batches_since_snapshot += 1
+        return report
+
+    async def _decode(self, fresh: Sequence[SourceMessage], expected: Mapping[str, int]
+                      ) -> Decoded:
+        """Decode and validate the messages (bad ones become dead letters); score the reviews
+        with their partition's sentiment model, in offset order."""
         reviews_topic = self.settings.topic_reviews
         for partition in sorted({m.partition for m in fresh if m.topic == reviews_topic}):
             await self.sentiments.ensure(self.client, partition,
                                          expected[offset_field(reviews_topic, partition)])
-        events: list[tuple[SourceMessage, Event]] = []
-        rejected: list[tuple[SourceMessage, RejectedEvent]] = []
-        scores: dict[int, tuple[float, ReviewDigest]] = {}  # id(event) -> (P(positive), digest)
+        out = Decoded()
         for m in fresh:
             try:
                 event = decode_event(self._kind(m.topic), m.value,
@@ -200,97 +302,75 @@ class EventProcessor:
                                          m.timestamp,
                                          max_future_s=self.settings.max_event_future_s))
             except RejectedEvent as exc:
-                rejected.append((m, exc))
+                out.rejected.append((m, exc))
                 if m.topic == reviews_topic:
                     self.sentiments.skip(m.partition, m.offset)
                 continue
             if isinstance(event, Review):
                 # every valid review of the partition, in offset order, duplicates too: the
                 # model's history must be the partition's log, as when it is re-learned
-                scores[id(event)] = self.sentiments.score(m.partition, m.offset, event)
-            events.append((m, event))
+                out.scores[id(event)] = self.sentiments.score(m.partition, m.offset, event)
+            out.events.append((m, event))
+        return out
 
-        users = await self.state.user_states({e.user_id for _, e in events})
-        await self._refresh_catalogue({e.item_id for _, e in events})
-        examples: list[dict] = []
-        deltas: list[Delta] = []
-        dirty: dict[tuple[str, int], set[str]] = defaultdict(set)
-        touched: dict[str, tuple[float, float]] = {}  # user -> (latest event ts, kafka ts)
-        item_sentiment: dict[str, list[float]] = {}  # item -> [count, sum, decayed sum, weight]
-        summaries: dict[str, list[ReviewDigest]] = defaultdict(list)  # item -> review digests
+    def _learn(self, events: Sequence[tuple[SourceMessage, Event]],
+               scores: Mapping[int, tuple[float, ReviewDigest]], users: dict[str, UserState],
+               report: BatchReport) -> Learned:
+        """The batch's effect: its users' histories updated (in ``users``), the deltas to the
+        item statistics, the review aggregates and the training examples."""
+        s = self.settings
+        out = Learned(self._batch_model(users))
+        learned: list[tuple[str, str, float, float]] = []
+        snapshot: list[bool] = []
+        chosen: list[tuple[str, str, float, str]] = []
+        seen = {u: set(state.seen) for u, state in users.items()}
         for m, event in events:
             user = users[event.user_id]
             if user.erased_at is not None and event.ts <= user.erased_at:
                 report.erased += 1
                 continue
             event_id = event.dedup_id()
-            if event_id in user.seen:
+            if event_id in seen[event.user_id]:
                 report.duplicates += 1
                 continue
+            seen[event.user_id].add(event_id)
             user.seen.append(event_id)
             scored = scores.get(id(event))
             p_positive = scored[0] if scored is not None else None
             if scored is not None:
-                summaries[event.item_id].append(scored[1])
+                out.summaries[event.item_id].append(scored[1])
                 g = self._decay(event.ts)
-                agg = item_sentiment.setdefault(event.item_id, [0.0, 0.0, 0.0, 0.0])
+                agg = out.item_sentiment.setdefault(event.item_id, [0.0, 0.0, 0.0, 0.0])
                 agg[0] += 1.0
                 agg[1] += p_positive
                 agg[2] += p_positive * g
                 agg[3] += g
             weight = event_feedback(event, self.weights, p_positive=p_positive,
-                                    review_feedback=self.settings.review_feedback)
-            if weight > 0 and self.settings.ranker_example_rate > 0 and sampled(
-                    event_id, self.settings.ranker_example_rate):
-                example = self.ranking.example(self.state.items, event.user_id, user.history,
-                                               item_id=event.item_id, ts=event.ts,
-                                               event_id=event_id)
-                if example is not None:
-                    examples.append(example)
-            deltas += self._observe(user, event, weight)
-            dirty[(m.topic, m.partition)].add(event.user_id)
-            touched[event.user_id] = (event.ts, m.timestamp)
+                                    review_feedback=s.review_feedback)
+            sample = weight > 0 and s.ranker_example_rate > 0 and sampled(
+                event_id, s.ranker_example_rate)
+            if sample:
+                chosen.append((event.user_id, event.item_id, event.ts, event_id))
+            learned.append((event.user_id, event.item_id, weight, event.ts))
+            snapshot.append(sample)
+            out.dirty[(m.topic, m.partition)].add(event.user_id)
+            out.touched[event.user_id] = (event.ts, m.timestamp)
             report.processed += 1
+        out.deltas, snapshots = out.model.observe_many(learned, snapshot)
+        if chosen:
+            out.examples = self.ranking.examples(out.model, snapshots, chosen)
+        for user_id in out.touched:
+            state = users[user_id]
+            state.items, state.s, state.t, state.g = out.model.history_arrays(user_id)
+        return out
 
-        offsets = dict(expected)
-        for m in fresh:
-            name = offset_field(m.topic, m.partition)
-            offsets[name] = max(offsets[name], m.offset + 1)
-
-        if rejected:
-            await self._send_dead_letters(rejected)
-        if examples:  # at-least-once, like the DLQ: the trainer drops repeats by example id
-            await self._send_examples(examples)
-        review_partitions = {m.partition for m in fresh if m.topic == reviews_topic}
-        try:
-            await self.state.commit(
-                expected=expected, offsets=offsets, users={u: users[u] for u in touched},
-                deltas=deltas, dirty=dirty, item_sentiment=item_sentiment, summaries=summaries,
-                blobs=self.sentiments.snapshots_due(review_partitions),
-                erased={u: s.erased_at for u, s in users.items()})
-        except (StaleBatch, UserErased) as exc:
-            for partition in review_partitions:  # reloaded by the next batch that has them
-                self.sentiments.models.pop(partition, None)
-            if isinstance(exc, UserErased):
-                raise
-            logger.warning("batch dropped, its partitions moved to another worker: %s", exc)
-            return BatchReport(skipped=len(messages))
-        await self.state.follow()
-        await self._refresh_catalogue(())
-        # recommendations written now use neighbour lists up to 10% stale: the next settle pass
-        # must recompute them, even if no statistics changed (commit cleared the settled marks)
-        self.unsettled = True
-        await self._write_recommendations({u: users[u] for u in touched}, touched)
-
-        for m, _ in events:
-            EVENTS.labels(m.topic).inc()
-        for _, exc in rejected:
-            REJECTS.labels(exc.code).inc()
-        DUPLICATES.inc(report.duplicates)
-        report.rejected = len(rejected)
-        report.users = len(touched)
-        self.batches_since_snapshot += 1
-        return report
+    def _batch_model(self, users: Mapping[str, UserState]) -> CooccurrenceRecommender:
+        """The users' histories over the shared item statistics (`CooccurrenceRecommender`)."""
+        model = CooccurrenceRecommender.sharing(self.state.items, **model_params(self.settings))
+        for user_id, state in users.items():
+            if state.items:
+                model.load_history(user_id, state.items, state.s, state.t, state.g)
+        return model
 
     def _kind(self, topic: str) -> str:
         s = self.settings
@@ -301,12 +381,6 @@ class EventProcessor:
     def _decay(self, ts: float) -> float:
         return decay_factor(ts, half_life_s=self.settings.half_life_days * DAY_S,
                             epoch=self.settings.decay_epoch)
-
-    def _observe(self, user: UserState, event: Event, weight: float) -> list[Delta]:
-        return user.history.observe(event.item_id, weight, event.ts,
-                                    cap=self.settings.history_cap, g=self._decay(event.ts),
-                                    user_id=event.user_id,
-                                    user_items_cap=self.settings.user_items_cap)
 
     async def _send_dead_letters(self, rejected: list[tuple[SourceMessage, RejectedEvent]]
                                  ) -> None:
@@ -383,12 +457,13 @@ class EventProcessor:
         return version
 
     # --- recommendations ------------------------------------------------------------------------
-    async def _write_recommendations(self, users: dict[str, UserState],
+    async def _write_recommendations(self, model: CooccurrenceRecommender,
+                                     users: dict[str, UserState],
                                      touched: dict[str, tuple[float, float]] | None = None
                                      ) -> None:
+        """Rewrite the users' top-N from their histories in ``model``."""
         keys = self.keys
-        lists = self.ranking.recommend_many(
-            self.state.items, {user_id: user.history for user_id, user in users.items()})
+        lists = self.ranking.top_model(model, users)
 
         def queue(pipe, user_id: str) -> None:  # noqa: ANN001 - a redis pipeline
             recs = lists[user_id]
@@ -443,8 +518,8 @@ class EventProcessor:
                 self.keys.users(topic, partition))}
         ordered = sorted(user_ids)
         for start in range(0, len(ordered), 500):
-            chunk = ordered[start:start + 500]
-            await self._write_recommendations(await self.state.user_states(chunk))
+            states = await self.state.user_states(ordered[start:start + 500])
+            await self._write_recommendations(self._batch_model(states), states)
         if writes_items:
             await self._write_item_lists()
             await self.state.save_snapshot()
@@ -510,17 +585,22 @@ def event_feedback(event: Event, weights: FeedbackWeights, *, p_positive: float 
     raise TypeError(f"not an event: {event!r}")
 
 
+def model_params(settings: Settings) -> dict[str, float | int]:
+    """The co-occurrence model's parameters as the settings give them."""
+    s = settings
+    return {"history_cap": s.history_cap, "neighbour_cap": s.neighbour_cap,
+            "row_cap": s.row_cap, "half_life_days": s.half_life_days,
+            "decay_epoch": s.decay_epoch, "alpha": s.similarity_alpha,
+            "recent_items": s.recent_items, "recency_half_life": s.recency_half_life,
+            "explain_items": s.explain_items, "similar_users": s.similar_users,
+            "user_blend": s.user_blend, "likers_cap": s.likers_cap,
+            "user_items_cap": s.user_items_cap}
+
+
 def reference_recommender(settings: Settings) -> CooccurrenceRecommender:
     """The in-process model configured as the workers are: what their final Redis state must
     equal (tests and benchmarks replay events through it)."""
-    return CooccurrenceRecommender(
-        history_cap=settings.history_cap, neighbour_cap=settings.neighbour_cap,
-        row_cap=settings.row_cap, half_life_days=settings.half_life_days,
-        decay_epoch=settings.decay_epoch, alpha=settings.similarity_alpha,
-        recent_items=settings.recent_items, recency_half_life=settings.recency_half_life,
-        explain_items=settings.explain_items, similar_users=settings.similar_users,
-        user_blend=settings.user_blend, likers_cap=settings.likers_cap,
-        user_items_cap=settings.user_items_cap)
+    return CooccurrenceRecommender(**model_params(settings))  # type: ignore[arg-type]
 
 
 def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
@@ -554,7 +634,7 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
                                              health_check_interval=10)
             producer = connections.kafka_producer(settings, acks="all", enable_idempotence=True)
             await producer.start()
-            runtime["p"] = EventProcessor(settings, client, producer)
+            runtime["p"] = EventProcessor(settings, client, producer, claims_on_assignment=True)
         return runtime["p"]
 
     def assigned() -> list[tuple[str, int]]:
@@ -564,6 +644,19 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
     def owns_item_lists() -> bool:
         """The worker holding partition 0 of the plays topic writes item-wide keys."""
         return (settings.topic_plays, 0) in assigned()
+
+    def event_partitions(tps: Iterable) -> list[tuple[str, int]]:  # noqa: ANN001 - Faust TPs
+        return sorted((tp.topic, tp.partition) for tp in tps if tp.topic in settings.event_topics)
+
+    @app.on_partitions_revoked.connect
+    async def disown(app, revoked, **kwargs) -> None:  # noqa: ANN001, ANN003
+        (await processor()).release(event_partitions(revoked))
+
+    @app.on_partitions_assigned.connect
+    async def own(app, assigned, **kwargs) -> None:  # noqa: ANN001, ANN003
+        """Own the assigned partitions in Redis before any of their batches: the previous
+        owner, if it still runs (a zombie), can no longer commit them."""
+        await (await processor()).claim(event_partitions(assigned))
 
     @app.agent(topic, name="track_events", concurrency=1)
     async def track_events(stream):  # noqa: ANN001

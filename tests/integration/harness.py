@@ -209,7 +209,7 @@ def event_ids_in_redis(settings: Settings, users: Iterable[str]) -> list[str]:
     from streams.state import UserState
 
     keys, r = Keys(settings.key_prefix), client(settings)
-    return [e for u in users for e in UserState.from_json(r.get(keys.history(u))).seen]
+    return [e for u in users for e in UserState.from_bytes(r.get(keys.history(u))).seen]
 
 
 async def read_topic(settings: Settings, topic: str, expected: int, idle_s: float = 20.0

@@ -14,6 +14,7 @@ import pytest
 
 from streams.keys import Keys
 from streams.settings import Settings
+from streams.state import UserState
 from streams.supervisor import ROOT
 from tests.integration.harness import (
     WorkerProcess,
@@ -144,8 +145,8 @@ def test_erasing_a_user_mid_stream_equals_never_having_seen_them(unique_topics: 
         wait_processed(settings, len(stream) + len(replay) + len(later), [worker])
         wait_settled(settings)
 
-        history = orjson.loads(r.get(keys.history(ERASED)))["h"]
-        assert [item for item, *_ in history] == ["i1"]  # only the event after the erasure
+        history = UserState.from_bytes(r.get(keys.history(ERASED)))
+        assert history.items == ["i1"]  # only the event after the erasure
         final = reference(settings, [(k, v) for k, v in stream + later
                                      if v["user_id"] != ERASED or v["ts"] > erased_at])
         assert assert_equal_to_reference(settings, final, USERS) > 0

@@ -76,7 +76,7 @@ def test_far_future_timestamps_go_to_the_dead_letter_topic_and_the_worker_carrie
 
         r, keys = client(settings), Keys(settings.key_prefix)
         seen = {e for u in ("u0", "u1", "u2")
-                for e in UserState.from_json(r.get(keys.history(u))).seen}
+                for e in UserState.from_bytes(r.get(keys.history(u))).seen}
         assert seen == {e["event_id"] for e in events} - {
             f"e{n}" for n in range(len(accepted), len(accepted) + len(refused))}
         wait_settled(settings)

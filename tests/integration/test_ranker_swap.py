@@ -121,7 +121,7 @@ def test_trainer_publishes_and_a_running_worker_swaps_without_losing_or_repeatin
         # every event exactly once across the swap
         seen = []
         for u in range(USERS):
-            seen += UserState.from_json(r.get(keys.history(f"u{u}"))).seen
+            seen += UserState.from_bytes(r.get(keys.history(f"u{u}"))).seen
         assert sorted(seen) == sorted(e["event_id"] for _, e in events)
         # the worker logged valid examples; the trainer read them with the toy ones
         logged = [v for _, _, v in asyncio.run(read_topic(

@@ -65,7 +65,7 @@ def test_walking_skeleton_1000_events_arrive_exactly_once(unique_topics: Setting
     r, keys = client(settings), Keys(settings.key_prefix)
     seen: list[str] = []
     for user in {e["user_id"] for _, e in events}:
-        state = UserState.from_json(r.get(keys.history(user)))
+        state = UserState.from_bytes(r.get(keys.history(user)))
         seen += state.seen
         assert len(state.history.items) == 10
     assert sorted(seen) == sorted(e["event_id"] for _, e in events)  # each once, none lost
@@ -174,7 +174,7 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_carries_on(
 
         r, keys = client(settings), Keys(settings.key_prefix)
         seen = [e for n in range(50)
-                for e in UserState.from_json(r.get(keys.history(f"u{n}"))).seen]
+                for e in UserState.from_bytes(r.get(keys.history(f"u{n}"))).seen]
         assert sorted(seen) == sorted(e["event_id"] for _, e in valid)
 
         more = [("play", {"user_id": "late", "item_id": f"i{n}", "ts": 1.7e9,

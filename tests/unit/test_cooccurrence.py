@@ -209,3 +209,50 @@ def test_the_latest_liked_items_follow_the_history(events, cap, items_cap):
                         user_items_cap=items_cap)
         liked = sorted(((t, j) for j, (s, t, _) in history.items.items() if s > 0), reverse=True)
         assert history._latest == tuple((j, t) for t, j in liked[:items_cap])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["u1", "u2", "u3"]), st.sampled_from("abcdefgh"),
+                          st.sampled_from([-1.0, 0.5, 1.0, 2.0]),
+                          st.integers(0, 5).map(lambda d: TS + d * 86_400.0)),
+                max_size=60),
+       st.integers(1, 7))
+def test_observed_deltas_committed_per_batch_equal_learning(events, batch):
+    """What a stream worker does — load the batch's users into a model over shared statistics,
+    observe the batch, apply the packed deltas, keep the histories — equals `learn_many`, to
+    the bit: the same deltas in the same order; and each snapshot is the history just before
+    its event."""
+    params = {"history_cap": 4, "row_cap": 6, "neighbour_cap": 3}
+    whole = CooccurrenceRecommender(**params)
+    whole.learn_many(events)
+    shared = CooccurrenceRecommender(**params)
+    stored: dict[str, tuple] = {}
+    for start in range(0, len(events), batch):
+        chunk = events[start:start + batch]
+        model = CooccurrenceRecommender.sharing(shared.items, **params)
+        for user in sorted({e[0] for e in chunk} & stored.keys()):
+            model.load_history(user, *stored[user])
+        before = {u: dict(model.histories[u].items) if u in model.histories else {}
+                  for u in {e[0] for e in chunk}}
+        flags = [n % 2 == 0 for n in range(len(chunk))]
+        deltas, snaps = model.observe_many(chunk, flags)
+        shared.items.apply_packed(deltas)
+        k = 0
+        for n, (user, item, weight, ts) in enumerate(chunk):
+            if flags[n]:
+                a, size = int(snaps.start[k]), int(snaps.size[k])
+                got = {model.items._ids[j]: (s, t) for j, s, t in zip(
+                    snaps.item[a:a + size].tolist(), snaps.s[a:a + size].tolist(),
+                    snaps.t[a:a + size].tolist(), strict=True)}
+                assert got == {j: (v[0], v[1]) for j, v in before[user].items()}
+                k += 1
+            UserHistory.observe(h := UserHistory({j: list(v) for j, v in before[user].items()}),
+                                item, weight, ts, cap=4, g=decay_factor(
+                                    ts, half_life_s=180 * 86_400.0, epoch=1e9))
+            before[user] = h.items
+        for user in {e[0] for e in chunk}:
+            stored[user] = model.history_arrays(user)
+    for item in "abcdefgh":
+        assert shared.items.row(item) == whole.items.row(item)
+        assert shared.items.statistics(item) == whole.items.statistics(item)
+    assert shared.items._user_items == whole.items._user_items
