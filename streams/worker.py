@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import orjson
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -82,6 +82,7 @@ from streams.state import (
 logger = logging.getLogger(__name__)
 
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+MARKER_CHECK_S = 5.0  # how long `past_markers` may fetch before the offsets count as unknown
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -603,6 +604,54 @@ def reference_recommender(settings: Settings) -> CooccurrenceRecommender:
     return CooccurrenceRecommender(**model_params(settings))  # type: ignore[arg-type]
 
 
+async def past_markers(consumer: AIOKafkaConsumer, ends: dict[tuple[str, int], int],
+                       nexts: dict[tuple[str, int], int], *, timeout_s: float = MARKER_CHECK_S
+                       ) -> dict[tuple[str, int], int] | None:
+    """The next offsets to process (``nexts``, from Redis) moved past the offsets that hold no
+    event, so that a partition is caught up when its next offset reaches its end offset.
+
+    A transactional producer's commit and abort markers take an offset each and are never
+    delivered: after a transaction the next offset stays at least one short of the end offset,
+    and end minus next never reads zero. Offsets alone cannot tell a marker from an event, so
+    where end > next the group-less ``consumer`` fetches from next: its fetch position moves
+    past control records without returning them. A partition whose position reaches its end
+    with no record moves to its end; one that returns a record moves to that record's offset
+    (markers between later events still count: lag is an upper bound). None when the fetch did
+    not answer in ``timeout_s`` (unknown, as when Kafka is unreachable). A fetch from an offset
+    the log no longer holds starts at its earliest, as the worker's consumer does."""
+    moved = dict(nexts)
+    pending = {TopicPartition(t, p): nexts[t, p] for (t, p), end in ends.items()
+               if end > nexts[t, p]}
+    if not pending:
+        return moved
+    owned = {TopicPartition(t, p) for t, p in ends}
+    if consumer.assignment() != owned:  # after a rebalance only: aiokafka logs every assign
+        consumer.assign(list(owned))
+    consumer.pause(*(owned - pending.keys()))
+    consumer.resume(*pending)
+    for tp, offset in pending.items():
+        consumer.seek(tp, offset)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while pending:
+            if time.monotonic() > deadline:
+                return None
+            fetched = await consumer.getmany(*pending, timeout_ms=50, max_records=len(pending))
+            for tp, records in fetched.items():
+                if records and tp in pending:
+                    key = (tp.topic, tp.partition)
+                    moved[key] = min(ends[key], records[0].offset)
+                    del pending[tp]
+            for tp in list(pending):
+                key = (tp.topic, tp.partition)
+                if await consumer.position(tp) >= ends[key]:  # control records only
+                    moved[key] = ends[key]
+                    del pending[tp]
+    finally:
+        consumer.pause(*owned)  # no fetching in the background until the next call
+    return moved
+
+
 def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
     """Build the Faust app with its agent and timers."""
     import faust
@@ -689,35 +738,47 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
         if proc.started:
             await proc.maybe_swap()
 
-    lag_reader: dict[str, object] = {}  # a group-less consumer that only asks end offsets
+    # a group-less consumer that asks end offsets and looks past transaction markers; the
+    # settle and lag timers share it, one at a time (it seeks)
+    lag_reader: dict[str, AIOKafkaConsumer] = {}
+    lag_lock = asyncio.Lock()
 
     async def offsets(owned: list[tuple[str, int]]
                       ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]] | None:
-        """Kafka end offsets and the next offsets committed to Redis of the ``owned``
-        partitions; None when they could not be read."""
-        from aiokafka import TopicPartition
-
+        """Kafka end offsets and the next offsets to process of the ``owned`` partitions: those
+        committed to Redis, moved past transaction markers (`past_markers`); None when they
+        could not be read."""
         try:
-            if "c" not in lag_reader:
-                consumer = connections.kafka_consumer(settings, group_id=None,
-                                                      enable_auto_commit=False)
-                await consumer.start()
-                lag_reader["c"] = consumer
-            ends = await lag_reader["c"].end_offsets([TopicPartition(t, p) for t, p in owned])
-            proc = await processor()
-            nexts = await proc.state.next_offsets(offset_field(t, p) for t, p in owned)
+            async with lag_lock:
+                if "c" not in lag_reader:
+                    consumer = connections.kafka_consumer(settings, group_id=None,
+                                                          enable_auto_commit=False,
+                                                          auto_offset_reset="earliest")
+                    await consumer.start()
+                    lag_reader["c"] = consumer
+                reader = lag_reader["c"]
+                ends = await reader.end_offsets([TopicPartition(t, p) for t, p in owned])
+                proc = await processor()
+                nexts = await proc.state.next_offsets(offset_field(t, p) for t, p in owned)
+                ends_by = {(tp.topic, tp.partition): end for tp, end in ends.items()}
+                moved = await past_markers(
+                    reader, ends_by, {(t, p): nexts[offset_field(t, p)] for t, p in owned})
         except (KafkaError, *RETRYABLE) as exc:
             logger.warning("end offsets not read: %r", exc)
             return None
-        return ({(tp.topic, tp.partition): end for tp, end in ends.items()},
-                {(t, p): nexts[offset_field(t, p)] for t, p in owned})
+        if moved is None:
+            logger.warning("offsets past transaction markers not read in %.0f s",
+                           MARKER_CHECK_S)
+            return None
+        return ends_by, moved
 
     async def has_backlog() -> bool:
         """Whether owned partitions hold events not processed yet. A pause between batches with
         a backlog (a slow fetch on a loaded machine) is not the quiet a settle pass waits for:
         settling then re-ranks every owned user in the middle of the backlog, blocking the
         batches for as long, and the next pause comes right after (a replay of ML-100K spent
-        most of its time in such passes). Unknown (Kafka unreachable): settle as before."""
+        most of its time in such passes). Transaction markers are not a backlog (`offsets`).
+        Unknown (Kafka unreachable): settle as before."""
         owned = assigned()
         read = await offsets(owned) if owned else None
         if read is None:
@@ -727,7 +788,8 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
 
     @app.timer(interval=settings.lag_interval_s)
     async def measure_lag() -> None:
-        """Processing lag of the owned partitions (`streams.metrics.record_lag`)."""
+        """Processing lag of the owned partitions (`streams.metrics.record_lag`), transaction
+        markers not counted (`offsets`)."""
         owned = assigned()
         if not owned:
             record_lag({}, {})

@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import orjson
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.connections import kafka_producer, redis_sync
 from streams.keys import Keys
@@ -136,6 +138,35 @@ async def send_raw(settings: Settings, messages: Iterable[tuple[str, bytes | Non
     finally:
         await producer.stop()
     return n
+
+
+# --- the worker's Prometheus endpoint ---------------------------------------------------
+
+def scrape(settings: Settings) -> dict[str, list]:
+    """Metric family name -> its samples, from the worker's /metrics."""
+    url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as page:
+        text = page.read().decode()
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def lag_by_partition(settings: Settings) -> dict[tuple[str, str], float]:
+    return {(s.labels["topic"], s.labels["partition"]): s.value
+            for s in scrape(settings).get("tastemaker_consumer_lag", [])}
+
+
+def wait_lag(settings: Settings, worker: WorkerProcess, want: dict[tuple[str, str], float],
+             timeout: float = 60.0) -> None:
+    """Until the scraped lag equals ``want`` (polled: the worker measures it on a timer)."""
+    deadline = time.monotonic() + timeout
+    got: dict = {}
+    while time.monotonic() < deadline:
+        assert worker.alive(), worker.tail()
+        got = lag_by_partition(settings)
+        if got == want:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"lag {got} != {want} after {timeout}s")
 
 
 # --- fault tests: a stack of our own, a producer that outlives a broker restart, memory ----

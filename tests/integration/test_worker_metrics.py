@@ -3,47 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import time
-import urllib.request
 from pathlib import Path
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from streams.keys import Keys
 from streams.settings import Settings, load_settings
 from tests.conftest import free_port
-from tests.integration.harness import WorkerProcess, client, send_raw, wait_processed
+from tests.integration.harness import (
+    WorkerProcess,
+    client,
+    scrape,
+    send_raw,
+    wait_lag,
+    wait_processed,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def scrape(settings: Settings) -> dict[str, list]:
-    """Metric family name -> its samples, from the worker's /metrics."""
-    url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as page:
-        text = page.read().decode()
-    return {family.name: family.samples for family in text_string_to_metric_families(text)}
-
-
-def lag_by_partition(settings: Settings) -> dict[tuple[str, str], float]:
-    return {(s.labels["topic"], s.labels["partition"]): s.value
-            for s in scrape(settings).get("tastemaker_consumer_lag", [])}
-
-
-def wait_lag(settings: Settings, worker: WorkerProcess, want: dict[tuple[str, str], float],
-             timeout: float = 60.0) -> None:
-    """Until the scraped lag equals ``want`` (polled: the worker measures it on a timer)."""
-    deadline = time.monotonic() + timeout
-    got: dict = {}
-    while time.monotonic() < deadline:
-        assert worker.alive(), worker.tail()
-        got = lag_by_partition(settings)
-        if got == want:
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"lag {got} != {want} after {timeout}s")
 
 
 def test_lag_reaches_zero_redis_writes_are_timed_and_logs_are_json(unique_topics: Settings,
