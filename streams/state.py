@@ -47,6 +47,7 @@ from streams.metrics import REDIS_WRITE_SECONDS
 logger = logging.getLogger(__name__)
 
 SEEN_IDS_CAP = 1_000  # recent event ids kept per user for deduplication
+FOLLOW_PAGE = 500  # deltas stream entries read per round trip
 _USER_MAGIC = b"TMU1"
 _USER_HEADER = struct.Struct("<4sIII")  # magic, items, bytes of item ids, bytes of seen ids
 
@@ -393,7 +394,7 @@ class RedisState:
         applied = 0
         while True:
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.xread({self.keys.deltas: self.last_delta_id}, count=500)
+                pipe.xread({self.keys.deltas: self.last_delta_id}, count=FOLLOW_PAGE)
                 pipe.hget(self.keys.snapshot, "trimmed_before")
                 reply, trimmed_before = await pipe.execute()
             if trimmed_before is not None and (

@@ -234,6 +234,8 @@ class EventProcessor:
 
     async def _process(self, messages: Sequence[SourceMessage]) -> BatchReport:
         report = BatchReport()
+        if not messages:
+            return report
         fields = {offset_field(m.topic, m.partition) for m in messages}
         expected = await self.state.next_offsets(fields)
         fresh = [m for m in messages if m.offset >= expected[offset_field(m.topic, m.partition)]]
