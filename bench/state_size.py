@@ -45,7 +45,7 @@ from bench.speed import (
     percentiles,
     run_worker_until,
 )
-from models.cooccurrence import DAY_S, ItemCooccurrence, UserHistory, decay_factor
+from models.cooccurrence import ItemCooccurrence
 from streams.connections import redis_sync
 from streams.keys import Keys
 from streams.settings import Settings, get_settings
@@ -140,13 +140,13 @@ def measure(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     with client.pipeline(transaction=False) as pipe:
         for k in hist_keys:
             pipe.strlen(k)
-        json_len = pipe.execute()
+        hist_len = pipe.execute()
     per_user_other = {name: memory_usage(client, [fn(u) for u in users])
                       for name, fn in (("recs", keys.recs), ("explain", keys.explain),
                                        ("recsmeta", keys.recs_meta))}
     total_user = [h + sum(v[i] for v in per_user_other.values()) for i, h in enumerate(hist)]
     out["per_user_bytes"] = {
-        "hist": stats(hist), "hist_json_chars": stats(json_len),
+        "hist": stats(hist), "hist_value_bytes": stats(hist_len),
         **{name: stats(v) for name, v in per_user_other.items()},
         "all_user_keys": stats(total_user),
     }
@@ -182,10 +182,9 @@ def model_state(settings: Settings, client: redis.Redis, *, limit: int | None,
     for ``MEMORY USAGE``; the whole stream's size is the encoded total times the overhead
     measured on those. Reviews count by their stars here (the worker scores their sentiment),
     which moves sizes very little."""
-    import orjson
-
-    from streams.state import UserState
-    from streams.worker import event_feedback, reference_recommender
+    from models.cooccurrence import CooccurrenceRecommender
+    from streams.state import UserState, encode_entry
+    from streams.worker import event_feedback, model_params, reference_recommender
 
     keys = Keys(settings.key_prefix)
     events = ml_events(settings, limit)
@@ -193,48 +192,48 @@ def model_state(settings: Settings, client: redis.Redis, *, limit: int | None,
     items = reference_recommender(settings).items  # as a worker keeps them
     states: dict[str, UserState] = {}
     batch_bytes: list[int] = []
-    kept: list[bytes] = []
+    kept: list[dict[str, bytes]] = []
     updates = 0
-    pending: list = []
-    for n, event in enumerate(events, start=1):
-        state = states.get(event.user_id)
-        if state is None:
-            state = states[event.user_id] = UserState.of(UserHistory())
-        state.seen.append(event.dedup_id())
-        g = decay_factor(event.ts, half_life_s=settings.half_life_days * DAY_S,
-                         epoch=settings.decay_epoch)
-        deltas = state.history.observe(event.item_id, event_feedback(event, weights), event.ts,
-                                       cap=settings.history_cap, g=g, user_id=event.user_id,
-                                       user_items_cap=settings.user_items_cap)
-        items.apply_many(deltas)
-        updates += sum(len(d.others) for d in deltas)
-        pending += deltas
-        if n % settings.batch_size == 0 or n == len(events):
-            # as streams.state.RedisState.commit encodes a batch's deltas
-            encoded = orjson.dumps([d.to_json() for d in pending])
-            batch_bytes.append(len(encoded))
-            if len(events) - n < keep_batches * settings.batch_size:
-                kept.append(encoded)
-            pending = []
+    size = settings.batch_size
+    for start in range(0, len(events), size):  # as a worker learns and commits a batch
+        batch = events[start:start + size]
+        model = CooccurrenceRecommender.sharing(items, **model_params(settings))
+        for user_id in {e.user_id for e in batch}:
+            state = states.setdefault(user_id, UserState())
+            if state.items:
+                model.load_history(user_id, state.items, state.s, state.t, state.g)
+        deltas, _ = model.observe_many(
+            (e.user_id, e.item_id, event_feedback(e, weights), e.ts) for e in batch)
+        entry = encode_entry(deltas, items.names)
+        items.apply_packed(deltas)
+        updates += deltas.pairs
+        for e in batch:
+            states[e.user_id].seen.append(e.dedup_id())
+        for user_id in {e.user_id for e in batch}:
+            state = states[user_id]
+            state.items, state.s, state.t, state.g = model.history_arrays(user_id)
+        batch_bytes.append(sum(len(v) for v in entry.values()))
+        if len(events) - start <= keep_batches * size:
+            kept.append(entry)
 
     hist_keys = [keys.history(u) for u in states]
     with client.pipeline(transaction=False) as pipe:
         for key, state in zip(hist_keys, states.values(), strict=True):
-            pipe.set(key, state.to_json())
-        for encoded in kept:
-            pipe.xadd(keys.deltas, {"d": encoded})
+            pipe.set(key, state.to_bytes())
+        for entry in kept:
+            pipe.xadd(keys.deltas, entry)
         pipe.execute()
     hist = memory_usage(client, hist_keys)
-    json_len = [len(state.to_json()) for state in states.values()]
+    packed_len = [len(state.to_bytes()) for state in states.values()]
     stream_mem = client.memory_usage(keys.deltas, samples=0) or 0
-    overhead = stream_mem / max(sum(len(k) for k in kept), 1)
+    overhead = stream_mem / max(sum(len(v) for k in kept for v in k.values()), 1)
     snapshot = items.to_bytes()
     items, _ = item_stats(settings, snapshot)
     total = sum(batch_bytes)
     return {
         "events": len(events), "cooccurrence_updates": updates,
-        "per_user_bytes": {"hist": stats(hist), "hist_json_chars": stats(json_len),
-                           "history_items": stats([len(s.history.items)
+        "per_user_bytes": {"hist": stats(hist), "hist_packed_bytes": stats(packed_len),
+                           "history_items": stats([len(s.items)
                                                    for s in states.values()]),
                            "seen_ids": stats([min(len(s.seen), SEEN_IDS_CAP)
                                               for s in states.values()])},

@@ -43,7 +43,14 @@ from typing import Literal, NamedTuple
 import numba
 import numpy as np
 
-from models.kernels import apply_deltas, mmr, observe_events, recent_items, score_users
+from models.kernels import (
+    apply_deltas,
+    mmr,
+    observe_events,
+    recent_items,
+    score_users,
+    similarity_rows,
+)
 from models.stores import HistoryStore, RowStore, RowTable
 
 DAY_S = 86_400.0
@@ -513,15 +520,23 @@ class ItemCooccurrence:
             out[known, 2:] = self._reviews[k]
         return out
 
-    def similarities_to(self, item_id: str, candidates: Iterable[str]) -> np.ndarray:
+    def similarities_to(self, item_id: str, candidates: Sequence[str]) -> np.ndarray:
         """Each candidate's similarity to ``item_id`` in ``item_id``'s neighbour list (0 when
         not in it), from the same cached lists that scoring uses."""
-        index = [self._index.get(c, -1) for c in candidates]
-        j = self._index.get(item_id)
-        if j is None:
-            return np.zeros(len(index))
-        by_id = self._neighbour_list(j).by_id
-        return np.array([by_id.get(k, 0.0) for k in index])
+        return self.similarity_matrix([item_id], candidates)[0]
+
+    def similarity_matrix(self, item_ids: Sequence[str], candidates: Sequence[str]
+                          ) -> np.ndarray:
+        """`similarities_to` of several items at once: one row per item of ``item_ids``."""
+        index = self._index.get
+        rows = np.array([index(i, -1) for i in item_ids], dtype=np.int64)
+        cands = np.array([index(c, -1) for c in candidates], dtype=np.int64)
+        self._refresh_lists(rows)
+        m = len(self._ids)
+        self._table.ensure_items(m)
+        position = self._scratch(m, len(self._uids))[4][0]
+        return similarity_rows(rows, cands, self._table.start[:m], self._table.length[:m],
+                               self._table.ids, self._table.sims, position)
 
     def diversify(self, pool: Sequence[str], rel: np.ndarray, n: int, lam: float
                   ) -> list[tuple[int, float]]:
@@ -1175,6 +1190,10 @@ def warm_up() -> None:
                       ("b", "x", 1.0, 1e9), ("b", "y", 1.0, 1e9), ("b", "w", 1.0, 1e9)])
     model.recommend_many(["a", "b"], 3)
     model.items.score([("x", 1.0)], 3, exclude=["x"], user_id="b", similar_users=2)
+    model.items.similarity_matrix(["x", "q"], ["y", "z"])
+    deltas, snapshots = model.observe_many([("b", "z", 1.0, 1e9)], [True])
+    model.items.apply_packed(deltas)
+    model.score_snapshots(snapshots, ["b"], 3)
     copy = ItemCooccurrence(row_cap=2, neighbour_cap=2)
     copy.load_bytes(model.items.to_bytes())
     model.forget("a")

@@ -687,3 +687,25 @@ def mmr(rel, pool, nb_start, nb_len, nb_ids, nb_sims, position, lam, n):
         if pool[r] >= 0:
             position[pool[r]] = -1
     return picks, gains
+
+
+@njit(cache=True)
+def similarity_rows(rows, cands, nb_start, nb_len, nb_ids, nb_sims, position):
+    """``out[r, c]``: the similarity of candidate ``cands[c]`` in the neighbour list of item
+    ``rows[r]`` (0 when not in it; -1: an unknown item). ``position`` is scratch (-1 per
+    item), left as found."""
+    out = np.zeros((len(rows), len(cands)))
+    for c in range(len(cands)):
+        if cands[c] >= 0:
+            position[cands[c]] = c
+    for r in range(len(rows)):
+        j = rows[r]
+        if j >= 0:
+            for e in range(nb_start[j], nb_start[j] + nb_len[j]):
+                at = position[nb_ids[e]]
+                if at >= 0:
+                    out[r, at] = nb_sims[e]
+    for c in range(len(cands)):
+        if cands[c] >= 0:
+            position[cands[c]] = -1
+    return out

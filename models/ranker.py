@@ -132,7 +132,7 @@ def featurise(candidates: Sequence[Recommendation], user: UserContext, items: It
                             for c in candidates])
     recent = [item_id for item_id, _ in user.recent[:RECENT]]
     if recent:
-        near = np.array([items.similarities_to(item_id, ids) for item_id in recent])
+        near = items.similarity_matrix(recent, ids)
         put("last_similarity", near[0])
         put("recent_similarity", near.mean(axis=0))
     put("user_activity", math.log1p(user.n_items))
