@@ -46,6 +46,7 @@ import numpy as np
 from models.kernels import (
     apply_deltas,
     mmr,
+    neighbour_lists,
     observe_events,
     recent_items,
     score_users,
@@ -366,14 +367,6 @@ class ScoreRequest:
     user_id: str | None = None
 
 
-@dataclass(slots=True)
-class _Neighbours:
-    churn_budget: float  # refresh once the row has changed by this much
-    ids: np.ndarray  # interned item indices, most similar first
-    sims: np.ndarray
-    by_id: dict[int, float]
-
-
 class ItemCooccurrence:
     """Global item statistics built from `Delta`s; answers neighbour and scoring queries."""
 
@@ -402,7 +395,6 @@ class ItemCooccurrence:
         self._reviews = np.zeros((64, 2))  # review count, sum of P(positive)
         self._churn = np.zeros(64)
         self._budget = np.full(64, -1.0)  # churn a cached neighbour list allows; -1: none
-        self._neighbours: dict[int, _Neighbours] = {}
         self._table = RowTable()  # the cached neighbour lists as arrays, for the kernel
         self._uindex: dict[str, int] = {}  # users of the similar-user index, interned
         self._uids: list[str] = []
@@ -576,65 +568,38 @@ class ItemCooccurrence:
         else:  # no liked item left (or erased): the user leaves the index
             self._user_items.pop(user_id, None)
 
-    def _similarities(self, i: int, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        norm_i = self._norm[i]
-        norm_j = self._norm[ids]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sims = counts / (norm_i**self.alpha * norm_j ** (1.0 - self.alpha))
-        sims[~np.isfinite(sims)] = 0.0
-        return sims
-
     def _refresh_lists(self, items: np.ndarray, *, fresh: bool = False) -> None:
         """Recompute the neighbour lists of these items (-1: unknown, skipped) that are missing
-        or changed past their budget (all of them when ``fresh``), as `_neighbour_list` would:
-        the kernels read the lists from the arrays of ``_table``."""
+        or changed past their budget (all of them when ``fresh``), in one kernel pass
+        (`models.kernels.neighbour_lists`): the scoring kernels read them from ``_table``."""
         used = np.unique(items[items >= 0])
         if not fresh:
             used = used[self._churn[used] > self._budget[used]]
-        for j in used.tolist():
-            self._neighbour_list(j, fresh=fresh)
+        if not len(used):
+            return
+        rows = self._rows
+        rows.ensure_items(len(self._ids))  # items interned without a delta yet: empty rows
+        ptr, ids, sims, budget = neighbour_lists(
+            used, rows.cols, rows.vals, rows.start, rows.cap, rows.size, self._norm,
+            self._churn, self._key, self.alpha, self.neighbour_cap, MIN_SIMILARITY,
+            self.staleness)
+        self._budget[used] = budget
+        self._table.put_many(used, ptr, ids, sims)
 
     def _drop_neighbours(self, items: np.ndarray) -> None:
         """Forget the cached lists of these items (their rows were pruned)."""
-        for i in items.tolist():
-            self._neighbours.pop(i, None)
         self._budget[items] = -1.0
 
     # --- queries --------------------------------------------------------------------------------
-    def _neighbour_list(self, i: int, *, fresh: bool = False) -> _Neighbours:
-        cached = self._neighbours.get(i)
-        if cached is not None and not fresh and self._churn[i] <= cached.churn_budget:
-            return cached
-        if i >= self._rows.n_rows:  # interned without a delta yet (a review): an empty row
-            self._rows.ensure_items(len(self._ids))
-        ids, counts = self._rows.row(i)
-        ids = ids.astype(np.int64)
-        sims = self._similarities(i, ids, counts)
-        positive = sims > MIN_SIMILARITY
-        ids, sims = ids[positive], sims[positive]
-        cap = self.neighbour_cap
-        if len(ids) > cap:  # keep a margin below the cut: ties are broken by id, below
-            kth = np.partition(sims, len(sims) - cap)[len(sims) - cap]
-            keep = sims >= kth * (1.0 - 1e-9)
-            ids, sims = ids[keep], sims[keep]
-        order = np.lexsort((self._key[ids], -round12(sims)))[:cap]
-        ids, sims = ids[order], sims[order]
-        self._churn[i] = 0.0
-        total = float(np.abs(counts).sum()) + abs(float(self._norm[i]))
-        by_id = dict(zip(ids.tolist(), sims.tolist(), strict=True))
-        entry = _Neighbours(self.staleness * total, ids, sims, by_id)
-        self._neighbours[i] = entry
-        self._budget[i] = entry.churn_budget
-        self._table.put(i, ids, sims)
-        return entry
-
     def neighbours(self, item_id: str, *, fresh: bool = False) -> list[tuple[str, float]]:
         """The item's most similar items, most similar first (ties by id)."""
         i = self._index.get(item_id)
         if i is None:
             return []
-        entry = self._neighbour_list(i, fresh=fresh)
-        pairs = zip(entry.ids.tolist(), entry.sims.tolist(), strict=True)
+        self._refresh_lists(np.array([i]), fresh=fresh)
+        table = self._table
+        a, n = int(table.start[i]), int(table.length[i])
+        pairs = zip(table.ids[a:a + n].tolist(), table.sims[a:a + n].tolist(), strict=True)
         return [(self._ids[k], float(s)) for k, s in pairs]
 
     def trending(self, n: int, *, exclude: frozenset[str] | set[str] = frozenset()
@@ -876,8 +841,7 @@ class ItemCooccurrence:
     def refresh(self) -> None:
         """Recompute every neighbour list from the current statistics, so that what is scored
         next is a function of the statistics alone (no staleness)."""
-        for i in range(len(self._ids)):
-            self._neighbour_list(i, fresh=True)
+        self._refresh_lists(np.arange(len(self._ids)), fresh=True)
 
 
 def _no_snapshots() -> Snapshots:

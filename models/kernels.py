@@ -709,3 +709,50 @@ def similarity_rows(rows, cands, nb_start, nb_len, nb_ids, nb_sims, position):
         if cands[c] >= 0:
             position[cands[c]] = -1
     return out
+
+
+@njit(cache=True, error_model="numpy")  # x / 0 gives inf or nan (then 0), as numpy does
+def neighbour_lists(items, cols, vals, start, cap, size, norm, churn, key, alpha, n_cap,
+                    min_sim, staleness):
+    """The neighbour lists of ``items``: per item, the entries of its row with similarity
+    ``C[i][j] / (N[i]^alpha * N[j]^(1 - alpha))`` above ``min_sim``, most similar first
+    (rounded to 12 digits; ties: smaller key), at most ``n_cap``; as CSR (``ptr``, ids,
+    similarities), with the churn each list allows before it is refreshed
+    (``staleness`` times the row's absolute mass and norm). Resets the items' churn."""
+    ptr = np.zeros(len(items) + 1, np.int64)
+    out_ids = np.empty(len(items) * n_cap, np.int64)
+    out_sims = np.empty(len(items) * n_cap)
+    budget = np.empty(len(items))
+    for q in range(len(items)):
+        i = items[q]
+        ids, counts = row_entries(cols, vals, start[i], cap[i], size[i])
+        n = len(ids)
+        scale = norm[i] ** alpha
+        cand = np.empty(n, np.int64)
+        sims = np.empty(n)
+        c = 0
+        mass = 0.0
+        for e in range(n):
+            mass += abs(counts[e])
+            s = counts[e] / (scale * norm[ids[e]] ** (1.0 - alpha))
+            if np.isfinite(s) and s > min_sim:
+                cand[c] = ids[e]
+                sims[c] = s
+                c += 1
+        cand, sims = cand[:c], sims[:c]
+        rounded = np.empty(c)
+        keys = np.empty(c, np.int64)
+        for e in range(c):
+            rounded[e] = -round12(sims[e])
+            keys[e] = key[cand[e]]
+        order = np.argsort(keys, kind="mergesort")
+        order = order[np.argsort(rounded[order], kind="mergesort")]
+        take = min(c, n_cap)
+        at = ptr[q]
+        for e in range(take):
+            out_ids[at + e] = cand[order[e]]
+            out_sims[at + e] = sims[order[e]]
+        ptr[q + 1] = at + take
+        churn[i] = 0.0
+        budget[q] = staleness * (mass + abs(norm[i]))
+    return ptr, out_ids[:ptr[-1]], out_sims[:ptr[-1]], budget

@@ -181,8 +181,16 @@ class RowTable:
 
     def put(self, i: int, ids: np.ndarray, sims: np.ndarray | None = None) -> None:
         """Row ``i`` is now ``ids`` (with ``sims``, or zeros)."""
-        self.ensure_items(i + 1)
-        self.length[i] = 0
+        self.put_many(np.array([i]), np.array([0, len(ids)]), ids,
+                      np.zeros(len(ids)) if sims is None else sims)
+
+    def put_many(self, rows: np.ndarray, ptr: np.ndarray, ids: np.ndarray,
+                  sims: np.ndarray) -> None:
+        """Rows ``rows[k]`` are now ``ids[ptr[k]:ptr[k + 1]]`` (with those ``sims``)."""
+        if not len(rows):
+            return
+        self.ensure_items(int(rows.max()) + 1)
+        self.length[rows] = 0
         n = len(ids)
         if self.top + n > len(self.ids):
             live = int(self.length.sum())
@@ -193,8 +201,9 @@ class RowTable:
                 self.ids = np.concatenate([self.ids, np.zeros(size - len(self.ids), np.int64)])
                 self.sims = np.concatenate([self.sims, np.zeros(size - len(self.sims))])
         self.ids[self.top:self.top + n] = ids
-        self.sims[self.top:self.top + n] = 0.0 if sims is None else sims
-        self.start[i], self.length[i] = self.top, n
+        self.sims[self.top:self.top + n] = sims
+        self.start[rows] = self.top + ptr[:-1]
+        self.length[rows] = np.diff(ptr)
         self.top += n
 
     def _compact(self, room: int) -> None:
