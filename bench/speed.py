@@ -42,6 +42,7 @@ import platform
 import pstats
 import re
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -195,22 +196,23 @@ class WorkerRun:
         }
 
 
-def start_worker(settings: Settings, name: str) -> WorkerProcess:
-    """One ``tastemaker worker`` process with these settings, logging to bench/out/logs."""
+def start_worker(settings: Settings, name: str, root: Path | None = None) -> WorkerProcess:
+    """One ``tastemaker worker`` process with these settings, logging to bench/out/logs (the
+    code of the checkout at ``root``: this one by default)."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / f"{name}.log"
     log.unlink(missing_ok=True)
-    return WorkerProcess(settings, log).start()
+    return WorkerProcess(settings, log, **({"root": root} if root else {})).start()
 
 
 def run_worker_until(settings: Settings, total: int, *, name: str, budget_s: float,
-                     stop: bool = True) -> tuple[WorkerRun, Any]:
+                     stop: bool = True, root: Path | None = None) -> tuple[WorkerRun, Any]:
     """Start a worker and time it to ``processed() == total``, or for ``budget_s`` at most
     (then the run is marked incomplete and its rate is over what it did). Returns the run and
     the worker process (stopped unless ``stop=False``)."""
     run = WorkerRun(settings.batch_size, total)
     run.spawned = time.perf_counter()
-    worker = start_worker(settings, name)
+    worker = start_worker(settings, name, root)
     try:
         worker.wait_ready(timeout=60)
         run.ready = time.perf_counter()
@@ -368,12 +370,30 @@ async def raw_consume(settings: Settings, total: int) -> dict[str, Any]:
             "mb": round(nbytes / 1e6, 1)}
 
 
+def baseline_checkout(ref: str) -> Path:
+    """A checkout of ``ref`` next to this one (``git worktree``), its kernels compiled: the
+    previous implementation, run on the same machine in the same run."""
+    root = Path(__file__).resolve().parents[1]
+    sha = subprocess.run(["git", "rev-parse", "--short", ref], cwd=root, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    path = OUT_DIR / f"baseline-{sha}"
+    if not path.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(path), sha], cwd=root,
+                       check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", "from models.cooccurrence import warm_up; warm_up()"],
+                   cwd=path, check=True)
+    return path
+
+
 def bench_e2e(base: Settings, *, batch_sizes: Iterable[int], limit: int | None,
-              budget_s: float) -> dict[str, Any]:
+              budget_s: float, baseline: str | None = None) -> dict[str, Any]:
+    """The worker against a raw consumer (and, with ``baseline``, against the worker of that
+    git revision) on the same topics in the same run."""
     from streams.replay import replay
 
     settings = bench_settings(base)
     runs = [another_worker(settings, f"b{b}", batch_size=b) for b in batch_sizes]
+    peer = another_worker(settings, "base", batch_size=settings.batch_size)
     out: dict[str, Any] = {"partitions": settings.topic_partitions, "load_before": machine()}
     try:
         asyncio.run(create_topics(settings))
@@ -393,9 +413,24 @@ def bench_e2e(base: Settings, *, batch_sizes: Iterable[int], limit: int | None,
             result["load_after"] = machine()
             out["worker"].append(result)
             print(f"  worker: {result}")
+        if baseline is not None:
+            root = baseline_checkout(baseline)
+            run, _ = run_worker_until(peer, total, name="speed-baseline", budget_s=budget_s,
+                                      root=root)
+            result = {**run.as_dict(), "revision": baseline, "load_after": machine()}
+            result["ratio_to_raw"] = round(
+                result["events_per_s"] / out["raw_consumer"]["events_per_s"], 3)
+            out["baseline"] = result
+            ours = out["worker"][0]
+            out["speedup_over_baseline"] = round(ours["events_per_s"] / result["events_per_s"], 2)
+            out["cpu_per_event_over_baseline"] = round(
+                ours["worker_cpu_us_per_event"] / result["worker_cpu_us_per_event"], 3)
+            print(f"  baseline {baseline}: {result}")
+            print(f"  this worker: {out['speedup_over_baseline']}x the baseline's rate, "
+                  f"{out['cpu_per_event_over_baseline']}x its CPU per event")
     finally:
         with suppress(Exception):
-            asyncio.run(cleanup([settings, *runs]))
+            asyncio.run(cleanup([settings, *runs, peer]))
     out["load_after"] = machine()
     return out
 
@@ -498,6 +533,9 @@ def main() -> None:
     parser.add_argument("--oracle-limit", type=int, default=None,
                         help="core: the oracle learns only the first N events (its rate is "
                              "then over those; no equality check)")
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="e2e: also run the worker of this git revision on the same topics "
+                             "(e.g. the commit before a change) and report the ratios")
     parser.add_argument("--out", type=Path, default=OUT_DIR / "speed.json")
     args = parser.parse_args()
 
@@ -530,7 +568,7 @@ def main() -> None:
     if args.part in ("all", "e2e"):
         print("e2e: produce, raw consumer, worker ...")
         result["e2e"] = bench_e2e(settings, batch_sizes=args.batch_sizes, limit=args.limit,
-                                  budget_s=args.budget)
+                                  budget_s=args.budget, baseline=args.baseline)
     if args.part == "scaling":
         print(f"scaling: {args.limit or 'all'} replay events per run ...")
         result["scaling"] = bench_scaling(settings, args.configs, limit=args.limit,

@@ -39,17 +39,18 @@ class ChildProcess:
     args: tuple[str, ...] = ()
 
     def __init__(self, settings: Settings, log_path: Path, *,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, root: Path = ROOT) -> None:
         self.settings = settings
         self.log_path = log_path
         self.env = dict(env or {})  # more environment variables (not settings: those are above)
+        self.root = root  # the checkout whose code runs (a benchmark's baseline: another one)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Self:
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", *self.args],
-                cwd=ROOT, env={**settings_env(self.settings), **self.env}, stdout=log,
+                cwd=self.root, env={**settings_env(self.settings), **self.env}, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )
         return self
@@ -93,8 +94,8 @@ class WorkerProcess(ChildProcess):
     args = ("worker", "--loglevel", "info")
 
     def __init__(self, settings: Settings, log_path: Path, *,
-                 env: Mapping[str, str] | None = None) -> None:
-        super().__init__(settings, log_path, env=env)
+                 env: Mapping[str, str] | None = None, root: Path = ROOT) -> None:
+        super().__init__(settings, log_path, env=env, root=root)
         self._readies = 0
 
     def start(self) -> WorkerProcess:
