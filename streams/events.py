@@ -72,7 +72,10 @@ class _Event(BaseModel):
         """The event's dedup key: its ``event_id``, else a hash of its content."""
         if self.event_id is not None:
             return self.event_id
-        body = orjson.dumps(self.model_dump(exclude={"event_id"}), option=orjson.OPT_SORT_KEYS)
+        # the fields' values as they are: what model_dump(exclude={"event_id"}) gives for these
+        # flat str/float fields, without its ~2 µs
+        content = {k: v for k, v in self.__dict__.items() if k != "event_id"}
+        body = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
         return "h:" + hashlib.blake2b(body, digest_size=12).hexdigest()
 
 
