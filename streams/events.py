@@ -289,20 +289,8 @@ def decode_events(topic_kind: EventKind | str, raws: Sequence[bytes | None], *,
         kind = _kind_of(topic_kind)
     except RejectedEvent as exc:
         return [RejectedEvent(exc.reason, code=exc.code) for _ in raws]
-    schema = SCHEMA_BY_KIND[kind]
     out: list[Event | RejectedEvent] = []
     for raw, limit in zip(raws, limits, strict=True):
-        # `_decode`'s steps inlined for the common event; anything else takes them one by one
-        if type(raw) is bytes and len(raw) <= max_bytes:
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                obj = None
-            if type(obj) is dict:
-                event = _fast_event(schema, obj)
-                if event is not None and (limit is None or event.ts <= limit):
-                    out.append(event)  # type: ignore[arg-type]
-                    continue
         try:
             out.append(_decode(kind, raw, max_bytes, limit))
         except RejectedEvent as exc:
@@ -318,6 +306,16 @@ def _kind_of(topic_kind: EventKind | str) -> EventKind:
 
 
 def _decode(kind: EventKind, raw: bytes | None, max_bytes: int, not_after: float | None) -> Event:
+    if type(raw) is bytes and len(raw) <= max_bytes:  # the common event, in fewest steps
+        try:
+            obj = orjson.loads(raw)  # orjson checks UTF-8 itself
+        except orjson.JSONDecodeError:
+            obj = None
+        if type(obj) is dict:
+            event = _fast_event(SCHEMA_BY_KIND[kind], obj)
+            if event is not None and (not_after is None or event.ts <= not_after):
+                return event  # type: ignore[return-value]
+    # anything else, step by step, for the reject and its reason
     if raw is None:
         raise RejectedEvent("value: message has no value", code="empty")
     if len(raw) > max_bytes:
@@ -326,26 +324,18 @@ def _decode(kind: EventKind, raw: bytes | None, max_bytes: int, not_after: float
             code="too_large",
         )
     try:
-        # orjson checks UTF-8 itself, and reading bytes spares encoding a non-ASCII text back
-        obj = orjson.loads(raw) if type(raw) is bytes else _loads_text(raw)
-    except orjson.JSONDecodeError:
-        obj = _loads_text(raw)  # the reject, with the reason it has always had
-    event = parse_event(kind, obj)
-    if not_after is not None:
-        check_event_time(event, not_after=not_after)
-    return event
-
-
-def _loads_text(raw: bytes) -> object:
-    try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RejectedEvent(f"value: not UTF-8 ({exc.reason} at byte {exc.start})",
                             code="not_utf8") from None
     try:
-        return orjson.loads(text)
+        obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise RejectedEvent(f"value: invalid JSON ({exc})", code="bad_json") from None
+    event = parse_event(kind, obj)
+    if not_after is not None:
+        check_event_time(event, not_after=not_after)
+    return event
 
 
 KIND_BY_TOPIC: dict[str, EventKind] = {"plays": "play", "ratings": "rating", "reviews": "review"}
