@@ -6,10 +6,14 @@ integration fuzz test (every message reaches ``events-dlq`` with its source offs
 valid stream around it is unchanged). Every kind below is invalid on *every* event topic unless
 it names the one topic it targets, so none can slip through as a valid event (``far_future_ts``
 is invalid against any record timestamp of this century, `streams.events.latest_event_ts`).
+
+`reference_decode` is the decoder before its fast path (pydantic for every event): the oracle the
+fast path is held to, here and in `tests/unit/test_events.py`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import string
@@ -17,6 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
+from pydantic import ValidationError
+
+from streams.events import (
+    KIND_BY_TOPIC,
+    SCHEMA_BY_KIND,
+    Event,
+    RejectedEvent,
+    _reason,
+    check_event_time,
+    encode_event,
+)
 
 FIVE_MB = 5 * 1024 * 1024
 
@@ -245,3 +260,74 @@ def hostile_messages(seed: int = 8) -> list[Hostile]:
             out.append(Hostile(kind, topic, key, value, frozenset(codes)))
     rng.shuffle(out)
     return out
+
+
+# --- the oracle for the decoder's fast path -------------------------------------------------------
+
+def reference_decode(kind: str, raw: bytes | None, *, max_bytes: int = 1_000_000,
+                     not_after: float | None = None) -> Event | RejectedEvent:
+    """`streams.events.decode_event` as it was before its fast path: every event through pydantic.
+    Returns the event or the `RejectedEvent` it raised."""
+    try:
+        kind = KIND_BY_TOPIC.get(kind, kind)
+        if kind not in SCHEMA_BY_KIND:
+            raise RejectedEvent(f"topic: no event schema for {kind!r}", code="unknown_topic")
+        if raw is None:
+            raise RejectedEvent("value: message has no value", code="empty")
+        if len(raw) > max_bytes:
+            raise RejectedEvent(
+                f"value: message of {len(raw)} bytes is over the {max_bytes}-byte limit",
+                code="too_large")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RejectedEvent(f"value: not UTF-8 ({exc.reason} at byte {exc.start})",
+                                code="not_utf8") from None
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise RejectedEvent(f"value: invalid JSON ({exc})", code="bad_json") from None
+        event = reference_parse(kind, obj)
+        if not_after is not None:
+            check_event_time(event, not_after=not_after)
+        return event
+    except RejectedEvent as exc:
+        return exc
+
+
+def reference_parse(kind: str, obj: object) -> Event:
+    """`streams.events.parse_event` through pydantic alone."""
+    if not isinstance(obj, dict):
+        raise RejectedEvent(
+            f"value: expected a JSON object, got a JSON {type(obj).__name__}", code="not_object")
+    try:
+        return SCHEMA_BY_KIND[kind].model_validate(obj)  # type: ignore[index,return-value]
+    except ValidationError as exc:
+        raise RejectedEvent(_reason(exc), code="invalid") from None
+
+
+def reference_dedup_id(event: Event) -> str:
+    """`streams.events._Event.dedup_id` through ``model_dump``."""
+    if event.event_id is not None:
+        return event.event_id
+    body = orjson.dumps(event.model_dump(exclude={"event_id"}), option=orjson.OPT_SORT_KEYS)
+    return "h:" + hashlib.blake2b(body, digest_size=12).hexdigest()
+
+
+def assert_same_outcome(got: Event | RejectedEvent, want: Event | RejectedEvent,
+                        context: object = None) -> None:
+    """The same event (field values of the same types, down to -0.0, the same fields set, the
+    same encoding and dedup id), or the same reject code and reason."""
+    if isinstance(want, RejectedEvent):
+        assert isinstance(got, RejectedEvent), (context, got, want.reason)
+        assert (got.code, got.reason) == (want.code, want.reason), context
+        return
+    assert not isinstance(got, RejectedEvent), (context, got.reason, want)
+    assert type(got) is type(want), context
+    state, wanted = got.__getstate__(), want.__getstate__()
+    assert [(k, type(v), repr(v)) for k, v in state.pop("__dict__").items()] == [
+        (k, type(v), repr(v)) for k, v in wanted.pop("__dict__").items()], context
+    assert state == wanted, context
+    assert got == want and hash(got) == hash(want), context
+    assert encode_event(got) == encode_event(want), context
+    assert got.dedup_id() == reference_dedup_id(want), context

@@ -3,7 +3,9 @@ reason that names the field (or ``value`` for whole-message problems) and a mach
 
 from __future__ import annotations
 
+import json
 import math
+import random
 import time
 from typing import Any
 
@@ -12,21 +14,26 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from streams.datasets import labelled_reviews, movielens_100k
 from streams.events import (
     MAX_ID_CHARS,
     MAX_TEXT_CHARS,
     SCHEMA_BY_KIND,
+    Event,
     Play,
     Rating,
     RejectedEvent,
     Review,
     decode_event,
+    decode_events,
     encode_event,
     latest_event_ts,
     parse_event,
 )
 from streams.keys import Keys
+from streams.replay import movielens_events
 from streams.settings import SettingsError, load_settings
+from tests.hostile import assert_same_outcome, reference_decode, reference_parse
 
 MAX_TS = 32503680000
 KINDS = ("play", "rating", "review")
@@ -343,3 +350,164 @@ def test_a_decay_that_saturates_within_the_years_ahead_fails_at_start() -> None:
         load_settings(half_life_days=7.0, decay_epoch=1e9)  # 900 weeks after 2001: 2018
     assert load_settings(half_life_days=14.0, decay_epoch=time.time()).half_life_days == 14.0
     load_settings()  # the defaults (a half-life of 10 years) cover millennia
+
+
+# --- the fast path decodes as pydantic does -------------------------------------------------------
+# `decode_event` builds the common well-formed event without pydantic and hands anything else to
+# it; `reference_decode` is the decoder as it was before. Fast and slow agree on every input:
+# the same event field for field, or the same reject code and reason.
+
+EDGE_FLOATS = [0.0, -0.0, 5e-324, 0.49999999999999994, 0.5, 1.0, 1.0000000000000002, 4.5, 5.0,
+               5.000000000000001, float(MAX_TS), 32503680000.000004, 1e308, -1e-300, -1.0,
+               float(2**53), float(2**64)]
+EDGE_INTS = [0, 1, -1, 5, 6, 2**31, MAX_TS, MAX_TS + 1, 2**53, 2**53 + 1, -(2**53) - 1,
+             2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**30]
+any_json = st.one_of(
+    st.none(), st.booleans(), st.sampled_from(EDGE_FLOATS), st.sampled_from(EDGE_INTS),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=3), st.sampled_from(["", "x" * MAX_ID_CHARS, "x" * (MAX_ID_CHARS + 1),
+                                          "é" * MAX_ID_CHARS, "x" * MAX_TEXT_CHARS,
+                                          "x" * (MAX_TEXT_CHARS + 1), "4", "1e9", "nan"]),
+    st.lists(st.integers(0, 9), max_size=2), st.dictionaries(st.text(max_size=2), st.none(),
+                                                             max_size=1),
+)
+FIELDS = ["user_id", "item_id", "ts", "event_id", "rating", "text", "duration_s", "completion",
+          "unknown_extra"]
+
+
+def _json(obj: object) -> bytes:
+    """JSON as any producer may write it: integers beyond 64 bits included (orjson refuses)."""
+    return json.dumps(obj, allow_nan=False).encode()
+
+
+def _assert_fast_is_slow(kind: str, raw: bytes | None, not_after: float | None = None) -> None:
+    want = reference_decode(kind, raw, not_after=not_after)
+    try:
+        got: Event | RejectedEvent = decode_event(kind, raw, not_after=not_after)
+    except RejectedEvent as exc:
+        got = exc
+    assert_same_outcome(got, want, raw)
+    [batched] = decode_events(kind, [raw], not_after=not_after)
+    assert_same_outcome(batched, want, raw)
+
+
+not_afters = st.one_of(st.none(), st.sampled_from([0.0, 1e9, float(MAX_TS), 3e10]),
+                       st.floats(min_value=0, max_value=4e10))
+
+
+@settings(max_examples=500)
+@given(valid_events, st.data())
+def test_fast_path_equals_pydantic_on_mutated_fields(kind_and_obj: tuple[str, dict[str, Any]],
+                                                     data: st.DataObject) -> None:
+    kind, obj = kind_and_obj
+    for _ in range(data.draw(st.integers(0, 3))):
+        field = data.draw(st.sampled_from(FIELDS))
+        if data.draw(st.booleans()):
+            obj[field] = data.draw(any_json)
+        else:
+            obj.pop(field, None)
+    _assert_fast_is_slow(data.draw(st.sampled_from(KINDS)), _json(obj), data.draw(not_afters))
+
+
+@settings(max_examples=500)
+@given(valid_events, st.data())
+def test_fast_path_equals_pydantic_on_mutated_bytes(kind_and_obj: tuple[str, dict[str, Any]],
+                                                    data: st.DataObject) -> None:
+    kind, obj = kind_and_obj
+    raw = bytearray(_json(obj) if data.draw(st.booleans()) else
+                    json.dumps(obj, ensure_ascii=False).encode())
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(raw)))
+        cut = data.draw(st.integers(0, 2))
+        raw[at:at + cut] = data.draw(st.binary(max_size=3) | st.sampled_from(
+            [b"\xed\xa0\x80", b"\xc0\x80", b"\xf4\x90\x80\x80", b"\\ud800", b"1", b"-", b".",
+             b"e9", b"null", b'"', b",", b"}"]))
+    _assert_fast_is_slow(kind, bytes(raw), data.draw(not_afters))
+
+
+class _Str(str):
+    pass
+
+
+class _Float(float):
+    pass
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, True, False, _Str("7"),
+                                   _Float(3.0), 10**400, -(10**400), 2**53 + 1, 1e308, -0.0,
+                                   b"7", 3 + 0j, pytest.param(10**5000, id="10**5000")])
+@pytest.mark.parametrize("field", ["user_id", "ts", "event_id", "rating", "duration_s",
+                                   "completion", "text"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_fast_path_equals_pydantic_on_python_values(kind: str, field: str, value: object
+                                                    ) -> None:
+    """`parse_event` takes Python values too (the replay, the reference model): NaN, subclasses,
+    integers past any float go to pydantic."""
+    obj = {"user_id": "u", "item_id": "i", "ts": 1.0, "rating": 3.0, "text": "t", field: value}
+    try:
+        want: Event | RejectedEvent = reference_parse(kind, obj)
+    except RejectedEvent as exc:
+        want = exc
+    try:
+        got: Event | RejectedEvent = parse_event(kind, obj)  # type: ignore[arg-type]
+    except RejectedEvent as exc:
+        got = exc
+    assert_same_outcome(got, want, obj)
+
+
+@pytest.fixture(scope="module")
+def ml_values() -> list[tuple[str, bytes]]:
+    """The ML-100K replay's 220,019 events as the replay encodes them."""
+    cache_dir = load_settings().cache_dir
+    ratings, _ = movielens_100k(cache_dir)
+    return [(kind, encode_event(parse_event(kind, obj)))
+            for kind, obj in movielens_events(ratings, labelled_reviews(cache_dir))]
+
+
+def test_fast_path_equals_pydantic_on_the_ml_100k_replay(ml_values: list[tuple[str, bytes]]
+                                                         ) -> None:
+    not_after = latest_event_ts(0.0)
+    for kind in KINDS:
+        raws = [raw for k, raw in ml_values if k == kind]
+        got = decode_events(kind + "s", raws, max_bytes=100_000, not_after=not_after)
+        for raw, event in zip(raws, got, strict=True):
+            assert_same_outcome(event, reference_decode(kind, raw, max_bytes=100_000,
+                                                        not_after=not_after), raw)
+
+
+def test_fast_path_equals_pydantic_on_mutated_ml_100k_events(ml_values: list[tuple[str, bytes]]
+                                                             ) -> None:
+    """Seeded mutations of replay events: content-hash dedup ids (no event_id), integer and
+    boundary values, wrong types, nulls, missing fields, a time limit around the event's."""
+    rng = random.Random(13)
+    for kind, raw in rng.sample(ml_values, 20_000):
+        obj = orjson.loads(raw)
+        ts = obj["ts"]
+        if rng.random() < 0.5:
+            del obj["event_id"]
+        for _ in range(rng.randrange(4)):
+            field = rng.choice(FIELDS)
+            if rng.random() < 0.7:
+                obj[field] = rng.choice([*EDGE_FLOATS, *EDGE_INTS, None, True, "", "x" * 257,
+                                         int(ts), ts, [], {}])
+            else:
+                obj.pop(field, None)
+        not_after = rng.choice([None, ts, 1e9, 9e8])
+        _assert_fast_is_slow(rng.choice([kind, *KINDS]), _json(obj), not_after)
+
+
+def test_decode_events_is_decode_event_per_message() -> None:
+    raws = [b'{"user_id": 1, "item_id": 2, "ts": 5, "rating": 4}', None, b"{",
+            b'{"user_id": 1, "item_id": 2, "ts": 50, "rating": 4}', b"\xff"]
+    got = decode_events("rating", raws, not_after=[10.0, 10.0, 10.0, 60.0, 10.0])
+    assert [getattr(r, "code", None) for r in got] == [None, "empty", "bad_json", None,
+                                                       "not_utf8"]
+    assert [getattr(r, "code", None) for r in decode_events("rating", raws, not_after=10.0)][3] \
+        == "ts_out_of_range"
+    assert decode_events("ratings", []) == []
+    unknown = decode_events("clicks", raws)
+    assert [r.code for r in unknown] == ["unknown_topic"] * 5  # type: ignore[union-attr]
+    assert len({id(r) for r in unknown}) == 5
+    with pytest.raises(ValueError, match="not_after"):
+        decode_events("rating", raws, not_after=[1.0])
