@@ -1,16 +1,17 @@
 """Reading a user's recommendations back from Redis, with titles, explanations and sentiment.
 
-Read-only and layout-driven: every key comes from `streams.keys.Keys`. Two round trips, whatever
-``n``: first ``ZREVRANGE recs:{user} WITHSCORES`` and ``HGETALL explain:{user}`` in one MULTI, so
-both come from the same worker write (the worker deletes and rewrites the two together, so
-``explain`` holds at most ``top_n`` entries); then one pipeline for the ``item:{id}`` titles and
-``sentiment:{id}`` aggregates and ``summary:{id}`` review summaries of the recommended items and
-the titles of the items that explain
-them. The top-N has to come back before anything can be asked for by item, hence two trips.
+Read-only and layout-driven: every key comes from `streams.keys.Keys`. One round trip, whatever
+``n``: a Lua script (`READ_SCRIPT`, sent as ``EVALSHA``) reads ``ZREVRANGE recs:{user}
+WITHSCORES``, the items' entries of ``explain:{user}``, the ``item:{id}`` titles, ``sentiment:{id}``
+aggregates and ``summary:{id}`` review summaries of the recommended items and the titles of the
+items that explain them. A script, not a pipeline, because the item keys depend on the top-N; it
+runs atomically, so recs and explanations come from the same worker write (the worker deletes and
+rewrites the two together). Decoding stays here, in Python.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -157,36 +158,83 @@ def get_recommendations(
             client.close()
 
 
-def _read(client: redis.Redis, keys: Keys, user_id: str, n: int) -> list[Recommendation]:
-    with client.pipeline(transaction=True) as pipe:  # recs and explanations of the same write
-        pipe.zrevrange(keys.recs(user_id), 0, n - 1, withscores=True)
-        pipe.hgetall(keys.explain(user_id))
-        top_raw, explain_raw = pipe.execute()
-    top = [(_text(item) or "", float(score)) for item, score in top_raw]
-    if not top:
-        return []
-    explain = {_text(item): raw for item, raw in explain_raw.items()}
-    explanations = [_explanation(explain.get(item)) for item, _ in top]
+#: What a reader of recommendations sends to Redis (for an ACL user, see the README, "Security"):
+#: the script, the commands it runs, and ``hget`` for the rare second trip.
+READER_REDIS_COMMANDS: tuple[str, ...] = (
+    "client|setinfo", "evalsha", "eval", "zrevrange", "hget", "hmget", "get")
 
+#: The read in one round trip. KEYS: recs, explain; ARGV: n and the key prefixes of the item,
+#: sentiment and summary keys (from `Keys`, so the layout stays in one module). Replies, by
+#: recommended item: top (item, score, ...), explanation, title, sentiment fields, summary; then
+#: the explaining items outside the top (their ids as strings in the JSON, first seen first) and
+#: their titles. ``false`` (a missing value) comes back as None.
+READ_SCRIPT = """
+local n = tonumber(ARGV[1])
+local item_prefix, sentiment_prefix, summary_prefix = ARGV[2], ARGV[3], ARGV[4]
+local top = redis.call('ZREVRANGE', KEYS[1], 0, n - 1, 'WITHSCORES')
+if #top == 0 then return {} end
+local shown = {}
+for i = 1, #top, 2 do shown[top[i]] = true end
+local explain, titles, sentiments, summaries, because, because_titles = {}, {}, {}, {}, {}, {}
+for i = 1, #top, 2 do
+  local item, k = top[i], (i + 1) / 2
+  local raw = redis.call('HGET', KEYS[2], item)
+  explain[k] = raw
+  titles[k] = redis.call('HGET', item_prefix .. item, 'title')
+  sentiments[k] = redis.call('HMGET', sentiment_prefix .. item,
+                             'count', 'sum', 'decayed_sum', 'decayed_weight')
+  summaries[k] = redis.call('GET', summary_prefix .. item)
+  if raw then
+    local ok, obj = pcall(cjson.decode, raw)
+    if ok and type(obj) == 'table' and type(obj['because']) == 'table' then
+      for _, b in ipairs(obj['because']) do
+        if type(b) == 'string' and not shown[b] then
+          shown[b] = true
+          because[#because + 1] = b
+        end
+      end
+    end
+  end
+end
+for k, b in ipairs(because) do because_titles[k] = redis.call('HGET', item_prefix .. b, 'title') end
+return {top, explain, titles, sentiments, summaries, because, because_titles}
+"""
+READ_SCRIPT_SHA = hashlib.sha1(READ_SCRIPT.encode()).hexdigest()
+
+
+def _run_read_script(client: redis.Redis, keys: Keys, user_id: str, n: int) -> list[Any]:
+    """The script's reply: ``EVALSHA``, or ``EVAL`` (which caches it) the first time a server
+    sees it."""
+    from redis.exceptions import NoScriptError
+
+    args = (2, keys.recs(user_id), keys.explain(user_id), n,
+            keys.item(""), keys.item_sentiment(""), keys.summary(""))
+    try:
+        return client.evalsha(READ_SCRIPT_SHA, *args)  # type: ignore[return-value]
+    except NoScriptError:
+        return client.eval(READ_SCRIPT, *args)  # type: ignore[return-value]
+
+
+def _read(client: redis.Redis, keys: Keys, user_id: str, n: int) -> list[Recommendation]:
+    reply = _run_read_script(client, keys, user_id, n)
+    if not reply:
+        return []
+    top_raw, explain_raw, title_raw, sentiment_raw, summary_raw, because_raw, because_titles = reply
+    top = [(_text(top_raw[i]) or "", float(top_raw[i + 1])) for i in range(0, len(top_raw), 2)]
+    explanations = [_explanation(raw) for raw in explain_raw]
     items = [item for item, _ in top]
-    because_items = sorted({b for because, _ in explanations for b in because} - set(items))
-    with client.pipeline(transaction=False) as pipe:
-        for item in items:
-            pipe.hget(keys.item(item), "title")
-            pipe.hmget(keys.item_sentiment(item), ["count", "sum", "decayed_sum", "decayed_weight"])
-            pipe.get(keys.summary(item))
-        for item in because_items:
-            pipe.hget(keys.item(item), "title")
-        replies = pipe.execute()
-    titles: dict[str, str | None] = {}
-    sentiments: dict[str, Sentiment | None] = {}
-    summaries: dict[str, ReviewSummary | None] = {}
-    for i, item in enumerate(items):
-        titles[item] = _text(replies[3 * i])
-        sentiments[item] = _sentiment(*replies[3 * i + 1])
-        summaries[item] = _summary(replies[3 * i + 2])
-    for item, title in zip(because_items, replies[3 * len(items):], strict=True):
-        titles[item] = _text(title)
+    titles: dict[str, str | None] = {item: _text(t) for item, t in zip(items, title_raw,
+                                                                      strict=True)}
+    titles.update((_text(b) or "", _text(t)) for b, t in zip(because_raw, because_titles,
+                                                             strict=True))
+    # Ids the script does not read (only a malformed explanation has them: a number, a string
+    # instead of a list): a second trip, so the result is the same as reading them with the rest.
+    unread = sorted({b for because, _ in explanations for b in because} - titles.keys())
+    if unread:
+        with client.pipeline(transaction=False) as pipe:
+            for item in unread:
+                pipe.hget(keys.item(item), "title")
+            titles.update(zip(unread, map(_text, pipe.execute()), strict=True))
 
     return [
         Recommendation(
@@ -195,10 +243,11 @@ def _read(client: redis.Redis, keys: Keys, user_id: str, n: int) -> list[Recomme
             title=titles[item],
             because=tuple(Because(b, titles.get(b)) for b in because),
             source=source,
-            sentiment=sentiments[item],
-            summary=summaries[item],
+            sentiment=_sentiment(*sentiment),
+            summary=_summary(summary),
         )
-        for (item, score), (because, source) in zip(top, explanations, strict=True)
+        for (item, score), (because, source), sentiment, summary
+        in zip(top, explanations, sentiment_raw, summary_raw, strict=True)
     ]
 
 

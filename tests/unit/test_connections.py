@@ -110,3 +110,23 @@ def test_the_readme_acl_line_is_the_worker_command_list() -> None:
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert " ".join(f"+{c}" for c in WORKER_REDIS_COMMANDS) in readme
+
+
+def test_every_redis_client_parses_replies_with_hiredis() -> None:
+    """``redis[hiredis]`` is a dependency: redis-py's C parser, not its pure-Python one, reads
+    every reply (a top-100 read spent most of its time in the Python parser)."""
+    import redis.asyncio.connection
+    import redis.connection
+    import redis.utils
+    from redis._parsers import _AsyncHiredisParser, _HiredisParser
+
+    from streams.connections import redis_async
+
+    assert redis.utils.HIREDIS_AVAILABLE
+    for url in ("redis://127.0.0.1:6379/0", "rediss://127.0.0.1:6380/0"):
+        settings = load_settings(redis_url=url)
+        blocking = redis_sync(settings).connection_pool.make_connection()  # no connect yet
+        assert isinstance(blocking._parser, _HiredisParser)
+        assert isinstance(blocking._command_packer, redis.connection.HiredisRespSerializer)
+        pool = redis_async(settings).connection_pool
+        assert isinstance(pool.make_connection()._parser, _AsyncHiredisParser)
