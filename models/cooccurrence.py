@@ -667,8 +667,11 @@ class ItemCooccurrence:
                       rec_affinity: np.ndarray, exc_ptr: np.ndarray, exc_items: np.ndarray,
                       own: np.ndarray, mine_n: np.ndarray, n: int, *,
                       recency_half_life: float, explain_items: int, fresh: bool,
-                      backfill: bool, similar_users: int, user_blend: float
-                      ) -> list[list[Recommendation]]:
+                      backfill: bool, similar_users: int, user_blend: float,
+                      wanted: np.ndarray | None = None) -> list[list[Recommendation] | None]:
+        """`score_many` from arrays. With ``wanted`` (an item per query, -1: none), a query
+        whose wanted item is not among its co-occurrence candidates (and whose list needs no
+        trending items) gets None instead of its list: nothing is built for it."""
         self._refresh_lists(rec_items, fresh=fresh)
         lk_start, lk_len, lk_users, ui_start, ui_count, ui_items, ui_len = (
             self._user_index_arrays())
@@ -691,7 +694,12 @@ class ItemCooccurrence:
                     *scratch)
         ids = self._ids
         results = []
+        hits = (None if wanted is None else
+                ((out_items == wanted[:, None]).any(axis=1) | (out_count < n)).tolist())
         for r in range(q):
+            if hits is not None and not hits[r]:
+                results.append(None)
+                continue
             count = int(out_count[r])
             because = [tuple([ids[c] for c in why if c >= 0])
                        for why in out_because[r, :count, :explain_items].tolist()]
@@ -1112,11 +1120,14 @@ class CooccurrenceRecommender:
         out.update(zip(known, lists, strict=True))
         return out
 
-    def score_snapshots(self, snapshots: Snapshots, user_ids: Sequence[str], n: int
-                        ) -> list[tuple[list[Recommendation], list[tuple[str, float]]]]:
+    def score_snapshots(self, snapshots: Snapshots, user_ids: Sequence[str],
+                        chosen: Sequence[str], n: int
+                        ) -> list[tuple[list[Recommendation], list[tuple[str, float]]] | None]:
         """`recommend` for histories as they were at some point (`observe_many`'s snapshots,
         snapshot ``k`` of user ``user_ids[k]``), in one pass of the kernel: per snapshot, the
-        top ``n`` and the liked items it was scored from (newest first, with affinity)."""
+        top ``n`` and the liked items it was scored from (newest first, with affinity) — or
+        None when the item ``chosen[k]`` is not among that top ``n`` (a training example is
+        drawn only from a list that holds the chosen item)."""
         if not len(user_ids):
             return []
         items = self.items
@@ -1126,17 +1137,22 @@ class CooccurrenceRecommender:
             self.exclude_seen)
         own = np.array([items._uindex.get(u, -1) for u in user_ids], dtype=np.int64)
         mine_n = np.minimum(np.diff(rec_ptr), items.user_items_cap)
+        wanted = np.array([items._index.get(i, -1) for i in chosen], dtype=np.int64)
         lists = items._score_arrays(
             rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own, mine_n, n,
             recency_half_life=self.recency_half_life, explain_items=self.explain_items,
             fresh=False, backfill=True, similar_users=self.similar_users,
-            user_blend=self.user_blend)
-        names = items.names(rec_items)
-        affinity = rec_affinity.tolist()
+            user_blend=self.user_blend, wanted=wanted)
         bounds = rec_ptr.tolist()
-        return [(lists[k], list(zip(names[bounds[k]:bounds[k + 1]],
-                                    affinity[bounds[k]:bounds[k + 1]], strict=True)))
-                for k in range(len(user_ids))]
+        out: list[tuple[list[Recommendation], list[tuple[str, float]]] | None] = []
+        for k, ranked in enumerate(lists):
+            if ranked is None or chosen[k] not in {r.item_id for r in ranked}:
+                out.append(None)
+                continue
+            a, b = bounds[k], bounds[k + 1]
+            out.append((ranked, list(zip(items.names(rec_items[a:b]),
+                                         rec_affinity[a:b].tolist(), strict=True))))
+        return out
 
     def cold_start(self, n: int) -> list[Recommendation]:
         return self.items.score([], n)
@@ -1157,7 +1173,7 @@ def warm_up() -> None:
     model.items.similarity_matrix(["x", "q"], ["y", "z"])
     deltas, snapshots = model.observe_many([("b", "z", 1.0, 1e9)], [True])
     model.items.apply_packed(deltas)
-    model.score_snapshots(snapshots, ["b"], 3)
+    model.score_snapshots(snapshots, ["b"], ["z"], 3)
     copy = ItemCooccurrence(row_cap=2, neighbour_cap=2)
     copy.load_bytes(model.items.to_bytes())
     model.forget("a")

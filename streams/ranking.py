@@ -167,12 +167,15 @@ class Ranking:
         """`example` of many events at once: ``events`` are (user, item, ts, event id), and
         snapshot ``k`` is the history of ``events[k]``'s user just before it
         (`CooccurrenceRecommender.observe_many`); their candidates are scored in one pass."""
-        users = [e[0] for e in events]
-        scored = model.score_snapshots(snapshots, users, self.settings.ranker_candidates)
+        scored = model.score_snapshots(snapshots, [e[0] for e in events],
+                                       [e[1] for e in events], self.settings.ranker_candidates)
         times = snapshots.t
         out = []
-        for k, ((user_id, item_id, ts, event_id), (candidates, recent)) in enumerate(
+        for k, ((user_id, item_id, ts, event_id), hit) in enumerate(
                 zip(events, scored, strict=True)):
+            if hit is None:  # the chosen item is not among the candidates: no example
+                continue
+            candidates, recent = hit
             a, size = int(snapshots.start[k]), int(snapshots.size[k])
             now = float(times[a:a + size].max()) if size else 0.0
             user = UserContext.from_recent(recent, size, now, self.catalogue)
