@@ -25,12 +25,13 @@ before it learns the review, so the digest is the same in every run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
 from models.sentiment import ReviewSentiment, SnapshotFormatError, label_from_rating
-from models.summary import ReviewDigest, author_tag, digest_review
+from models.summary import ReviewDigest, author_tag, digest_reading, read_review
 from streams.connections import kafka_consumer
 from streams.events import RejectedEvent, Review, decode_event, latest_event_ts
 from streams.keys import Keys
@@ -58,15 +59,31 @@ class ReviewSentiments:
     def score(self, partition: int, offset: int, review: Review) -> tuple[float, ReviewDigest]:
         """P(positive) of ``review`` and its summary digest, before learning it; then learn it
         if it has a rating."""
+        return self.score_many(partition, [(offset, review)])[0]
+
+    def score_many(self, partition: int, reviews: Sequence[tuple[int, Review]]
+                   ) -> list[tuple[float, ReviewDigest]]:
+        """`score` of each ``(offset, review)`` of the partition, in order: the same results.
+
+        The texts' hashed features do not depend on the model, so every review's and its
+        sentences' are computed in one pass first; then each review is scored with its
+        sentences by one read of the model's arrays, and learned.
+        """
         entry = self.models[partition]
-        p = entry.model.predict_proba_one(review.text)
-        digest = digest_review(review.text, p, entry.model.predict_proba_one,
-                               author=author_tag(review.user_id))
-        label = label_from_rating(review.rating)
-        if label is not None:
-            entry.model.learn_one(review.text, label)
-        entry.next_offset = offset + 1
-        return p, digest
+        model = entry.model
+        readings = [read_review(review.text) for _, review in reviews]
+        features = model.featurise([text for (_, review), reading in zip(
+            reviews, readings, strict=True) for text in (review.text, *reading.to_score)])
+        out, start = [], 0
+        for (offset, review), reading in zip(reviews, readings, strict=True):
+            end = start + 1 + len(reading.to_score)
+            p, *sentence_ps = model.score_and_learn(features[start:end],
+                                                    label_from_rating(review.rating))
+            start = end
+            out.append((p, digest_reading(reading, p, sentence_ps,
+                                          author=author_tag(review.user_id))))
+            entry.next_offset = offset + 1
+        return out
 
     def skip(self, partition: int, offset: int) -> None:
         """A message of the partition that is not a valid review: the model moves past it."""
