@@ -137,3 +137,31 @@ def test_a_snapshot_older_than_the_retention_relearns_what_is_left(
     lost = f"{snapshot_at or 0}..{log_start}"
     assert any(r.levelno == logging.WARNING and "retention" in r.getMessage()
                and lost in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_transaction_marker_before_the_committed_offset_does_not_stall(
+        unique_topics: Settings) -> None:
+    """A transactional producer's commit marker takes an offset no consumer receives: the
+    committed offset can be past it, and re-learning follows the consumer's position there
+    rather than waiting for a message that never comes."""
+    settings = unique_topics
+
+    async def produce() -> None:
+        producer = kafka_producer(settings, transactional_id=f"{settings.app_id}-txn",
+                                  enable_idempotence=True)
+        await producer.start()
+        try:
+            async with producer.transaction():
+                for i in range(5):
+                    text, rating = _review(i)
+                    await producer.send(settings.topic_reviews, orjson.dumps(
+                        {"user_id": f"u{i}", "item_id": "i1", "ts": 1.7e9 + i, "text": text,
+                         "rating": rating}), partition=0)
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+    started = time.monotonic()
+    entry = _ensure(settings, 6).models[0]  # offsets 0-4 the reviews, 5 the commit marker
+    assert time.monotonic() - started < 5.0
+    assert entry.model.to_bytes() == _learned(range(5)).to_bytes()
