@@ -173,31 +173,38 @@ def hashed_features_many(texts: Sequence[str], *, n_buckets: int = N_BUCKETS) ->
     [True, True, True]
     """
     token_lists = [(_SCOPED_ASCII if text.isascii() else _SCOPED).findall(text) for text in texts]
-    lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
-    n = int(lengths.sum())
+    one = len(token_lists) == 1
+    lengths = [len(tokens) for tokens in token_lists]
+    n = sum(lengths)
     if n == 0:
         return [_NO_BUCKETS] * len(token_lists)
-    tokens = itertools.chain.from_iterable(token_lists)
+    tokens = token_lists[0] if one else itertools.chain.from_iterable(token_lists)
     h = np.fromiter(map(_TOKEN_HASHES.__getitem__, tokens), dtype=np.int64, count=n)
     slot = np.minimum(np.searchsorted(_SPECIAL_HASHES, h), len(_SPECIAL_HASHES) - 1)
     kind = np.where(_SPECIAL_HASHES[slot] == h, _SPECIAL_KINDS[slot], 0)
     if len(_TOKEN_HASHES) > _TOKEN_HASHES_MAX:
         _TOKEN_HASHES.clear()
-    row = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths)
     negator = kind == 1
     if negator.any():
         position = np.arange(n)
         last_negator = np.maximum.accumulate(np.where(negator, position, -1))
         last_end = np.maximum.accumulate(np.where(kind >= 2, position, -1))
-        first = np.repeat(np.cumsum(lengths) - lengths, lengths)  # each token's text's start
         # a token is negated when a negator before it, in its own text, is later than the last
         # scope end
         negated = np.empty(n, dtype=bool)
         negated[0] = False
-        negated[1:] = (last_negator[:-1] > last_end[1:]) & (last_negator[:-1] >= first[1:])
+        negated[1:] = last_negator[:-1] > last_end[1:]
+        if not one:
+            starts = np.cumsum(lengths) - lengths
+            first = np.repeat(starts, lengths)  # each token's text's start
+            negated[1:] &= last_negator[:-1] >= first[1:]
         h = np.where(negated, h ^ _NEGATED_SALT, h)
     kept = kind != 3
+    if one:
+        key = np.sort(h[kept] % n_buckets)
+        return [key[np.concatenate(([True], key[1:] != key[:-1]))] if len(key) else key]
     # distinct (text, bucket) pairs, sorted: one sort of a combined key, not one unique per text
+    row = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths)
     key = np.sort(row[kept] * n_buckets + h[kept] % n_buckets)
     if len(key):
         key = key[np.concatenate(([True], key[1:] != key[:-1]))]
@@ -361,22 +368,24 @@ class ReviewSentiment:
         as ``positive`` (unless None). The same as `predict_proba_one` of each text followed by
         `learn_one` of the first, with one gather of the model's arrays for all the texts: the
         worker scores a review and its sentences this way."""
-        parts = self._parts_of(features)
+        logits, first = self._read(features)
         if self.n_learned == 0:
-            ps = [0.5] * len(parts)
+            ps = [0.5] * len(logits)
         else:
-            ps = [_sigmoid(self._stacked(z_nb, z_lr)) for _, _, z_nb, z_lr, *_ in parts]
+            ps = [_sigmoid(self._stacked(z_nb, z_lr)) for z_nb, z_lr in logits]
         if positive is not None:
-            self._learn(parts[0], positive)
+            self._learn(logits[0], first, positive)
         return ps
 
-    def _parts_of(self, features: Sequence[np.ndarray]) -> list[tuple]:
-        """Per featurised text: bucket ids, NB-scaled normalised features, NB logit (per sqrt
-        length), LR logit, and the counts and weights read at those buckets (for learning)."""
+    def _read(self, features: Sequence[np.ndarray]) -> tuple[list[tuple[float, float]], tuple]:
+        """The NB logit (per sqrt length) and LR logit of each featurised text, in one gather
+        of the model's arrays; and what learning the first text needs: its bucket ids,
+        NB-scaled normalised features, and the counts and weights read at those buckets."""
         lengths = [len(idx) for idx in features]
         idx = features[0] if len(features) == 1 else np.concatenate(features)
         if len(idx) == 0:
-            return [(f, np.zeros(0), 0.0, self._bias, f, f, f) for f in features]
+            f = features[0]
+            return [(0.0, self._bias)] * len(features), (f, np.zeros(0), f, f, f)
         pos, neg, w = self._pos[idx], self._neg[idx], self._w[idx]
         # counts are half-counts: alpha is doubled to match; |p|, |q| the same way
         a2 = 2.0 * self.alpha
@@ -384,26 +393,27 @@ class ReviewSentiment:
         p = (pos + a2) / (self._total_pos + a2 * vocabulary)
         q = (neg + a2) / (self._total_neg + a2 * vocabulary)
         r = np.log(p) - np.log(q)
-        n = np.array(lengths, dtype=np.float64)
-        x = r * np.repeat(1.0 / np.sqrt(np.maximum(n, 1.0)), lengths)
+        if len(lengths) == 1:
+            x = r * (1.0 / math.sqrt(lengths[0]))
+        else:
+            x = r * np.repeat([1.0 / math.sqrt(n) if n else 0.0 for n in lengths], lengths)
         xs, xws = x.tolist(), (x * w).tolist()
-        parts, a = [], 0
-        for f, length in zip(features, lengths, strict=True):
+        logits, a = [], 0
+        for length in lengths:
             b = a + length
-            if length == 0:
-                parts.append((f, np.zeros(0), 0.0, self._bias, f, f, f))
-            else:
-                parts.append((f, x[a:b], math.fsum(xs[a:b]), math.fsum(xws[a:b]) + self._bias,
-                              pos[a:b], neg[a:b], w[a:b]))
+            logits.append((math.fsum(xs[a:b]), math.fsum(xws[a:b]) + self._bias) if length
+                          else (0.0, self._bias))
             a = b
-        return parts
+        n = lengths[0]
+        return logits, (features[0], x[:n], pos[:n], neg[:n], w[:n])
 
-    def _parts(self, text: str) -> tuple:
-        """`_parts_of` one text, remembered for the next call with the same text and state."""
+    def _parts(self, text: str) -> tuple[tuple[float, float], tuple]:
+        """`_read` of one text, remembered for the next call with the same text and state."""
         memo = self._memo
         if memo is not None and memo[1] == self.n_learned and memo[0] == text:
             return memo[2]
-        parts = self._parts_of(self.featurise([text]))[0]
+        logits, first = self._read(self.featurise([text]))
+        parts = (logits[0], first)
         self._memo = (text, self.n_learned, parts)
         return parts
 
@@ -415,16 +425,17 @@ class ReviewSentiment:
         """P(positive) for ``text``; exactly 0.5 before anything is learned."""
         if self.n_learned == 0:
             return 0.5
-        _, _, z_nb, z_lr, *_ = self._parts(text)
+        (z_nb, z_lr), _ = self._parts(text)
         return _sigmoid(self._stacked(z_nb, z_lr))
 
     def learn_one(self, text: str, positive: bool) -> None:
         """Learn one labelled review (from the features scored before it counts)."""
-        self._learn(self._parts(text), positive)
+        self._learn(*self._parts(text), positive)
 
-    def _learn(self, parts: tuple, positive: bool) -> None:
-        """Learn from parts computed on the current state (so its reads of the arrays hold)."""
-        idx, x, z_nb, z_lr, pos, neg, w = parts
+    def _learn(self, logits: tuple[float, float], first: tuple, positive: bool) -> None:
+        """Learn from what `_read` read of the current state (so its reads of the arrays hold)."""
+        z_nb, z_lr = logits
+        idx, x, pos, neg, w = first
         y = 1.0 if positive else 0.0
         if self.n_learned:
             g = _sigmoid(z_lr) - y
