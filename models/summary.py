@@ -51,7 +51,7 @@ import html
 import itertools
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,49 +185,58 @@ def _is_content(word: str) -> bool:
     return len(word) > 2 and word not in STOP_WORDS and word[0].isalnum() and not word.isdigit()
 
 
-class _ContentWords(dict):
-    """`_is_content` of a word, remembered: reviews repeat their words, and a dict hit is a
-    fraction of the test. A cache, not state (cleared when large)."""
+class _Marks(dict):
+    """Each word as phrase-finding reads it: itself when a content word, else a line break (the
+    end of a run). Remembered: reviews repeat their words, and a dict hit is a fraction of the
+    test. A cache, not state (cleared when large)."""
 
-    def __missing__(self, word: str) -> bool:
-        flag = self[word] = _is_content(word)
-        return flag
-
-
-_CONTENT_WORDS = _ContentWords()
-_CONTENT_WORDS_MAX = 200_000
+    def __missing__(self, word: str) -> str:
+        mark = self[word] = word if _is_content(word) else "\n"
+        return mark
 
 
-def _content_flags(words: list[str]) -> list[bool]:
-    if len(_CONTENT_WORDS) > _CONTENT_WORDS_MAX:
-        _CONTENT_WORDS.clear()
-    return list(map(_CONTENT_WORDS.__getitem__, words))
+_MARKS = _Marks()
+_MARKS_MAX = 200_000
 
 
-def _phrases(words: list[str], content: list[bool] | None = None) -> list[str]:
+def _marks(words: list[str]) -> list[str]:
+    if len(_MARKS) > _MARKS_MAX:
+        _MARKS.clear()
+    return list(map(_MARKS.__getitem__, words))
+
+
+def _phrases(words: list[str]) -> list[str]:
     """RAKE-style candidates: maximal runs of content words (cut at stop words and punctuation)
-    of 1-3 words, and the word pairs inside longer runs (``content``: each word's
-    `_is_content`, when the caller has it).
+    of 1-3 words, and the word pairs inside longer runs.
 
     >>> _phrases("the great cast carries it , a great cast".split())
     ['great cast carries', 'great cast', 'cast carries', 'great cast']
     """
-    if content is None:
-        content = _content_flags(words)
-    out: list[str] = []
-    # words hold no whitespace: join the content words, a line break for each other word, and
-    # the runs are the lines
-    marked = " ".join([w if c else "\n" for w, c in zip(words, content, strict=True)])
-    for run in marked.split("\n"):
+    return list(_phrase_stream(_marks(words)))
+
+
+def _phrase_stream(marks: list[str]) -> Iterator[str]:
+    """`_phrases` from the words' `_marks`, in order: words hold no whitespace, so the runs are
+    the lines of the marks joined by spaces."""
+    for run in " ".join(marks).split("\n"):
         run = run.strip()
         if not run:
             continue
         n = run.count(" ") + 1
         if n <= 3:
-            out.append(run)
+            yield run
         if n > 2:  # a run of two is its own pair
-            out += [f"{a} {b}" for a, b in itertools.pairwise(run.split(" "))]
-    return out
+            yield from map(" ".join, itertools.pairwise(run.split(" ")))
+
+
+def _first_distinct(items: Iterable[str], limit: int) -> list[str]:
+    """The first ``limit`` distinct items, in order; reads no further than it must."""
+    out: dict[str, None] = {}
+    for item in items:
+        out[item] = None
+        if len(out) == limit:
+            break
+    return list(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,10 +291,11 @@ def digest_reading(reading: ReviewReading, p: float, sentence_ps: Sequence[float
         strength = abs(sp - 0.5)
         if strength > best_strength:
             best, best_p, best_strength = sentence, sp, strength
-    words = _words(reading.plain[:PHRASE_CHARS])
-    content = _content_flags(words)
-    phrases = list(dict.fromkeys(_phrases(words, content)))[:MAX_REVIEW_PHRASES]
-    review_terms = list(dict.fromkeys(itertools.compress(words, content)))[:MAX_REVIEW_TERMS]
+    marks = _marks(_words(reading.plain[:PHRASE_CHARS]))
+    phrases = _first_distinct(_phrase_stream(marks), MAX_REVIEW_PHRASES)
+    distinct = dict.fromkeys(marks)
+    distinct.pop("\n", None)
+    review_terms = list(distinct)[:MAX_REVIEW_TERMS]
     terms = tuple(dict.fromkeys(_content(_words(best)))) if best else ()
     return ReviewDigest(float(p), best, best_p, terms, tuple(review_terms), tuple(phrases),
                         author)
