@@ -100,19 +100,6 @@ def _special_tokens() -> tuple[np.ndarray, np.ndarray]:
 _SPECIAL_HASHES, _SPECIAL_KINDS = _special_tokens()
 
 
-class _TokenHashes(dict):
-    """crc32 of a token's UTF-8, remembered: most tokens of a review were seen before, and a
-    dict hit costs a third of encoding and hashing. A cache, not state (cleared when large)."""
-
-    def __missing__(self, token: str) -> int:
-        h = self[token] = zlib.crc32(token.encode())
-        return h
-
-
-_TOKEN_HASHES = _TokenHashes()
-_TOKEN_HASHES_MAX = 500_000  # tokens (~60 MB at worst); cleared past it
-
-
 class SnapshotFormatError(ValueError):
     """A snapshot this version cannot read (another format, or not a snapshot at all)."""
 
@@ -179,11 +166,9 @@ def hashed_features_many(texts: Sequence[str], *, n_buckets: int = N_BUCKETS) ->
     if n == 0:
         return [_NO_BUCKETS] * len(token_lists)
     tokens = token_lists[0] if one else itertools.chain.from_iterable(token_lists)
-    h = np.fromiter(map(_TOKEN_HASHES.__getitem__, tokens), dtype=np.int64, count=n)
+    h = np.fromiter(map(zlib.crc32, map(str.encode, tokens)), dtype=np.int64, count=n)
     slot = np.minimum(np.searchsorted(_SPECIAL_HASHES, h), len(_SPECIAL_HASHES) - 1)
     kind = np.where(_SPECIAL_HASHES[slot] == h, _SPECIAL_KINDS[slot], 0)
-    if len(_TOKEN_HASHES) > _TOKEN_HASHES_MAX:
-        _TOKEN_HASHES.clear()
     negator = kind == 1
     if negator.any():
         position = np.arange(n)

@@ -196,7 +196,7 @@ class _Marks(dict):
 
 
 _MARKS = _Marks()
-_MARKS_MAX = 200_000
+_MARKS_MAX = 20_000  # words (~3 MB at most); the common ones are back after a clear
 
 
 def _marks(words: list[str]) -> list[str]:
