@@ -41,11 +41,13 @@ import functools
 import html
 import importlib.resources
 import io
+import itertools
 import json
 import logging
 import math
 import re
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -56,6 +58,8 @@ __all__ = [
     "ReviewSentiment",
     "SnapshotFormatError",
     "clean_text",
+    "hashed_features",
+    "hashed_features_many",
     "label_from_rating",
     "sentiment_to_feedback",
     "tokenize",
@@ -72,6 +76,8 @@ _TAG = re.compile(r"<[^>]*>")
 _TOKEN = re.compile(r"\w[\w']*|[!?]|[\u2600-\u27bf\U0001f300-\U0001faff]")
 # The same, plus the punctuation that ends a negation's scope.
 _SCOPED = re.compile(r"\w[\w']*|[!?.,;:]|[\u2600-\u27bf\U0001f300-\U0001faff]")
+# The same tokens of an ASCII text, found faster (ASCII classes; no emoji can occur).
+_SCOPED_ASCII = re.compile(r"\w[\w']*|[!?.,;:]", re.ASCII)
 _NEGATORS = (
     "not no never nothing nor neither cannot without hardly barely nobody none nowhere "
     "don't doesn't didn't isn't aren't wasn't weren't can't couldn't won't wouldn't shouldn't "
@@ -138,10 +144,28 @@ def hashed_features(text: str, *, n_buckets: int = N_BUCKETS) -> np.ndarray:
     >>> bool(set(hashed_features("not good").tolist()) & set(hashed_features("good").tolist()))
     False
     """
-    tokens = _SCOPED.findall(text)
-    if not tokens:
-        return np.zeros(0, dtype=np.int64)
-    n = len(tokens)
+    return hashed_features_many([text], n_buckets=n_buckets)[0]
+
+
+_NO_BUCKETS = np.zeros(0, dtype=np.int64)
+
+
+def hashed_features_many(texts: Sequence[str], *, n_buckets: int = N_BUCKETS) -> list[np.ndarray]:
+    """`hashed_features` of each cleaned text, in one pass of array operations over all their
+    tokens (a review and its sentences cost about what one text does): the same arrays.
+
+    >>> [a.tolist() == hashed_features(t).tolist() for t, a in zip(
+    ...     ["not good. good", "", "never dull !"],
+    ...     hashed_features_many(["not good. good", "", "never dull !"]))]
+    [True, True, True]
+    """
+    token_lists = [(_SCOPED_ASCII if text.isascii() else _SCOPED).findall(text) for text in texts]
+    one = len(token_lists) == 1
+    lengths = [len(tokens) for tokens in token_lists]
+    n = sum(lengths)
+    if n == 0:
+        return [_NO_BUCKETS] * len(token_lists)
+    tokens = token_lists[0] if one else itertools.chain.from_iterable(token_lists)
     h = np.fromiter(map(zlib.crc32, map(str.encode, tokens)), dtype=np.int64, count=n)
     slot = np.minimum(np.searchsorted(_SPECIAL_HASHES, h), len(_SPECIAL_HASHES) - 1)
     kind = np.where(_SPECIAL_HASHES[slot] == h, _SPECIAL_KINDS[slot], 0)
@@ -150,12 +174,28 @@ def hashed_features(text: str, *, n_buckets: int = N_BUCKETS) -> np.ndarray:
         position = np.arange(n)
         last_negator = np.maximum.accumulate(np.where(negator, position, -1))
         last_end = np.maximum.accumulate(np.where(kind >= 2, position, -1))
-        # a token is negated when a negator before it is later than the last scope end
+        # a token is negated when a negator before it, in its own text, is later than the last
+        # scope end
         negated = np.empty(n, dtype=bool)
         negated[0] = False
         negated[1:] = last_negator[:-1] > last_end[1:]
+        if not one:
+            starts = np.cumsum(lengths) - lengths
+            first = np.repeat(starts, lengths)  # each token's text's start
+            negated[1:] &= last_negator[:-1] >= first[1:]
         h = np.where(negated, h ^ _NEGATED_SALT, h)
-    return np.unique(h[kind != 3] % n_buckets)
+    kept = kind != 3
+    if one:
+        key = np.sort(h[kept] % n_buckets)
+        return [key[np.concatenate(([True], key[1:] != key[:-1]))] if len(key) else key]
+    # distinct (text, bucket) pairs, sorted: one sort of a combined key, not one unique per text
+    row = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths)
+    key = np.sort(row[kept] * n_buckets + h[kept] % n_buckets)
+    if len(key):
+        key = key[np.concatenate(([True], key[1:] != key[:-1]))]
+    rows, buckets = np.divmod(key, n_buckets)
+    bounds = np.searchsorted(rows, np.arange(len(token_lists) + 1)).tolist()
+    return [buckets[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @functools.lru_cache(maxsize=4)
@@ -287,27 +327,78 @@ class ReviewSentiment:
         """How many labelled reviews the model has learned."""
         return self._n_pos + self._n_neg
 
-    def _parts(self, text: str) -> tuple[np.ndarray, np.ndarray, float, float]:
-        """Bucket ids, NB-scaled normalised features, NB logit (per sqrt length), LR logit."""
+    def featurise(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text's hashed features (its sorted bucket ids) in one pass. They do not depend on
+        what the model has learned: compute them once, use them for any number of
+        `score_and_learn` calls.
+
+        >>> model = ReviewSentiment()
+        >>> for text, positive in [("a wonderful film", True), ("a boring film", False)]:
+        ...     model.learn_one(text, positive)
+        >>> twin = ReviewSentiment.from_bytes(model.to_bytes())
+        >>> texts = ["so wonderful. but boring", "so wonderful.", "but boring"]
+        >>> model.score_and_learn(model.featurise(texts), True) == [
+        ...     twin.predict_proba_one(t) for t in texts]
+        True
+        >>> twin.learn_one(texts[0], True)
+        >>> model.to_bytes() == twin.to_bytes()
+        True
+        """
+        return hashed_features_many([clean_text(t, max_chars=self.max_chars) for t in texts],
+                                    n_buckets=self.n_buckets)
+
+    def score_and_learn(self, features: Sequence[np.ndarray], positive: bool | None
+                        ) -> list[float]:
+        """P(positive) of each featurised text, all by the model as it is; then learn the first
+        as ``positive`` (unless None). The same as `predict_proba_one` of each text followed by
+        `learn_one` of the first, with one gather of the model's arrays for all the texts: the
+        worker scores a review and its sentences this way."""
+        logits, first = self._read(features)
+        if self.n_learned == 0:
+            ps = [0.5] * len(logits)
+        else:
+            ps = [_sigmoid(self._stacked(z_nb, z_lr)) for z_nb, z_lr in logits]
+        if positive is not None:
+            self._learn(logits[0], first, positive)
+        return ps
+
+    def _read(self, features: Sequence[np.ndarray]) -> tuple[list[tuple[float, float]], tuple]:
+        """The NB logit (per sqrt length) and LR logit of each featurised text, in one gather
+        of the model's arrays; and what learning the first text needs: its bucket ids,
+        NB-scaled normalised features, and the counts and weights read at those buckets."""
+        lengths = [len(idx) for idx in features]
+        idx = features[0] if len(features) == 1 else np.concatenate(features)
+        if len(idx) == 0:
+            f = features[0]
+            return [(0.0, self._bias)] * len(features), (f, np.zeros(0), f, f, f)
+        pos, neg, w = self._pos[idx], self._neg[idx], self._w[idx]
+        # counts are half-counts: alpha is doubled to match; |p|, |q| the same way
+        a2 = 2.0 * self.alpha
+        vocabulary = max(self._vocabulary, 1)
+        p = (pos + a2) / (self._total_pos + a2 * vocabulary)
+        q = (neg + a2) / (self._total_neg + a2 * vocabulary)
+        r = np.log(p) - np.log(q)
+        if len(lengths) == 1:
+            x = r * (1.0 / math.sqrt(lengths[0]))
+        else:
+            x = r * np.repeat([1.0 / math.sqrt(n) if n else 0.0 for n in lengths], lengths)
+        xs, xws = x.tolist(), (x * w).tolist()
+        logits, a = [], 0
+        for length in lengths:
+            b = a + length
+            logits.append((math.fsum(xs[a:b]), math.fsum(xws[a:b]) + self._bias) if length
+                          else (0.0, self._bias))
+            a = b
+        n = lengths[0]
+        return logits, (features[0], x[:n], pos[:n], neg[:n], w[:n])
+
+    def _parts(self, text: str) -> tuple[tuple[float, float], tuple]:
+        """`_read` of one text, remembered for the next call with the same text and state."""
         memo = self._memo
         if memo is not None and memo[1] == self.n_learned and memo[0] == text:
             return memo[2]
-        idx = hashed_features(clean_text(text, max_chars=self.max_chars),
-                              n_buckets=self.n_buckets)
-        if len(idx) == 0:
-            parts = (idx, np.zeros(0), 0.0, self._bias)
-        else:
-            # counts are half-counts: alpha is doubled to match; |p|, |q| the same way
-            a2 = 2.0 * self.alpha
-            vocabulary = max(self._vocabulary, 1)
-            p = (self._pos[idx] + a2) / (self._total_pos + a2 * vocabulary)
-            q = (self._neg[idx] + a2) / (self._total_neg + a2 * vocabulary)
-            r = np.log(p) - np.log(q)
-            scale = 1.0 / math.sqrt(len(idx))
-            x = r * scale
-            z_nb = math.fsum(x)
-            z_lr = math.fsum(x * self._w[idx]) + self._bias
-            parts = (idx, x, z_nb, z_lr)
+        logits, first = self._read(self.featurise([text]))
+        parts = (logits[0], first)
         self._memo = (text, self.n_learned, parts)
         return parts
 
@@ -319,30 +410,35 @@ class ReviewSentiment:
         """P(positive) for ``text``; exactly 0.5 before anything is learned."""
         if self.n_learned == 0:
             return 0.5
-        _, _, z_nb, z_lr = self._parts(text)
+        (z_nb, z_lr), _ = self._parts(text)
         return _sigmoid(self._stacked(z_nb, z_lr))
 
     def learn_one(self, text: str, positive: bool) -> None:
         """Learn one labelled review (from the features scored before it counts)."""
-        idx, x, z_nb, z_lr = self._parts(text)
+        self._learn(*self._parts(text), positive)
+
+    def _learn(self, logits: tuple[float, float], first: tuple, positive: bool) -> None:
+        """Learn from what `_read` read of the current state (so its reads of the arrays hold)."""
+        z_nb, z_lr = logits
+        idx, x, pos, neg, w = first
         y = 1.0 if positive else 0.0
         if self.n_learned:
             g = _sigmoid(z_lr) - y
             if len(idx):
-                self._w[idx] -= (self.lr * g * x).astype(np.float32)
+                self._w[idx] = w - (self.lr * g * x).astype(np.float32)
             self._bias -= 0.2 * g
             gs = self.stack_lr * (_sigmoid(self._stacked(z_nb, z_lr)) - y)
             self._stack = [self._stack[0] - gs * z_nb, self._stack[1] - gs * z_lr,
                            self._stack[2] - gs]
         if len(idx):
             counts = self._pos if positive else self._neg
-            new = int(np.count_nonzero((self._pos[idx] | self._neg[idx]) == 0))
-            if int(counts[idx].max()) > _COUNT_MAX - 2:  # keep ratios, forget a little
+            if int((pos if positive else neg).max()) > _COUNT_MAX - 2:  # keep ratios, forget
                 self._pos >>= 1
                 self._neg >>= 1
                 self._recount()
-                new = int(np.count_nonzero((self._pos[idx] | self._neg[idx]) == 0))
-            counts[idx] += 2
+                pos, neg = self._pos[idx], self._neg[idx]
+            new = int(np.count_nonzero((pos | neg) == 0))
+            counts[idx] = (pos if positive else neg) + 2
             self._vocabulary += new
             if positive:
                 self._total_pos += 2 * len(idx)

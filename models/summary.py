@@ -48,13 +48,23 @@ from __future__ import annotations
 import hashlib
 import heapq
 import html
+import itertools
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ItemSummary", "ReviewDigest", "author_tag", "digest_review", "split_sentences"]
+__all__ = [
+    "ItemSummary",
+    "ReviewDigest",
+    "ReviewReading",
+    "author_tag",
+    "digest_reading",
+    "digest_review",
+    "read_review",
+    "split_sentences",
+]
 
 STATE_FORMAT = "tastemaker.ItemSummary/1"
 MAX_CHARS = 5_000  # of a review read for its sentences (the sentiment model reads as many)
@@ -72,8 +82,11 @@ DISAGREE_SHARE = 0.25
 
 _TAG = re.compile(r"<[^>]*>")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n\s*\n\s*")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n\s*\n\s*")  # what splits sentences
+_CUT = re.compile(r"[.!?](?=\s)|\n(?=\s*\n)")  # a point inside each of its matches
 _WORD_OR_BREAK = re.compile(r"\w[\w'-]*|[^\w\s]")
+# The same tokens of an ASCII text, found faster (ASCII classes; \s as str.isspace has it).
+_WORD_OR_BREAK_ASCII = re.compile(r"\w[\w'-]*|[^\w\s\x1c-\x1f]", re.ASCII)
 
 STOP_WORDS = frozenset("""
 a about above after again against all also am an and any are as at be because been before being
@@ -136,17 +149,32 @@ def split_sentences(text: str) -> list[str]:
     return _sentences(_plain(text))
 
 
-def _sentences(plain: str) -> list[str]:
-    out = []
-    for part in _SENTENCE_END.split(plain):
-        sentence = " ".join(part.split())
+def _sentences(plain: str, limit: int | None = None) -> list[str]:
+    """Non-empty sentences of plain text, split as ``_SENTENCE_END.split`` would, only the first
+    ``limit`` cut out (a long review's tail is not split for nothing).
+
+    A separator is a whole run of whitespace after . ! ? or holding two line breaks; `_CUT` finds a
+    point inside each such run (its regex scans far faster than the lookbehind), and whitespace
+    at a part's ends is squeezed away anyway, so the parts are the same.
+
+    >>> _sentences("One. Two!  Three?", 2)
+    ['One.', 'Two!']
+    """
+    out: list[str] = []
+    start = 0
+    for end in itertools.chain(map(re.Match.end, _CUT.finditer(plain)), [len(plain)]):
+        sentence = " ".join(plain[start:end].split())
+        start = end
         if sentence:
             out.append(sentence)
+            if len(out) == limit:
+                break
     return out
 
 
 def _words(sentence: str) -> list[str]:
-    return _WORD_OR_BREAK.findall(sentence.lower())
+    sentence = sentence.lower()
+    return (_WORD_OR_BREAK_ASCII if sentence.isascii() else _WORD_OR_BREAK).findall(sentence)
 
 
 def _content(words: Iterable[str]) -> list[str]:
@@ -157,6 +185,26 @@ def _is_content(word: str) -> bool:
     return len(word) > 2 and word not in STOP_WORDS and word[0].isalnum() and not word.isdigit()
 
 
+class _Marks(dict):
+    """Each word as phrase-finding reads it: itself when a content word, else a line break (the
+    end of a run). Remembered: reviews repeat their words, and a dict hit is a fraction of the
+    test. A cache, not state (cleared when large)."""
+
+    def __missing__(self, word: str) -> str:
+        mark = self[word] = word if _is_content(word) else "\n"
+        return mark
+
+
+_MARKS = _Marks()
+_MARKS_MAX = 20_000  # words (~3 MB at most); the common ones are back after a clear
+
+
+def _marks(words: list[str]) -> list[str]:
+    if len(_MARKS) > _MARKS_MAX:
+        _MARKS.clear()
+    return list(map(_MARKS.__getitem__, words))
+
+
 def _phrases(words: list[str]) -> list[str]:
     """RAKE-style candidates: maximal runs of content words (cut at stop words and punctuation)
     of 1-3 words, and the word pairs inside longer runs.
@@ -164,20 +212,58 @@ def _phrases(words: list[str]) -> list[str]:
     >>> _phrases("the great cast carries it , a great cast".split())
     ['great cast carries', 'great cast', 'cast carries', 'great cast']
     """
-    out: list[str] = []
-    run: list[str] = []
-    for w, content in zip([*words, "."], [*map(_is_content, words), False], strict=True):
-        if content:
-            run.append(w)
+    return list(_phrase_stream(_marks(words)))
+
+
+def _phrase_stream(marks: list[str]) -> Iterator[str]:
+    """`_phrases` from the words' `_marks`, in order: words hold no whitespace, so the runs are
+    the lines of the marks joined by spaces."""
+    for run in " ".join(marks).split("\n"):
+        run = run.strip()
+        if not run:
             continue
-        if run:
-            if len(run) <= 3:
-                out.append(" ".join(run))
-            if len(run) > 1:
-                out += [f"{a} {b}" for a, b in zip(run, run[1:], strict=False)
-                        if len(run) > 2 or f"{a} {b}" != out[-1]]
-            run = []
-    return out
+        n = run.count(" ") + 1
+        if n <= 3:
+            yield run
+        if n > 2:  # a run of two is its own pair
+            yield from map(" ".join, itertools.pairwise(run.split(" ")))
+
+
+def _first_distinct(items: Iterable[str], limit: int) -> list[str]:
+    """The first ``limit`` distinct items, in order; reads no further than it must."""
+    out: dict[str, None] = {}
+    for item in items:
+        out[item] = None
+        if len(out) == limit:
+            break
+    return list(out)
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewReading:
+    """What `digest_review` reads of a review text before scoring anything: the plain text, the
+    sentences that may represent it, and which of them need a score of their own (none when the
+    review is one sentence: its own P(positive) is the sentence's)."""
+
+    plain: str
+    sentences: tuple[str, ...]
+    to_score: tuple[str, ...]
+
+
+def read_review(text: str) -> ReviewReading:
+    """The sentences of ``text`` a digest considers (the first `MAX_SENTENCES`, of a sensible
+    length), and those to score.
+
+    >>> read_review("Too short. A sentence long enough to count.").to_score
+    ('A sentence long enough to count.',)
+    >>> read_review("One sentence, the whole review.").to_score
+    ()
+    """
+    plain = _plain(text)
+    sentences = tuple(s for s in _sentences(plain, MAX_SENTENCES)
+                      if MIN_SENTENCE_CHARS <= len(s) <= MAX_SENTENCE_CHARS)
+    whole = len(sentences) == 1 and len(sentences[0]) >= len(plain.strip()) - 2
+    return ReviewReading(plain, sentences, () if whole else sentences)
 
 
 def digest_review(text: str, p: float, score: Callable[[str], float], *, author: str
@@ -187,22 +273,29 @@ def digest_review(text: str, p: float, score: Callable[[str], float], *, author:
     Never raises on text: empty, huge, non-Latin, emoji, HTML or control characters give a
     digest with fewer (or no) sentences and phrases.
     """
+    reading = read_review(text)
+    return digest_reading(reading, p, [score(s) for s in reading.to_score], author=author)
+
+
+def digest_reading(reading: ReviewReading, p: float, sentence_ps: Sequence[float], *,
+                   author: str) -> ReviewDigest:
+    """`digest_review` from a `read_review` and the P(positive) of its ``to_score`` sentences, in
+    order (a caller that scores many texts at once computes them together)."""
     positive = p >= 0.5
-    plain = _plain(text)
-    sentences = [s for s in _sentences(plain)[:MAX_SENTENCES]
-                 if MIN_SENTENCE_CHARS <= len(s) <= MAX_SENTENCE_CHARS]
     best, best_p, best_strength = "", 0.5, -1.0
-    whole = len(sentences) == 1 and len(sentences[0]) >= len(plain.strip()) - 2
-    for sentence in sentences:
-        sp = float(p if whole else score(sentence))  # a one-sentence review: its own score
+    scores = sentence_ps if reading.to_score else [p] * len(reading.sentences)
+    for sentence, sp in zip(reading.sentences, scores, strict=True):
+        sp = float(sp)
         if (sp >= 0.5) != positive:
             continue  # the summary shows a review's side by a sentence on that side
         strength = abs(sp - 0.5)
         if strength > best_strength:
             best, best_p, best_strength = sentence, sp, strength
-    words = _words(plain[:PHRASE_CHARS])
-    phrases = list(dict.fromkeys(_phrases(words)))[:MAX_REVIEW_PHRASES]
-    review_terms = list(dict.fromkeys(_content(words)))[:MAX_REVIEW_TERMS]
+    marks = _marks(_words(reading.plain[:PHRASE_CHARS]))
+    phrases = _first_distinct(_phrase_stream(marks), MAX_REVIEW_PHRASES)
+    distinct = dict.fromkeys(marks)
+    distinct.pop("\n", None)
+    review_terms = list(distinct)[:MAX_REVIEW_TERMS]
     terms = tuple(dict.fromkeys(_content(_words(best)))) if best else ()
     return ReviewDigest(float(p), best, best_p, terms, tuple(review_terms), tuple(phrases),
                         author)

@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -22,11 +23,18 @@ from river import feature_extraction
 from bench.sentiment import roc_auc, split_by_length
 from bench.sentiment_baselines import TfidfLogReg, river_multinomial_nb
 from models.sentiment import (
+    _NEGATED_SALT,
+    _SCOPED,
+    _SCOPED_ASCII,
+    _SPECIAL_HASHES,
+    _SPECIAL_KINDS,
+    N_BUCKETS,
     STATE_FORMAT,
     ReviewSentiment,
     SnapshotFormatError,
     clean_text,
     hashed_features,
+    hashed_features_many,
     label_from_rating,
     sentiment_to_feedback,
     tokenize,
@@ -198,6 +206,73 @@ def test_negation_changes_the_features() -> None:
     assert not set(hashed_features("good").tolist()) & set(hashed_features("not good").tolist())
     good = set(hashed_features("good").tolist())
     assert set(hashed_features("isn't good, good").tolist()) >= good
+
+
+def reference_hashed_features(text: str, n_buckets: int = N_BUCKETS) -> np.ndarray:
+    """`hashed_features` as it was written before the batched pass: one text, its own regex."""
+    tokens = _SCOPED.findall(text)
+    if not tokens:
+        return np.zeros(0, dtype=np.int64)
+    n = len(tokens)
+    h = np.fromiter(map(zlib.crc32, map(str.encode, tokens)), dtype=np.int64, count=n)
+    slot = np.minimum(np.searchsorted(_SPECIAL_HASHES, h), len(_SPECIAL_HASHES) - 1)
+    kind = np.where(_SPECIAL_HASHES[slot] == h, _SPECIAL_KINDS[slot], 0)
+    negator = kind == 1
+    if negator.any():
+        position = np.arange(n)
+        last_negator = np.maximum.accumulate(np.where(negator, position, -1))
+        last_end = np.maximum.accumulate(np.where(kind >= 2, position, -1))
+        negated = np.empty(n, dtype=bool)
+        negated[0] = False
+        negated[1:] = last_negator[:-1] > last_end[1:]
+        h = np.where(negated, h ^ _NEGATED_SALT, h)
+    return np.unique(h[kind != 3] % n_buckets)
+
+
+TEXTS = st.lists(st.sampled_from([*"ab c!?.,;:'-\n", "not ", "never ", "isn't ", "é", "😍", "映"]),
+                 max_size=30).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(TEXTS, max_size=6), st.sampled_from([16, 97, N_BUCKETS]))
+def test_batched_features_equal_one_text_at_a_time(texts: list[str], n_buckets: int) -> None:
+    """Negation scopes end at each text's end: a negator at the end of one text does not reach
+    into the next one of the batch."""
+    batched = hashed_features_many(texts, n_buckets=n_buckets)
+    assert len(batched) == len(texts)
+    for text, features in zip(texts, batched, strict=True):
+        assert features.dtype == np.int64
+        assert features.tolist() == reference_hashed_features(text, n_buckets).tolist()
+        assert features.tolist() == hashed_features(text, n_buckets=n_buckets).tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_the_ascii_tokeniser_finds_the_same_tokens(text: str) -> None:
+    assert _SCOPED_ASCII.findall(text) == _SCOPED.findall(text)
+
+
+def test_score_and_learn_equals_predict_then_learn() -> None:
+    """The batched path reads the arrays once for a review and its sentences and learns from
+    what it read; the one-text path must give the same bits, through count halving too."""
+    batched, one = trained(toy_corpus(40)), trained(toy_corpus(40))
+    texts = [t for t, _ in toy_corpus(60, seed=11)] + list(HOSTILE.values())
+    for i, text in enumerate(texts):
+        group = [text, *texts[max(0, i - 3):i], ""]
+        label = None if i % 3 == 2 else i % 2 == 0
+        if i == 30:  # a bucket about to saturate: the next learn halves every count
+            for model in (batched, one):
+                model._pos[hashed_features(clean_text(text))[:1]] = 65_534
+                model._neg[hashed_features(clean_text(text))[:1]] = 65_534
+                model._recount()
+        ps = batched.score_and_learn(batched.featurise(group), label)
+        expected = [one.predict_proba_one(t) for t in group]
+        if label is not None:
+            one.learn_one(text, label)
+        assert ps == expected
+        assert batched.to_bytes() == one.to_bytes()
+    assert ReviewSentiment().score_and_learn(ReviewSentiment().featurise(["a", ""]), None) == [
+        0.5, 0.5]
 
 
 _SUBPROCESS = """

@@ -10,14 +10,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.summary import (
+    _SENTENCE_END,
+    _WORD_OR_BREAK,
+    _WORD_OR_BREAK_ASCII,
     MAX_SENTENCE_CHARS,
     PHRASE_CAP,
     POOL_PER_SIDE,
     SUMMARY_SENTENCES,
     TERM_CAP,
     ItemSummary,
+    _is_content,
+    _phrases,
+    _sentences,
     author_tag,
+    digest_reading,
     digest_review,
+    read_review,
     split_sentences,
 )
 from tests.unit.test_sentiment import HOSTILE
@@ -165,3 +173,57 @@ def test_recs_table_shows_what_reviewers_say() -> None:
     text = console.export_text()
     assert "what reviewers say" in text and "(12 reviews)" in text
     assert shown.sentences[0][1][:20] in text
+
+
+def reference_phrases(words: list[str]) -> list[str]:
+    """`_phrases` as first written: one run at a time."""
+    out: list[str] = []
+    run: list[str] = []
+    for w, content in zip([*words, "."], [*map(_is_content, words), False], strict=True):
+        if content:
+            run.append(w)
+            continue
+        if run:
+            if len(run) <= 3:
+                out.append(" ".join(run))
+            if len(run) > 1:
+                out += [f"{a} {b}" for a, b in zip(run, run[1:], strict=False)
+                        if len(run) > 2 or f"{a} {b}" != out[-1]]
+            run = []
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["great", "cast", "the", "it", "plot", "!", "-", "10", "x_y",
+                                 "superb", "a", "acting"]), max_size=14))
+def test_phrases_equal_the_run_by_run_reference(words: list[str]) -> None:
+    assert _phrases(words) == reference_phrases(words)
+
+
+SPACES = ["a", "b", ".", "!", "?", "\n", " ", "\t", "\r", "\x0b", "\x1c", "\x85", "\xa0",
+          "\u2028", "\u3000"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(SPACES), max_size=20).map("".join),
+       st.sampled_from([1, 2, 6, None]))
+def test_sentences_equal_the_lookbehind_split(plain: str, limit: int | None) -> None:
+    """`_sentences` finds cut points with a fast regex; the sentences are those of splitting
+    at `_SENTENCE_END`, whitespace squeezed, empty ones dropped."""
+    expected = [s for s in (" ".join(p.split()) for p in _SENTENCE_END.split(plain)) if s]
+    assert _sentences(plain, limit) == expected[:limit]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_the_ascii_word_regex_finds_the_same_words(text: str) -> None:
+    assert _WORD_OR_BREAK_ASCII.findall(text) == _WORD_OR_BREAK.findall(text)
+
+
+def test_digest_reading_equals_digest_review() -> None:
+    texts = [review(n % 2 == 0, random.Random(n)) for n in range(20)] + list(HOSTILE.values())
+    for n, text in enumerate(texts):
+        reading = read_review(text)
+        ps = [keyword_score(s) for s in reading.to_score]
+        assert digest_reading(reading, 0.3 + n % 2 * 0.4, ps, author="a") == digest_review(
+            text, 0.3 + n % 2 * 0.4, keyword_score, author="a")
