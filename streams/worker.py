@@ -298,6 +298,8 @@ class EventProcessor:
             await self.sentiments.ensure(self.client, partition,
                                          expected[offset_field(reviews_topic, partition)])
         out = Decoded()
+        reviews: dict[int, list[tuple[int, Review]]] = defaultdict(list)  # partition -> ...
+        last: dict[int, int] = {}  # the batch's last offset of each reviews partition
         for m in fresh:
             try:
                 event = decode_event(self._kind(m.topic), m.value,
@@ -307,14 +309,20 @@ class EventProcessor:
                                          max_future_s=self.settings.max_event_future_s))
             except RejectedEvent as exc:
                 out.rejected.append((m, exc))
-                if m.topic == reviews_topic:
-                    self.sentiments.skip(m.partition, m.offset)
-                continue
-            if isinstance(event, Review):
-                # every valid review of the partition, in offset order, duplicates too: the
-                # model's history must be the partition's log, as when it is re-learned
-                out.scores[id(event)] = self.sentiments.score(m.partition, m.offset, event)
-            out.events.append((m, event))
+                event = None
+            if m.topic == reviews_topic:
+                last[m.partition] = m.offset
+                if isinstance(event, Review):
+                    reviews[m.partition].append((m.offset, event))
+            if event is not None:
+                out.events.append((m, event))
+        for partition, offset in last.items():
+            # every valid review of the partition, in offset order, duplicates too: the
+            # model's history must be the partition's log, as when it is re-learned
+            scored = self.sentiments.score_many(partition, reviews[partition])
+            for (_, review), score in zip(reviews[partition], scored, strict=True):
+                out.scores[id(review)] = score
+            self.sentiments.skip(partition, offset)  # past invalid messages at the end too
         return out
 
     def _learn(self, events: Sequence[tuple[SourceMessage, Event]],
