@@ -365,8 +365,8 @@ class RedisState:
                     merged[key] = dump_summary(summary)
             pipe.multi()
             pipe.hset(keys.offsets, mapping={k: str(v) for k, v in batch.offsets.items()})
-            if batch.users:
-                pipe.mset({keys.history(u): state.to_bytes() for u, state in batch.users.items()})
+            for user_id, state in batch.users.items():
+                pipe.set(keys.history(user_id), state.to_bytes())
             for (topic, partition), user_ids in batch.dirty.items():
                 if user_ids:
                     pipe.sadd(keys.users(topic, partition), *user_ids)
