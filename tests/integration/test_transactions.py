@@ -61,7 +61,7 @@ def wait_committed(settings: Settings, events: Iterable[dict], worker: WorkerPro
     while time.monotonic() < deadline:
         assert worker.alive(), worker.tail()
         histories = dict(zip(want, r.mget([keys.history(u) for u in want]), strict=True))
-        if all(raw is not None and ids <= set(UserState.from_json(raw).seen)
+        if all(raw is not None and ids <= set(UserState.from_bytes(raw).seen)
                for (u, ids), raw in zip(want.items(), histories.values(), strict=True)):
             return
         time.sleep(0.25)
