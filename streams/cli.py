@@ -264,7 +264,7 @@ def worker(
     """
     import sys
 
-    from streams.worker import run_worker
+    from streams.app import run_worker
 
     settings = _settings()
     sys.argv = [sys.argv[0]]  # Faust's Worker reads argv; ours was already parsed

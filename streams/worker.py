@@ -1,10 +1,13 @@
-"""The stream worker: a Faust agent that turns batches of events into fresh recommendations.
+"""What a stream worker does per batch, apart from Faust (`streams.app` runs it): named steps
+that tests can drive one by one.
 
-Per batch (``stream.take_events``): decode and validate (bad input goes to the dead-letter topic
-with its reason and source offset), skip what Redis says was already processed, update each
-user's history, commit histories + item-statistics deltas + offsets in one Redis transaction
-(`streams.state`), apply the deltas to the in-memory item statistics, then write the users'
-top-N with explanations through one pipeline.
+`EventProcessor.process`: skip what Redis says was already processed; decode and validate (bad
+input goes to the dead-letter topic with its reason and source offset) and score the reviews
+(`_decode`); load the batch's users and learn the batch on the vectorised core — histories
+updated, item-statistics deltas packed, training examples scored in one pass (`_learn`); commit
+histories + deltas + offsets as one `streams.state.BatchCommit` (one Redis transaction, refused
+for a partition this worker no longer owns); follow the deltas stream (its own entry included,
+in stream order); write the users' top-N with explanations in one transaction.
 
 When the stream has been quiet for ``settle_after_s``, a settle pass recomputes every owned
 user's recommendations from fresh neighbour lists, so that the final Redis state is a function of
@@ -14,7 +17,6 @@ the events alone — the same after a crash, a rebalance or with more workers.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import secrets
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 
 import orjson
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -37,12 +39,10 @@ from models.cooccurrence import (
     CooccurrenceRecommender,
     PackedDeltas,
     decay_factor,
-    warm_up,
 )
 from models.feedback import FeedbackWeights
 from models.ranker import ArtefactError
 from models.summary import ReviewDigest
-from streams import connections
 from streams.dlq import dead_letter
 from streams.events import (
     Event,
@@ -64,7 +64,6 @@ from streams.metrics import (
     RANKER_VERSION,
     REDIS_WRITE_SECONDS,
     REJECTS,
-    record_lag,
 )
 from streams.model_store import ModelStore
 from streams.ranking import Ranking, sampled
@@ -83,7 +82,6 @@ from streams.state import (
 logger = logging.getLogger(__name__)
 
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-MARKER_CHECK_S = 5.0  # how long `past_markers` may fetch before the offsets count as unknown
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -613,242 +611,3 @@ def reference_recommender(settings: Settings) -> CooccurrenceRecommender:
     """The in-process model configured as the workers are: what their final Redis state must
     equal (tests and benchmarks replay events through it)."""
     return CooccurrenceRecommender(**model_params(settings))  # type: ignore[arg-type]
-
-
-async def past_markers(consumer: AIOKafkaConsumer, ends: dict[tuple[str, int], int],
-                       nexts: dict[tuple[str, int], int], *, timeout_s: float = MARKER_CHECK_S
-                       ) -> dict[tuple[str, int], int] | None:
-    """The next offsets to process (``nexts``, from Redis) moved past the offsets that hold no
-    event, so that a partition is caught up when its next offset reaches its end offset.
-
-    A transactional producer's commit and abort markers take an offset each and are never
-    delivered: after a transaction the next offset stays at least one short of the end offset,
-    and end minus next never reads zero. Offsets alone cannot tell a marker from an event, so
-    where end > next the group-less ``consumer`` fetches from next: its fetch position moves
-    past control records without returning them. A partition whose position reaches its end
-    with no record moves to its end; one that returns a record moves to that record's offset
-    (markers between later events still count: lag is an upper bound). None when the fetch did
-    not answer in ``timeout_s`` (unknown, as when Kafka is unreachable). A fetch from an offset
-    the log no longer holds starts at its earliest, as the worker's consumer does."""
-    moved = dict(nexts)
-    pending = {TopicPartition(t, p): nexts[t, p] for (t, p), end in ends.items()
-               if end > nexts[t, p]}
-    if not pending:
-        return moved
-    owned = {TopicPartition(t, p) for t, p in ends}
-    if consumer.assignment() != owned:  # after a rebalance only: aiokafka logs every assign
-        consumer.assign(list(owned))
-    consumer.pause(*(owned - pending.keys()))
-    consumer.resume(*pending)
-    for tp, offset in pending.items():
-        consumer.seek(tp, offset)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while pending:
-            if time.monotonic() > deadline:
-                return None
-            fetched = await consumer.getmany(*pending, timeout_ms=50, max_records=len(pending))
-            for tp, records in fetched.items():
-                if records and tp in pending:
-                    key = (tp.topic, tp.partition)
-                    moved[key] = min(ends[key], records[0].offset)
-                    del pending[tp]
-            for tp in list(pending):
-                key = (tp.topic, tp.partition)
-                if await consumer.position(tp) >= ends[key]:  # control records only
-                    moved[key] = ends[key]
-                    del pending[tp]
-    finally:
-        consumer.pause(*owned)  # no fetching in the background until the next call
-    return moved
-
-
-def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
-    """Build the Faust app with its agent and timers."""
-    import faust
-
-    faust_dir = settings.stack_dir / "faust"  # Faust's local data, kept out of the cwd
-    faust_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.app_id,
-        broker=connections.faust_broker(settings),
-        broker_credentials=connections.faust_credentials(settings),
-        store="memory://",
-        datadir=str(faust_dir / "{conf.id}-data"),
-        topic_partitions=settings.topic_partitions,
-        topic_allow_declare=False,
-        consumer_auto_offset_reset="earliest",
-        web_enabled=False,
-        producer_acks=-1,
-        broker_max_poll_records=max(settings.batch_size, 500),
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.session_timeout_s / 4,
-    )
-    topic = app.topic(*settings.event_topics, key_serializer="raw", value_serializer="raw",
-                      allow_empty=True)
-    runtime: dict[str, EventProcessor] = {}
-
-    async def processor() -> EventProcessor:
-        if "p" not in runtime:
-            client = connections.redis_async(settings, socket_timeout=10,
-                                             health_check_interval=10)
-            producer = connections.kafka_producer(settings, acks="all", enable_idempotence=True)
-            await producer.start()
-            runtime["p"] = EventProcessor(settings, client, producer, claims_on_assignment=True)
-        return runtime["p"]
-
-    def assigned() -> list[tuple[str, int]]:
-        return sorted((tp.topic, tp.partition) for tp in app.consumer.assignment()
-                      if tp.topic in settings.event_topics)
-
-    def owns_item_lists() -> bool:
-        """The worker holding partition 0 of the plays topic writes item-wide keys."""
-        return (settings.topic_plays, 0) in assigned()
-
-    def event_partitions(tps: Iterable) -> list[tuple[str, int]]:  # noqa: ANN001 - Faust TPs
-        return sorted((tp.topic, tp.partition) for tp in tps if tp.topic in settings.event_topics)
-
-    @app.on_partitions_revoked.connect
-    async def disown(app, revoked, **kwargs) -> None:  # noqa: ANN001, ANN003
-        (await processor()).release(event_partitions(revoked))
-
-    @app.on_partitions_assigned.connect
-    async def own(app, assigned, **kwargs) -> None:  # noqa: ANN001, ANN003
-        """Own the assigned partitions in Redis before any of their batches: the previous
-        owner, if it still runs (a zombie), can no longer commit them."""
-        await (await processor()).claim(event_partitions(assigned))
-
-    @app.agent(topic, name="track_events", concurrency=1)
-    async def track_events(stream):  # noqa: ANN001
-        proc = await processor()
-        async for events in stream.take_events(settings.batch_size,
-                                               within=settings.batch_within_s):
-            batch = [SourceMessage.of(e.message) for e in events]
-            task = asyncio.ensure_future(proc.process(batch))
-            try:
-                # finish the batch even when the agent is being stopped: Faust acks the events
-                # when this iteration ends, so they must be committed to Redis first
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                await task
-                raise
-            except Exception:
-                # a bug, not an outage (outages are retried inside): stop before Faust can ack
-                logger.exception("batch failed; exiting so that no offset is acknowledged")
-                os._exit(70)
-            await proc.maybe_snapshot(owner=owns_item_lists())
-
-    @app.timer(interval=0.5)
-    async def settle_when_quiet() -> None:
-        proc = await processor()
-        await proc.settle(assigned(), writes_items=owns_item_lists(), backlog=has_backlog)
-
-    @app.timer(interval=settings.ranker_poll_s)
-    async def swap_ranker() -> None:
-        proc = await processor()
-        if proc.started:
-            await proc.maybe_swap()
-
-    # a group-less consumer that asks end offsets and looks past transaction markers; the
-    # settle and lag timers share it, one at a time (it seeks)
-    lag_reader: dict[str, AIOKafkaConsumer] = {}
-    lag_lock = asyncio.Lock()
-
-    async def offsets(owned: list[tuple[str, int]]
-                      ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]] | None:
-        """Kafka end offsets and the next offsets to process of the ``owned`` partitions: those
-        committed to Redis, moved past transaction markers (`past_markers`); None when they
-        could not be read."""
-        try:
-            async with lag_lock:
-                if "c" not in lag_reader:
-                    consumer = connections.kafka_consumer(settings, group_id=None,
-                                                          enable_auto_commit=False,
-                                                          auto_offset_reset="earliest")
-                    await consumer.start()
-                    lag_reader["c"] = consumer
-                reader = lag_reader["c"]
-                ends = await reader.end_offsets([TopicPartition(t, p) for t, p in owned])
-                proc = await processor()
-                nexts = await proc.state.next_offsets(offset_field(t, p) for t, p in owned)
-                ends_by = {(tp.topic, tp.partition): end for tp, end in ends.items()}
-                moved = await past_markers(
-                    reader, ends_by, {(t, p): nexts[offset_field(t, p)] for t, p in owned})
-        except (KafkaError, *RETRYABLE) as exc:
-            logger.warning("end offsets not read: %r", exc)
-            return None
-        if moved is None:
-            logger.warning("offsets past transaction markers not read in %.0f s",
-                           MARKER_CHECK_S)
-            return None
-        return ends_by, moved
-
-    async def has_backlog() -> bool:
-        """Whether owned partitions hold events not processed yet. A pause between batches with
-        a backlog (a slow fetch on a loaded machine) is not the quiet a settle pass waits for:
-        settling then re-ranks every owned user in the middle of the backlog, blocking the
-        batches for as long, and the next pause comes right after (a replay of ML-100K spent
-        most of its time in such passes). Transaction markers are not a backlog (`offsets`).
-        Unknown (Kafka unreachable): settle as before."""
-        owned = assigned()
-        read = await offsets(owned) if owned else None
-        if read is None:
-            return False
-        ends, nexts = read
-        return any(end > nexts[tp] for tp, end in ends.items())
-
-    @app.timer(interval=settings.lag_interval_s)
-    async def measure_lag() -> None:
-        """Processing lag of the owned partitions (`streams.metrics.record_lag`), transaction
-        markers not counted (`offsets`)."""
-        owned = assigned()
-        if not owned:
-            record_lag({}, {})
-            return
-        read = await offsets(owned)
-        if read is not None:  # a gap in a gauge, not a reason to stop
-            record_lag(*read)
-
-    @app.on_before_shutdown.connect
-    async def close_clients(app, **kwargs) -> None:  # noqa: ANN001, ANN003
-        if "c" in lag_reader:
-            await lag_reader["c"].stop()
-        if "p" in runtime:
-            await runtime["p"].producer.stop()
-            await runtime["p"].client.aclose()
-
-    return app
-
-
-def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
-    """Run one worker until stopped (``tastemaker worker``)."""
-    from faust import Worker
-
-    try:  # a wrong password fails here, naming the setting, instead of retrying forever
-        asyncio.run(connections.check_kafka_credentials(settings))
-        connections.check_redis_credentials(settings)
-    except connections.CredentialsRejected as exc:
-        raise SystemExit(f"error: {exc}") from None
-    # load the co-occurrence kernels now (from numba's cache; compiled if it has none), not in
-    # the first batch: that batch's latency, and the worker's memory from the start (~100 MiB)
-    warm_up()
-    # the worker keeps many long-lived objects (the item index, the similar-user index): the
-    # default thresholds run a full collection every ~70k allocations, each walking all of them
-    # (a batch of 500 events allocates several times that); measured 5-10% of a batch
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        try:
-            start_http_server(settings.metrics_port)
-        except OSError as exc:
-            raise SystemExit(f"cannot serve metrics on port {settings.metrics_port} "
-                             f"(TASTEMAKER_METRICS_PORT): {exc}") from None
-        logger.info("Prometheus metrics on :%d/metrics", settings.metrics_port)
-    from streams.logs import faust_logging_config
-
-    app = create_app(settings)
-    Worker(app, loglevel=loglevel, quiet=settings.log_format == "json",  # no banner in JSON logs
-           logging_config=faust_logging_config(settings.log_format, level=loglevel),
-           ).execute_from_commandline()

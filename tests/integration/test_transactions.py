@@ -15,11 +15,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streams.app import past_markers
 from streams.connections import kafka_consumer, kafka_producer
 from streams.keys import Keys
 from streams.settings import Settings, load_settings
 from streams.state import UserState
-from streams.worker import past_markers
 from tests.conftest import free_port
 from tests.integration.harness import (
     WorkerProcess,
