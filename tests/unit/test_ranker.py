@@ -195,3 +195,39 @@ def test_ranking_without_a_model_is_the_cooccurrence_order_and_with_one_a_reorde
     assert {r.item_id for r in ranked} <= {c.item_id for c in candidates}
     scores = [r.score for r in ranked]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_a_batch_logs_the_examples_the_events_would_log_one_by_one():
+    """The worker draws a batch's training examples from snapshots of the histories just before
+    each sampled event, scored in one pass (`Ranking.examples`); they equal `Ranking.example`
+    called before each event is observed, one event at a time (the item statistics, in both, as
+    they were before the batch: a worker applies a batch's deltas after it commits)."""
+    from models.cooccurrence import CooccurrenceRecommender, UserHistory
+    from streams.worker import model_params
+
+    settings = load_settings(ranker_example_rate=1.0)
+    warm, batch = PLAYS[:160], PLAYS[160:]
+    replica = _replica(warm, ranker_example_rate=1.0)
+    items = replica.model.items
+
+    def batch_model() -> CooccurrenceRecommender:
+        model = CooccurrenceRecommender.sharing(items, **model_params(settings))
+        for user in {u for u, _, _ in batch}:
+            if user in replica.model.histories:
+                model.set_history(user, replica.model.histories[user])
+        return model
+
+    one_by_one, want = batch_model(), []
+    for n, (user, item, ts) in enumerate(batch):
+        history = one_by_one.histories.get(user, UserHistory())  # a new user's: empty
+        example = replica.ranking.example(items, user, history, item_id=item, ts=ts,
+                                          event_id=f"e{n}")
+        if example is not None:
+            want.append(example)
+        one_by_one.observe_many([(user, item, 1.0, ts)])
+    model = batch_model()
+    _, snapshots = model.observe_many([(u, i, 1.0, ts) for u, i, ts in batch],
+                                      [True] * len(batch))
+    got = replica.ranking.examples(model, snapshots, [(u, i, ts, f"e{n}") for n, (u, i, ts)
+                                                      in enumerate(batch)])
+    assert len(want) > 20 and got == want
