@@ -468,6 +468,8 @@ def bench_scaling_one(base: Settings, partitions: int, workers: int, *, limit: i
         for w in procs:
             w.wait_ready(timeout=120)
         time.sleep(3.0)  # let the last join's rebalance finish before the clock starts
+        # what starting cost (loading the kernels, Faust, the group joins): not processing
+        idle_cpu = sum(cpu_seconds(w.proc.pid) for w in procs)
         sent = time.perf_counter()
         report = asyncio.run(replay(settings, limit=limit, progress=False))
         total = report.events
@@ -494,7 +496,9 @@ def bench_scaling_one(base: Settings, partitions: int, workers: int, *, limit: i
                    events_per_s=round((n - first_count) / steady, 1) if steady > 0 else None,
                    send_to_done_s=round(now - sent, 2),
                    workers_cpu_s=round(cpu, 2),
-                   cpu_us_per_event=round(cpu / n * 1e6, 1))
+                   cpu_us_per_event=round(cpu / n * 1e6, 1),
+                   workers_cpu_s_at_start=round(idle_cpu, 2),
+                   processing_cpu_us_per_event=round((cpu - idle_cpu) / n * 1e6, 1))
     finally:
         for w in procs:
             w.stop()
@@ -511,7 +515,8 @@ def bench_scaling(base: Settings, configs: Sequence[tuple[int, int]], *, limit: 
         print(f"  {partitions} partitions x {workers} workers ...", flush=True)
         result = bench_scaling_one(base, partitions, workers, limit=limit, budget_s=budget_s)
         print(f"    {result['events_per_s']} events/s ({result['processed']}/{result['events']}"
-              f" events, {result['cpu_us_per_event']} us CPU per event)", flush=True)
+              f" events, {result['cpu_us_per_event']} us CPU per event, "
+              f"{result['processing_cpu_us_per_event']} us after start)", flush=True)
         results.append(result)
     return results
 
