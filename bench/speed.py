@@ -15,6 +15,9 @@ key prefix and consumer group. The worker's rate is taken from its first committ
 last (``processed() == total``); times from the process start and from "Worker ready" are kept
 too, and the worker's CPU seconds (the machine is shared: CPU per event is the steadier figure).
 A budget bounds each worker run; one cut short reports its rate over the prefix it processed.
+With ``--baseline REV`` the worker of that revision (a git worktree under bench/out, its kernels
+compiled first) processes the same topics too, and the rate and CPU-per-event ratios are
+reported: the previous implementation measured in the same run.
 
 Needs a running stack for ``e2e`` (``tastemaker up``); topics and keys it makes are deleted at the
 end. Writes ``bench/out/speed.json``.
@@ -22,11 +25,13 @@ end. Writes ``bench/out/speed.json``.
     python -m bench.speed                        # core + e2e (full replay, batch size 500)
     python -m bench.speed --part core
     python -m bench.speed --part e2e --limit 50000 --batch-sizes 500 2000
+    python -m bench.speed --part e2e --baseline f0c576b --budget 300
     python -m bench.speed --part scaling --limit 30000 --configs 6x1 6x2 6x3 1x1 3x1
 
 ``scaling``: throughput against partitions and workers. Per ``PARTITIONSxWORKERS`` config, fresh
 topics of that many partitions, that many worker processes started and ready, then the first
-``--limit`` replay events produced; the rate from the first committed batch to the last.
+``--limit`` replay events produced; the rate from the first committed batch to the last; CPU per
+event over the workers' whole lives and from the first event sent (their start left out).
 """
 
 from __future__ import annotations

@@ -159,14 +159,9 @@ class Delta:
     user_items: tuple[tuple[str, float], ...] | None = None  # (item, ts), for similar users
     mass: float = 0.0  # increment of the item's undecayed like mass (sum of affinities)
 
-    def to_json(self) -> list:
-        return [self.item_id, list(self.others), list(self.increments), self.norm,
-                self.popularity, self.user_id,
-                None if self.user_items is None else [list(x) for x in self.user_items],
-                self.mass]
-
     @classmethod
     def from_json(cls, value: list) -> Delta:
+        """A delta as the JSON ``deltas`` stream entries before issue 13 held it."""
         item_id, others, increments, norm, popularity, user_id, user_items, mass = value
         return cls(item_id, tuple(others), tuple(increments), norm, popularity, user_id,
                    None if user_items is None else tuple((i, t) for i, t in user_items), mass)

@@ -94,11 +94,6 @@ class Ranking:
         popularity and diversity controls when they are on."""
         return self.top_many(items, {user_id: history}, self.settings.top_n)[user_id]
 
-    def recommend_many(self, items: ItemCooccurrence, histories: Mapping[str, UserHistory]
-                       ) -> dict[str, list[Recommendation]]:
-        """`recommend` for many users (their candidates scored in one pass of the kernel)."""
-        return self.top_many(items, histories, self.settings.top_n)
-
     def top(self, items: ItemCooccurrence, user_id: str, history: UserHistory, n: int
             ) -> list[Recommendation]:
         """`recommend` for any ``n`` (the benchmarks ask for 10)."""
