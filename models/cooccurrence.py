@@ -332,6 +332,23 @@ class UserHistory:
         liked.sort(key=lambda x: (-x[0], x[1]))
         return [(j, s) for _, _, j, s in liked[:limit]]
 
+    def to_arrays(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """The items, feedback sums, last times and their decay weights, as arrays."""
+        values = np.array(list(self.items.values()), dtype=np.float64).reshape(-1, 3)
+        return list(self.items), values[:, 0].copy(), values[:, 1].copy(), values[:, 2].copy()
+
+    @classmethod
+    def from_arrays(cls, item_ids: Sequence[str], s: np.ndarray, t: np.ndarray, g: np.ndarray
+                    ) -> UserHistory:
+        """`to_arrays` back.
+
+        >>> h = UserHistory({"a": [1.0, 2.0, 3.0]})
+        >>> UserHistory.from_arrays(*h.to_arrays()).items
+        {'a': [1.0, 2.0, 3.0]}
+        """
+        return cls({j: [si, ti, gi] for j, si, ti, gi in zip(
+            item_ids, s.tolist(), t.tolist(), g.tolist(), strict=True)})
+
     def to_state(self) -> list:
         return [[item_id, s, t, g] for item_id, (s, t, g) in self.items.items()]
 
@@ -436,31 +453,32 @@ class ItemCooccurrence:
         deltas = list(deltas)
         if not deltas:
             return PackedDeltas.empty()
-        intern = self._intern
-        items = np.fromiter((intern(d.item_id) for d in deltas), dtype=np.int64,
-                            count=len(deltas))
-        others: list[int] = []
-        increments: list[float] = []
-        for d in deltas:
-            if d.others:
-                others += [intern(o) for o in d.others]
-                increments += d.increments
+        items = self.intern_all([d.item_id for d in deltas])
+        others = self.intern_all([o for d in deltas for o in d.others])
+        increments = np.array([x for d in deltas for x in d.increments], dtype=np.float64)
         end = np.cumsum([len(d.others) for d in deltas], dtype=np.int64)
         stat = np.array([(d.norm, d.popularity, d.mass) for d in deltas], dtype=np.float64)
         user_items = {d.user_id: d.user_items for d in deltas if d.user_items is not None}
-        return PackedDeltas(items, end, stat, np.array(others, dtype=np.int64),
-                            np.array(increments, dtype=np.float64), user_items)
+        return PackedDeltas(items, end, stat, others, increments, user_items)
 
     def apply_packed(self, deltas: PackedDeltas) -> None:
-        """Add packed deltas, in order (then set the users' latest liked items they carry)."""
+        """Add packed deltas, in order, in one kernel pass (`models.kernels.apply_deltas`);
+        then set the users' latest liked items they carry."""
         if len(deltas):
             ptr = np.zeros(len(deltas) + 1, dtype=np.int64)
             ptr[1:] = deltas.end
-            self._apply_flat(deltas.item.astype(np.int64, copy=False), ptr,
-                             deltas.other.astype(np.int64, copy=False), deltas.inc,
-                             np.ascontiguousarray(deltas.stat[:, 0]),
-                             np.ascontiguousarray(deltas.stat[:, 1]),
-                             np.ascontiguousarray(deltas.stat[:, 2]))
+            m = len(self._ids)
+            store = self._rows
+            store.ensure_items(m)
+            pruned = np.zeros(m, dtype=np.bool_)
+            store.cols, store.vals = apply_deltas(
+                store.cols, store.vals, store.start, store.cap, store.size, store.top,
+                store.garbage, self._norm, self._popularity, self._mass, self._churn,
+                self._key, pruned, deltas.item.astype(np.int64, copy=False), ptr,
+                deltas.other.astype(np.int64, copy=False), deltas.inc,
+                np.ascontiguousarray(deltas.stat[:, 0]), np.ascontiguousarray(deltas.stat[:, 1]),
+                np.ascontiguousarray(deltas.stat[:, 2]), self.row_cap, self.alpha)
+            self._drop_neighbours(np.flatnonzero(pruned))
         for user_id, latest in deltas.user_items.items():
             self._set_user_items(user_id, dict(latest))
 
@@ -473,20 +491,6 @@ class ItemCooccurrence:
         """The item ids of interned indices."""
         ids = self._ids
         return [ids[i] for i in indices.tolist()]
-
-    def _apply_flat(self, items: np.ndarray, ptr: np.ndarray, others: np.ndarray,
-                    increments: np.ndarray, norm: np.ndarray, popularity: np.ndarray,
-                    mass: np.ndarray) -> None:
-        m = len(self._ids)
-        store = self._rows
-        store.ensure_items(m)
-        pruned = np.zeros(m, dtype=np.bool_)
-        store.cols, store.vals = apply_deltas(
-            store.cols, store.vals, store.start, store.cap, store.size, store.top,
-            store.garbage, self._norm, self._popularity, self._mass, self._churn, self._key,
-            pruned, items, ptr, others, increments, norm, popularity, mass,
-            self.row_cap, self.alpha)
-        self._drop_neighbours(np.flatnonzero(pruned))
 
     def add_reviews(self, item_id: str, count: float, p_positive_sum: float) -> None:
         """Add ``count`` scored reviews of ``item_id`` whose P(positive) sum to the given sum."""
@@ -863,10 +867,8 @@ class Histories(Mapping[str, "UserHistory"]):
         u = self._model._users.get(user_id)
         if u is None or self._model._histories.size[u] == 0:
             raise KeyError(user_id)
-        ids = self._model.items._ids
         item, s, t, g = self._model._histories.entries(u)
-        return UserHistory({ids[j]: [si, ti, gi] for j, si, ti, gi in zip(
-            item.tolist(), s.tolist(), t.tolist(), g.tolist(), strict=True)})
+        return UserHistory.from_arrays(self._model.items.names(item), s, t, g)
 
     def __iter__(self) -> Iterator[str]:
         size = self._model._histories.size
@@ -1053,10 +1055,7 @@ class CooccurrenceRecommender:
     def set_history(self, user_id: str, history: UserHistory) -> None:
         """Replace the user's history (e.g. with one a worker stored), leaving the item
         statistics as they are: they must already hold its contribution (a snapshot)."""
-        entries = list(history.items.items())
-        self.load_history(user_id, [j for j, _ in entries],
-                          *(np.array([v[k] for _, v in entries], dtype=np.float64)
-                            for k in range(3)))
+        self.load_history(user_id, *history.to_arrays())
 
     def load_history(self, user_id: str, item_ids: Sequence[str], s: np.ndarray,
                      t: np.ndarray, g: np.ndarray) -> None:

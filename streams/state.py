@@ -68,15 +68,11 @@ class UserState:
 
     @classmethod
     def of(cls, history: UserHistory, seen: Sequence[str] = ()) -> UserState:
-        entries = list(history.items.items())
-        return cls([j for j, _ in entries],
-                   *(np.array([v[k] for _, v in entries], dtype=np.float64) for k in range(3)),
-                   seen=list(seen))
+        return cls(*history.to_arrays(), seen=list(seen))
 
     @property
     def history(self) -> UserHistory:
-        return UserHistory({j: [s, t, g] for j, s, t, g in zip(
-            self.items, self.s.tolist(), self.t.tolist(), self.g.tolist(), strict=True)})
+        return UserHistory.from_arrays(self.items, self.s, self.t, self.g)
 
     def to_bytes(self) -> bytes:
         """Header, the item ids (JSON), the three float64 arrays, the seen ids (JSON).
