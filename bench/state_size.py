@@ -182,9 +182,8 @@ def model_state(settings: Settings, client: redis.Redis, *, limit: int | None,
     for ``MEMORY USAGE``; the whole stream's size is the encoded total times the overhead
     measured on those. Reviews count by their stars here (the worker scores their sentiment),
     which moves sizes very little."""
-    from models.cooccurrence import CooccurrenceRecommender
     from streams.state import UserState, encode_entry
-    from streams.worker import event_feedback, model_params, reference_recommender
+    from streams.worker import batch_model, event_feedback, reference_recommender
 
     keys = Keys(settings.key_prefix)
     events = ml_events(settings, limit)
@@ -197,11 +196,8 @@ def model_state(settings: Settings, client: redis.Redis, *, limit: int | None,
     size = settings.batch_size
     for start in range(0, len(events), size):  # as a worker learns and commits a batch
         batch = events[start:start + size]
-        model = CooccurrenceRecommender.sharing(items, **model_params(settings))
-        for user_id in {e.user_id for e in batch}:
-            state = states.setdefault(user_id, UserState())
-            if state.items:
-                model.load_history(user_id, state.items, state.s, state.t, state.g)
+        model = batch_model(settings, items, {
+            u: states.setdefault(u, UserState()) for u in {e.user_id for e in batch}})
         deltas, _ = model.observe_many(
             (e.user_id, e.item_id, event_feedback(e, weights), e.ts) for e in batch)
         entry = encode_entry(deltas, items.names)

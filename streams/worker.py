@@ -37,6 +37,7 @@ from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception, wait_e
 from models.cooccurrence import (
     DAY_S,
     CooccurrenceRecommender,
+    ItemCooccurrence,
     PackedDeltas,
     decay_factor,
 )
@@ -329,7 +330,7 @@ class EventProcessor:
         """The batch's effect: its users' histories updated (in ``users``), the deltas to the
         item statistics, the review aggregates and the training examples."""
         s = self.settings
-        out = Learned(self._batch_model(users))
+        out = Learned(batch_model(self.settings, self.state.items, users))
         learned: list[tuple[str, str, float, float]] = []
         snapshot: list[bool] = []
         chosen: list[tuple[str, str, float, str]] = []
@@ -373,14 +374,6 @@ class EventProcessor:
             state = users[user_id]
             state.items, state.s, state.t, state.g = out.model.history_arrays(user_id)
         return out
-
-    def _batch_model(self, users: Mapping[str, UserState]) -> CooccurrenceRecommender:
-        """The users' histories over the shared item statistics (`CooccurrenceRecommender`)."""
-        model = CooccurrenceRecommender.sharing(self.state.items, **model_params(self.settings))
-        for user_id, state in users.items():
-            if state.items:
-                model.load_history(user_id, state.items, state.s, state.t, state.g)
-        return model
 
     def _kind(self, topic: str) -> str:
         s = self.settings
@@ -529,7 +522,8 @@ class EventProcessor:
         ordered = sorted(user_ids)
         for start in range(0, len(ordered), 500):
             states = await self.state.user_states(ordered[start:start + 500])
-            await self._write_recommendations(self._batch_model(states), states)
+            model = batch_model(self.settings, self.state.items, states)
+            await self._write_recommendations(model, states)
         if writes_items:
             await self._write_item_lists()
             await self.state.save_snapshot()
@@ -605,6 +599,17 @@ def model_params(settings: Settings) -> dict[str, float | int]:
             "explain_items": s.explain_items, "similar_users": s.similar_users,
             "user_blend": s.user_blend, "likers_cap": s.likers_cap,
             "user_items_cap": s.user_items_cap}
+
+
+def batch_model(settings: Settings, items: ItemCooccurrence, users: Mapping[str, UserState]
+                ) -> CooccurrenceRecommender:
+    """The users' stored histories over the shared item ``items``: what a batch learns on and
+    scores from."""
+    model = CooccurrenceRecommender.sharing(items, **model_params(settings))
+    for user_id, state in users.items():
+        if state.items:
+            model.load_history(user_id, state.items, state.s, state.t, state.g)
+    return model
 
 
 def reference_recommender(settings: Settings) -> CooccurrenceRecommender:
