@@ -45,10 +45,12 @@ import numpy as np
 
 from models.kernels import (
     apply_deltas,
+    drop_items,
     mmr,
     neighbour_lists,
     observe_events,
     recent_items,
+    renumbered_rows,
     score_users,
     similarity_rows,
 )
@@ -380,13 +382,40 @@ class ScoreRequest:
 
 
 class ItemCooccurrence:
-    """Global item statistics built from `Delta`s; answers neighbour and scoring queries."""
+    """Global item statistics built from `Delta`s; answers neighbour and scoring queries.
+
+    Items leave in two ways (issue 19):
+
+    - **exactly**, when nothing is left of them: an item no user's history holds as liked any
+      more (its norm, popularity and like mass are 0, every co-occurrence with it cancelled)
+      and with no scored review is *empty*; `compact` renumbers the items without the empty
+      ones, which changes no score (a stream worker calls it between batches);
+    - **by the cap**: when more than ``max_items`` items are *live* (not empty) after deltas
+      are applied, the coldest (lowest decayed popularity; ties: smaller `item_key`) are
+      evicted down to 90% of the cap (`evict_coldest`). The decision is a function of the
+      deltas applied, in their order, so every worker following one stream evicts the same
+      items at the same point. What is lost: an evicted item's norm, popularity, like mass,
+      review sums, its row and every other row's entry for it, its neighbour list and its
+      likers; the histories that held it drop it when next loaded (the stream workers) or at
+      once (`CooccurrenceRecommender`). It starts again from zero. (Should a delta of a history
+      loaded before the eviction still take something of it away, norms, popularity and mass
+      are floored at zero.)
+
+    >>> items = ItemCooccurrence(max_items=2)
+    >>> items.apply_many([Delta("a", (), (), 1.0, 3.0), Delta("b", (), (), 1.0, 1.0),
+    ...                   Delta("c", (), (), 1.0, 2.0)])
+    >>> sorted(items.live_ids())
+    ['a']
+    >>> items.compact()
+    ['b', 'c']
+    """
 
     def __init__(self, *, neighbour_cap: int = 300, row_cap: int = 1000, alpha: float = 0.5,
-                 staleness: float = 0.1, likers_cap: int = 100, user_items_cap: int = 50
-                 ) -> None:
+                 staleness: float = 0.1, likers_cap: int = 100, user_items_cap: int = 50,
+                 max_items: int = 0) -> None:
         if row_cap < neighbour_cap:
             raise ValueError("row_cap must be >= neighbour_cap")
+        self.max_items = max_items  # live items kept at most (0: no cap): see `evict_coldest`
         self.neighbour_cap = neighbour_cap
         self.row_cap = row_cap
         self.alpha = alpha
@@ -407,6 +436,7 @@ class ItemCooccurrence:
         self._reviews = np.zeros((64, 2))  # review count, sum of P(positive)
         self._churn = np.zeros(64)
         self._budget = np.full(64, -1.0)  # churn a cached neighbour list allows; -1: none
+        self._changed = np.zeros(64, dtype=np.bool_)  # rows changed since `take_changed`
         self._table = RowTable()  # the cached neighbour lists as arrays, for the kernel
         self._uindex: dict[str, int] = {}  # users of the similar-user index, interned
         self._uids: list[str] = []
@@ -436,6 +466,7 @@ class ItemCooccurrence:
                 self._reviews = np.concatenate([self._reviews, np.zeros((grow, 2))])
                 self._churn = np.concatenate([self._churn, np.zeros(grow)])
                 self._budget = np.concatenate([self._budget, np.full(grow, -1.0)])
+                self._changed = np.concatenate([self._changed, np.zeros(grow, dtype=np.bool_)])
             self._key[idx] = item_key(item_id)
         return idx
 
@@ -479,8 +510,11 @@ class ItemCooccurrence:
                 np.ascontiguousarray(deltas.stat[:, 0]), np.ascontiguousarray(deltas.stat[:, 1]),
                 np.ascontiguousarray(deltas.stat[:, 2]), self.row_cap, self.alpha)
             self._drop_neighbours(np.flatnonzero(pruned))
+            self._changed[deltas.item] = True
+            self._changed[deltas.other] = True
         for user_id, latest in deltas.user_items.items():
             self._set_user_items(user_id, dict(latest))
+        self.evict_coldest()
 
     def intern_all(self, item_ids: Sequence[str]) -> np.ndarray:
         """The interned indices of ``item_ids`` (new ones interned)."""
@@ -491,6 +525,103 @@ class ItemCooccurrence:
         """The item ids of interned indices."""
         ids = self._ids
         return [ids[i] for i in indices.tolist()]
+
+    # --- forgetting (issue 19) -------------------------------------------------------------------
+    def _live(self) -> np.ndarray:
+        """Per interned item, whether anything is left of it (see the class doc)."""
+        m = len(self._ids)
+        return ((self._norm[:m] > 0.0) | (self._popularity[:m] > 0.0) | (self._mass[:m] > 0.0)
+                | (self._reviews[:m, 0] != 0.0))
+
+    @property
+    def n_live(self) -> int:
+        """Items with anything left of them (`n_items` counts the empty ones too)."""
+        return int(np.count_nonzero(self._live()))
+
+    def live_ids(self) -> list[str]:
+        return self.names(np.flatnonzero(self._live()))
+
+    def held(self, item_ids: Sequence[str], s: np.ndarray) -> np.ndarray:
+        """Which entries of a history (items, feedback sums) to keep: all but the liked items
+        the statistics no longer hold (evicted by the cap while the user held them)."""
+        index = self._index.get
+        k = np.array([index(i, -1) for i in item_ids], dtype=np.int64)
+        live = self._live()
+        return (s <= 0.0) | ((k >= 0) & live[np.maximum(k, 0)])
+
+    def evict_coldest(self) -> list[str]:
+        """When more than ``max_items`` items are live, evict the coldest down to 90% of the
+        cap (see the class doc); returns the ids evicted."""
+        if not self.max_items:
+            return []
+        live = np.flatnonzero(self._live())
+        if len(live) <= self.max_items:
+            return []
+        cut = len(live) - int(0.9 * self.max_items)
+        order = np.lexsort((self._key[live], self._popularity[live]))
+        gone = np.sort(live[order[:cut]])
+        self.evict(gone)
+        return self.names(gone)
+
+    def evict(self, indices: np.ndarray) -> None:
+        """Forget everything about these items (interned indices) but their ids: their
+        statistics, rows, entries in other rows, neighbour lists and likers."""
+        m = len(self._ids)
+        self._rows.ensure_items(m)
+        gone = np.zeros(m, dtype=np.bool_)
+        gone[indices] = True
+        touched = np.zeros(m, dtype=np.bool_)
+        rows = self._rows
+        drop_items(rows.cols, rows.vals, rows.start, rows.cap, rows.size, gone, touched)
+        for column in (self._norm, self._popularity, self._mass, self._churn):
+            column[indices] = 0.0
+        self._reviews[indices] = 0.0
+        self._drop_neighbours(np.flatnonzero(gone | touched))
+        self._changed[:m] |= gone | touched
+        for item_id in self.names(np.asarray(indices)):
+            for user_id in self._likers.pop(item_id, {}):
+                items = self._user_items[user_id]
+                items.pop(item_id, None)
+                self._dirty_users.add(user_id)
+                if not items:
+                    del self._user_items[user_id]
+            self._dirty_items.add(item_id)
+
+    def compact(self, keep: np.ndarray | None = None) -> list[str]:
+        """Renumber the items without the empty ones (those flagged in ``keep`` stay): scores
+        do not change, memory is given back. Every interned index changes: no batch may hold
+        one across this call. Returns the ids dropped.
+
+        >>> items = ItemCooccurrence()
+        >>> items.apply_many([Delta("a", (), (), 1.0, 1.0), Delta("a", (), (), -1.0, -1.0)])
+        >>> items.n_items, items.compact(), items.n_items
+        (1, ['a'], 0)
+        """
+        live = self._live()
+        if keep is not None:
+            live |= keep[:len(live)]
+        if live.all():
+            return []
+        dropped = self.names(np.flatnonzero(~live))
+        new_index = np.full(len(live), -1, dtype=np.int64)
+        new_index[live] = np.arange(int(live.sum()))
+        changed = self._changed[:len(live)][live]
+        self._load_state(self._state(new_index))
+        self._changed[:len(changed)] = changed
+        return dropped
+
+    def take_changed(self) -> list[str]:
+        """The items whose rows or statistics deltas changed since the last call (or that were
+        evicted): whose neighbour lists a writer rewrites."""
+        m = len(self._ids)
+        changed = np.flatnonzero(self._changed[:m])
+        self._changed[:m] = False
+        return self.names(changed)
+
+    def invalidate_lists(self) -> None:
+        """Make every cached neighbour list stale: each is computed afresh when next read
+        (what `refresh` does, for the lists actually read)."""
+        self._budget[:] = -1.0
 
     def add_reviews(self, item_id: str, count: float, p_positive_sum: float) -> None:
         """Add ``count`` scored reviews of ``item_id`` whose P(positive) sum to the given sum."""
@@ -805,45 +936,49 @@ class ItemCooccurrence:
         """Snapshot of the statistics as an ``.npz`` archive: plain arrays, loadable without
         pickle (``np.load(..., allow_pickle=False)``). Rows as CSR (``sizes``, ``cols``,
         ``vals``), each row's entries by column."""
-        m = len(self._ids)
-        self._rows.ensure_items(m)
-        rows = [self._rows.row(i) for i in range(m)]
-        sizes = np.array([len(ids) for ids, _ in rows], dtype=np.int64)
-        cols, vals = [np.zeros(0, np.int64)], [np.zeros(0)]
-        for ids, counts in rows:
-            order = np.argsort(ids, kind="stable")
-            cols.append(ids[order].astype(np.int64))
-            vals.append(counts[order])
-        cols, vals = np.concatenate(cols), np.concatenate(vals)
-        index = json.dumps(self._user_items).encode()
         buffer = io.BytesIO()
-        np.savez(buffer, ids=np.array(self._ids, dtype=np.str_), norm=self._norm[:m],
-                 popularity=self._popularity[:m], mass=self._mass[:m],
-                 reviews=self._reviews[:m], sizes=sizes, cols=cols, vals=vals,
-                 user_index=np.frombuffer(index, dtype=np.uint8))
+        np.savez(buffer, **self._state())
         return buffer.getvalue()
 
     def load_bytes(self, data: bytes) -> None:
         """Replace these statistics with a snapshot made by `to_bytes`."""
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            ids = [str(i) for i in arrays["ids"]]
-            norm, popularity = arrays["norm"], arrays["popularity"]
-            mass, reviews = arrays["mass"], arrays["reviews"]
-            sizes, cols, vals = arrays["sizes"], arrays["cols"], arrays["vals"]
-            user_index = json.loads(arrays["user_index"].tobytes())
+            self._load_state(dict(arrays))
+
+    def _state(self, new_index: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The statistics as plain arrays, the items renumbered by ``new_index`` (old index
+        -> new, -1: left out) when given."""
+        m = len(self._ids)
+        self._rows.ensure_items(m)
+        if new_index is None:
+            new_index = np.arange(m, dtype=np.int64)
+        kept = np.flatnonzero(new_index >= 0)
+        kept = kept[np.argsort(new_index[kept])]
+        rows = self._rows
+        sizes, cols, vals = renumbered_rows(rows.cols, rows.vals, rows.start, rows.cap,
+                                            rows.size, new_index, len(kept))
+        index = json.dumps(self._user_items).encode()
+        return {"ids": np.array(self.names(kept), dtype=np.str_), "norm": self._norm[kept],
+                "popularity": self._popularity[kept], "mass": self._mass[kept],
+                "reviews": self._reviews[kept], "sizes": sizes, "cols": cols, "vals": vals,
+                "user_index": np.frombuffer(index, dtype=np.uint8)}
+
+    def _load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        ids = [str(i) for i in arrays["ids"]]
+        user_index = json.loads(arrays["user_index"].tobytes())
         self.__init__(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,  # type: ignore[misc]
                       alpha=self.alpha, staleness=self.staleness, likers_cap=self.likers_cap,
-                      user_items_cap=self.user_items_cap)
+                      user_items_cap=self.user_items_cap, max_items=self.max_items)
         for user_id, items in user_index.items():
             self._set_user_items(user_id, items)
-        for item_id in ids:
-            self._intern(item_id)
+        self.intern_all(ids)
         m = len(ids)
-        self._norm[:m] = norm
-        self._popularity[:m] = popularity
-        self._mass[:m] = mass
-        self._reviews[:m] = reviews
-        self._rows.load(sizes, cols, vals)
+        self._norm[:m] = arrays["norm"]
+        self._popularity[:m] = arrays["popularity"]
+        self._mass[:m] = arrays["mass"]
+        self._reviews[:m] = arrays["reviews"]
+        self._rows.load(arrays["sizes"], arrays["cols"], arrays["vals"])
+        self._changed[:m] = True  # loaded: a writer has not written their lists yet
 
     def refresh(self) -> None:
         """Recompute every neighbour list from the current statistics, so that what is scored
@@ -902,6 +1037,7 @@ class CooccurrenceRecommender:
     exclude_seen: bool = True
     likers_cap: int = 100
     user_items_cap: int = 50
+    max_items: int = 0  # live items at most (0: no cap), see `ItemCooccurrence`
     items: ItemCooccurrence = field(init=False)
     _histories: HistoryStore = field(init=False)
     _users: dict[str, int] = field(init=False)
@@ -912,7 +1048,8 @@ class CooccurrenceRecommender:
     def __post_init__(self) -> None:
         self.items = ItemCooccurrence(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,
                                       alpha=self.alpha, likers_cap=self.likers_cap,
-                                      user_items_cap=self.user_items_cap)
+                                      user_items_cap=self.user_items_cap,
+                                      max_items=self.max_items)
         self._histories = HistoryStore()
         self._users = {}
         self._user_ids = []
@@ -1024,6 +1161,8 @@ class CooccurrenceRecommender:
         if apply:
             for user_id, latest in user_items.items():
                 items._set_user_items(user_id, dict(latest))
+            if items.evict_coldest():
+                self._drop_evicted()
             return PackedDeltas.empty(), _no_snapshots()
         d, z, k = out_n.tolist()
         deltas = PackedDeltas(out_item[:d].astype(np.int64), out_end[:d].copy(),
@@ -1072,6 +1211,37 @@ class CooccurrenceRecommender:
         u = self._users.get(user_id)
         item, s, t, g = self._histories.entries(len(self._user_ids) if u is None else u)
         return self.items.names(item), s, t, g
+
+    def _drop_evicted(self) -> None:
+        """Take the items the cap evicted out of the histories that held them (without
+        deltas: the statistics hold nothing of them any more), as the stream workers do when
+        they next load such a history."""
+        h, names = self._histories, self.items.names
+        for u in np.flatnonzero(h.size).tolist():
+            item, s, t, g = h.entries(u)
+            keep = self.items.held(names(item), s)
+            if not keep.all():
+                h.set(u, item[keep], s[keep], t[keep], g[keep])
+                self._latest[u] = self._latest_liked(u)
+
+    def compact(self) -> list[str]:
+        """`ItemCooccurrence.compact`, keeping the items the histories hold (renumbered in
+        them too); returns the ids dropped."""
+        h, m = self._histories, self.items.n_items
+        held = np.zeros(m, dtype=np.bool_)
+        for u in np.flatnonzero(h.size).tolist():
+            a = int(h.start[u])
+            held[h.item[a:a + int(h.size[u])]] = True
+        old_ids = self.items.item_ids()
+        dropped = self.items.compact(keep=held)
+        if dropped:
+            new_index = self.items.intern_all([old_ids[i] for i in np.flatnonzero(held).tolist()])
+            mapping = np.full(m, -1, dtype=np.int32)
+            mapping[held] = new_index
+            for u in np.flatnonzero(h.size).tolist():
+                a, n = int(h.start[u]), int(h.size[u])
+                h.item[a:a + n] = mapping[h.item[a:a + n]]
+        return dropped
 
     def forget(self, user_id: str) -> None:
         """Remove the user and their whole contribution (erasure), as `UserHistory.forget`
@@ -1168,6 +1338,8 @@ def warm_up() -> None:
     deltas, snapshots = model.observe_many([("b", "z", 1.0, 1e9)], [True])
     model.items.apply_packed(deltas)
     model.score_snapshots(snapshots, ["b"], ["z"], 3)
-    copy = ItemCooccurrence(row_cap=2, neighbour_cap=2)
+    copy = ItemCooccurrence(row_cap=2, neighbour_cap=2, max_items=1)
     copy.load_bytes(model.items.to_bytes())
+    copy.apply_many([Delta("v", ("x",), (1.0,), 1.0, 1.0)])  # over the cap: evicts
+    copy.compact()
     model.forget("a")

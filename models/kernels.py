@@ -202,9 +202,11 @@ def apply_delta(cols, vals, start, cap, size, top, garbage, norm, popularity, ma
                 _prune(cols, vals, start, cap, size, top, garbage, norm, key, j, keep, alpha)
                 pruned[j] = True
     churn[i] += abs(d_norm)
-    norm[i] = cancel(norm[i], d_norm)
-    popularity[i] = cancel(popularity[i], d_pop)
-    mass[i] = cancel(mass[i], d_mass)
+    # floored at 0: only an item evicted while users still held it (`drop_items`) would go
+    # below, when those users' contributions leave
+    norm[i] = max(0.0, cancel(norm[i], d_norm))
+    popularity[i] = max(0.0, cancel(popularity[i], d_pop))
+    mass[i] = max(0.0, cancel(mass[i], d_mass))
     return cols, vals
 
 
@@ -220,6 +222,75 @@ def apply_deltas(cols, vals, start, cap, size, top, garbage, norm, popularity, m
                                  p_inc[a:b], b - a, d_norm[d], d_pop[d], d_mass[d], row_cap,
                                  alpha)
     return cols, vals
+
+
+@njit(cache=True)
+def drop_items(cols, vals, start, cap, size, gone, touched):
+    """Empty the rows of the items flagged in ``gone`` and take their entries out of every
+    other row (rewritten in place, in their slab); flag in ``touched`` the rows that lost an
+    entry. One pass over the arena."""
+    for r in range(len(start)):
+        s, c, n = start[r], cap[r], size[r]
+        if n == 0:
+            continue
+        if gone[r]:
+            cols[s:s + c] = EMPTY
+            vals[s:s + c] = 0.0
+            size[r] = 0
+            continue
+        hit = False
+        for t in range(s, s + c):
+            if cols[t] != EMPTY and gone[cols[t]]:
+                hit = True
+                break
+        if not hit:
+            continue
+        ids, counts = row_entries(cols, vals, s, c, n)
+        cols[s:s + c] = EMPTY
+        vals[s:s + c] = 0.0
+        kept = 0
+        for e in range(n):
+            if not gone[ids[e]]:
+                slot = _find(cols, s, c, ids[e])
+                cols[slot] = ids[e]
+                vals[slot] = counts[e]
+                kept += 1
+        size[r] = kept
+        touched[r] = True
+
+
+@njit(cache=True)
+def renumbered_rows(cols, vals, start, cap, size, new_index, n_new):
+    """The rows as CSR (sizes, columns, counts) under a new numbering: row ``i`` becomes
+    row ``new_index[i]`` (-1: dropped, and so are its entries in other rows), each row's
+    entries by new column."""
+    sizes = np.zeros(n_new, np.int64)
+    for i in range(len(start)):
+        k = new_index[i]
+        if k < 0:
+            continue
+        for t in range(start[i], start[i] + cap[i]):
+            if cols[t] != EMPTY and new_index[cols[t]] >= 0:
+                sizes[k] += 1
+    ptr = np.zeros(n_new + 1, np.int64)
+    for k in range(n_new):
+        ptr[k + 1] = ptr[k] + sizes[k]
+    out_cols = np.empty(ptr[n_new], np.int64)
+    out_vals = np.empty(ptr[n_new])
+    for i in range(len(start)):
+        k = new_index[i]
+        if k < 0:
+            continue
+        at = ptr[k]
+        for t in range(start[i], start[i] + cap[i]):
+            if cols[t] != EMPTY and new_index[cols[t]] >= 0:
+                out_cols[at] = new_index[cols[t]]
+                out_vals[at] = vals[t]
+                at += 1
+        order = np.argsort(out_cols[ptr[k]:at], kind="mergesort")
+        out_cols[ptr[k]:at] = out_cols[ptr[k]:at][order]
+        out_vals[ptr[k]:at] = out_vals[ptr[k]:at][order]
+    return sizes, out_cols, out_vals
 
 
 @njit(cache=True)

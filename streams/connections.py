@@ -40,8 +40,9 @@ WORKER_REDIS_COMMANDS: tuple[str, ...] = (
     "watch", "unwatch", "multi", "exec", "discard",  # the guarded commits
     "get", "mget", "set", "del", "strlen",  # histories, sentiment model snapshots
     "hget", "hmget", "hset", "hdel", "hgetall", "hincrbyfloat", "hstrlen",  # offsets, snapshot
-    "sadd", "srem", "smembers",  # users of a partition
-    "zadd",  # recommendations, neighbours, trending
+    "zadd", "zrange", "zremrangebyscore", "zrem",  # lists; a partition's active users
+    "srem",  # erasure: the users sets of earlier versions
+    "pexpire",  # RECS_TTL_S
     "xadd", "xread", "xrevrange", "xtrim",  # the deltas stream
 )
 

@@ -8,8 +8,9 @@ exactly the negative of everything the user's events added (up to float rounding
 
 - the removal deltas to the ``deltas`` stream (every worker's in-memory statistics follow them,
   the last one also drops the user from the similar-user index);
-- ``DEL`` of ``hist:``, ``recs:``, ``explain:``, ``recsmeta:`` and ``SREM`` from every
-  ``users:{topic}:{partition}`` set;
+- ``DEL`` of ``hist:``, ``recs:``, ``explain:``, ``recsmeta:`` and removal from every
+  ``active:{topic}:{partition}`` set (and the ``users:{topic}:{partition}`` set of earlier
+  versions);
 - the user's mark in the ``erased`` hash: ``erased_at``, at least now and at least the user's
   latest event time;
 - the user's sentences dropped from the review summaries (``summary:{item}``) of the items in
@@ -65,8 +66,10 @@ async def erase_user(settings: Settings, user_id: str, *, client: aioredis.Redis
     keys = Keys(settings.key_prefix)
     user_keys = [keys.history(user_id), keys.recs(user_id), keys.explain(user_id),
                  keys.recs_meta(user_id)]
-    member_sets = [keys.users(topic, partition) for topic in settings.event_topics
-                   for partition in range(settings.topic_partitions)]
+    partitions = [(topic, partition) for topic in settings.event_topics
+                  for partition in range(settings.topic_partitions)]
+    active_sets = [keys.active(topic, partition) for topic, partition in partitions]
+    member_sets = [keys.users(topic, partition) for topic, partition in partitions]
     try:
         while True:
             try:
@@ -82,6 +85,8 @@ async def erase_user(settings: Settings, user_id: str, *, client: aioredis.Redis
                     deltas = history.forget(user_id=user_id)
                     pipe.multi()
                     pipe.delete(*user_keys)
+                    for key in active_sets:
+                        pipe.zrem(key, user_id)
                     for key in member_sets:
                         pipe.srem(key, user_id)
                     pipe.hset(keys.erased, user_id, repr(at))

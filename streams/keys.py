@@ -119,6 +119,13 @@ class Keys:
         so a replay cannot bring an erased user back (`streams.erasure`)."""
         return f"{self.prefix}erased"
 
+    def active(self, topic: str, partition: int) -> str:
+        """Sorted set: user -> when (epoch s, wall clock) a batch last wrote their state from
+        an event of this source partition. The settle pass re-ranks the users within
+        ``SETTLE_WINDOW_S`` and removes the older ones."""
+        return f"{self.prefix}active:{topic}:{partition}"
+
     def users(self, topic: str, partition: int) -> str:
-        """Set of the users seen on a source partition (the settle pass recomputes them)."""
+        """Set of every user seen on a source partition, written before issue 19 (never
+        pruned; no longer written or read, only cleaned by erasure)."""
         return f"{self.prefix}users:{topic}:{partition}"

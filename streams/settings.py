@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     batch_size: Positive = 500
     batch_within_s: Annotated[float, Field(gt=0)] = 0.05
     settle_after_s: Annotated[float, Field(gt=0)] = 2.0
+    # the settle pass re-ranks the users with an event in this window (wall clock) and leaves
+    # the others' lists as they were written; 0 would settle nobody (issue 19)
+    settle_window_s: Annotated[float, Field(gt=0)] = 3600.0
+    # recs:{user}, explain:{user} and recs_meta:{user} expire this long after they were last
+    # written (0: never); at least settle_window_s, so that the settle pass writes to live keys
+    recs_ttl_s: Annotated[float, Field(ge=0)] = 0.0
     # a worker that died without leaving the group holds its partitions this long
     session_timeout_s: Annotated[float, Field(ge=6, le=300)] = 10.0
     snapshot_every_batches: Positive = 50
@@ -114,6 +120,10 @@ class Settings(BaseSettings):
     half_life_days: Annotated[float, Field(gt=0)] = 3650.0
     decay_epoch: float = 1e9
     row_cap: Positive = 1000
+    # live items kept in the statistics at most (0: no cap); past it the coldest are evicted
+    # (models.cooccurrence.ItemCooccurrence). About 3.5 KB each at ML-100K's density, at most
+    # row_cap x 16 bytes more (README, Memory)
+    max_items: Annotated[int, Field(ge=0)] = 500_000
     similarity_alpha: Annotated[float, Field(ge=0, le=1)] = 0.5
     recent_items: Positive = 500
     recency_half_life: Annotated[float, Field(gt=0)] = 200.0
@@ -211,6 +221,16 @@ class Settings(BaseSettings):
                 f"{time.strftime('%Y-%m-%d', time.gmtime(horizon))} (the decay saturates "
                 f"{MAX_DECAY_EXPONENT:.0f} half-lives after the epoch); set {p}DECAY_EPOCH "
                 f"to a recent time or a longer {p}HALF_LIFE_DAYS")
+        return self
+
+    @model_validator(mode="after")
+    def _recs_outlive_the_settle_window(self) -> Settings:
+        p = ENV_PREFIX
+        if 0 < self.recs_ttl_s < self.settle_window_s:
+            raise ValueError(
+                f"{p}RECS_TTL_S={self.recs_ttl_s:g} is shorter than {p}SETTLE_WINDOW_S="
+                f"{self.settle_window_s:g}: the lists of users the settle pass still re-ranks "
+                f"would expire; set {p}RECS_TTL_S to 0 (never) or at least the window")
         return self
 
     @model_validator(mode="after")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -363,9 +364,10 @@ class RedisState:
             pipe.hset(keys.offsets, mapping={k: str(v) for k, v in batch.offsets.items()})
             for user_id, state in batch.users.items():
                 pipe.set(keys.history(user_id), state.to_bytes())
+            now = time.time()
             for (topic, partition), user_ids in batch.dirty.items():
                 if user_ids:
-                    pipe.sadd(keys.users(topic, partition), *user_ids)
+                    pipe.zadd(keys.active(topic, partition), dict.fromkeys(user_ids, now))
             for item_id, (count, total, decayed_sum, decayed_weight) in (
                     batch.item_sentiment.items()):
                 key = keys.item_sentiment(item_id)
@@ -416,6 +418,12 @@ class RedisState:
                     self.items.add_reviews(item_id, count, total)
                 self.last_delta_id = entry_id
                 applied += 1
+
+    @property
+    def following_own(self) -> bool:
+        """Whether some of our committed entries were not applied yet (their deltas hold
+        interned indices: the items may not be renumbered meanwhile)."""
+        return bool(self._own)
 
     async def save_snapshot(self) -> None:
         """Store the item statistics with the stream id they reflect, then trim the stream to the

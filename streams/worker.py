@@ -9,9 +9,10 @@ histories + deltas + offsets as one `streams.state.BatchCommit` (one Redis trans
 for a partition this worker no longer owns); follow the deltas stream (its own entry included,
 in stream order); write the users' top-N with explanations in one transaction.
 
-When the stream has been quiet for ``settle_after_s``, a settle pass recomputes every owned
-user's recommendations from fresh neighbour lists, so that the final Redis state is a function of
-the events alone — the same after a crash, a rebalance or with more workers.
+When the stream has been quiet for ``settle_after_s``, a settle pass recomputes the
+recommendations of the owned users active within ``settle_window_s`` from fresh neighbour lists,
+so that their lists in Redis are a function of the events alone — the same after a crash, a
+rebalance or with more workers. Older users' lists stay as they were last written (issue 19).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ from streams.state import (
 
 logger = logging.getLogger(__name__)
 
+COMPACT_MIN_ITEMS = 4096  # empty items worth renumbering the statistics for
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
@@ -166,6 +168,7 @@ class EventProcessor:
     claims_on_assignment: bool = False
     refused_versions: set[int] = field(default_factory=set)
     catalogue_upto: int = 0  # item statistics' items whose metadata was looked up
+    dropped_items: set[str] = field(default_factory=set)  # compacted away: lists to delete
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_batch_at: float = 0.0
     settled_at: tuple[str, list[tuple[str, int]]] = ("", [])  # delta id and partitions settled
@@ -236,6 +239,7 @@ class EventProcessor:
         report = BatchReport()
         if not messages:
             return report
+        self._maybe_compact()
         fields = {offset_field(m.topic, m.partition) for m in messages}
         expected = await self.state.next_offsets(fields)
         fresh = [m for m in messages if m.offset >= expected[offset_field(m.topic, m.partition)]]
@@ -245,6 +249,10 @@ class EventProcessor:
         decoded = await self._decode(fresh, expected)
         events, rejected = decoded.events, decoded.rejected
         users = await self.state.user_states({e.user_id for _, e in events})
+        # the statistics at least as new as the histories (committed with their entries), so
+        # that what the cap evicted meanwhile leaves them
+        await self.state.follow()
+        self._drop_evicted(users)
         await self._refresh_catalogue({e.item_id for _, e in events})
         batch = self._learn(events, decoded.scores, users, report)
 
@@ -467,6 +475,7 @@ class EventProcessor:
         """Rewrite the users' top-N from their histories in ``model``."""
         keys = self.keys
         lists = self.ranking.top_model(model, users)
+        ttl_ms = int(self.settings.recs_ttl_s * 1000)
 
         def queue(pipe, user_id: str) -> None:  # noqa: ANN001 - a redis pipeline
             recs = lists[user_id]
@@ -481,6 +490,9 @@ class EventProcessor:
             if touched and user_id in touched:
                 meta["event_ts"] = touched[user_id][0]
             pipe.hset(keys.recs_meta(user_id), mapping=meta)
+            if ttl_ms:
+                for key in (keys.recs(user_id), keys.explain(user_id), keys.recs_meta(user_id)):
+                    pipe.pexpire(key, ttl_ms)
 
         # one MULTI/EXEC: a reader never sees a user's list without its explanations; users
         # erased meanwhile are left out
@@ -512,14 +524,19 @@ class EventProcessor:
             return await self._retrying(self._settle, assigned, writes_items)
 
     async def _settle(self, assigned: list[tuple[str, int]], writes_items: bool) -> int:
-        items = self.state.items
-        items.refresh()
         await self._refresh_catalogue(())
-        user_ids: set[str] = set()
-        for topic, partition in assigned:
-            user_ids |= {u.decode() for u in await self.client.smembers(
-                self.keys.users(topic, partition))}
-        ordered = sorted(user_ids)
+        self._maybe_compact()
+        # every neighbour list read from now on is computed afresh: the lists written are a
+        # function of the statistics alone
+        self.state.items.invalidate_lists()
+        since = time.time() - self.settings.settle_window_s
+        async with self.client.pipeline(transaction=False) as pipe:
+            for topic, partition in assigned:
+                key = self.keys.active(topic, partition)
+                pipe.zremrangebyscore(key, "-inf", f"({since}")
+                pipe.zrange(key, since, "+inf", byscore=True)
+            replies = await pipe.execute()
+        ordered = sorted({u.decode() for members in replies[1::2] for u in members})
         for start in range(0, len(ordered), 500):
             states = await self.state.user_states(ordered[start:start + 500])
             model = batch_model(self.settings, self.state.items, states)
@@ -538,19 +555,52 @@ class EventProcessor:
         return len(ordered)
 
     async def _write_item_lists(self) -> None:
-        """Neighbour lists of every item and the trending list (written by one worker)."""
+        """Neighbour lists of the items whose statistics changed since the last call (the
+        lists of items that left are deleted) and the trending list (written by one worker)."""
         items, keys = self.state.items, self.keys
+        changed = items.take_changed()
+        gone, self.dropped_items = self.dropped_items, set()
         async with self.client.pipeline(transaction=False) as pipe:
-            for item_id in items.item_ids():
+            for item_id in changed:
                 nbrs = items.neighbours(item_id)
                 pipe.delete(keys.neighbours(item_id))
                 if nbrs:
                     pipe.zadd(keys.neighbours(item_id), dict(nbrs))
+            if gone:
+                pipe.delete(*(keys.neighbours(item_id) for item_id in sorted(gone)))
             pipe.delete(keys.trending)
             trending = items.trending(self.settings.top_n)
             if trending:
                 pipe.zadd(keys.trending, dict(trending))
             await pipe.execute()
+
+    def _drop_evicted(self, users: Mapping[str, UserState]) -> None:
+        """Take out of the users' histories the liked items the cap evicted from the
+        statistics (`models.cooccurrence.ItemCooccurrence`): what they held of them is gone."""
+        items = self.state.items
+        for state in users.values():
+            if state.items:
+                keep = items.held(state.items, state.s)
+                if not keep.all():
+                    state.items = [i for i, k in zip(state.items, keep.tolist(), strict=True)
+                                   if k]
+                    state.s, state.t, state.g = state.s[keep], state.t[keep], state.g[keep]
+
+    def _maybe_compact(self) -> None:
+        """Renumber the item statistics without their empty items once those are as many as
+        the live ones (`ItemCooccurrence.compact`; scores do not change): between batches, when
+        no interned index is held."""
+        items = self.state.items
+        empty = items.n_items - items.n_live
+        if empty < max(COMPACT_MIN_ITEMS, items.n_live) or self.state.following_own:
+            return
+        dropped = items.compact()
+        self.dropped_items.update(dropped)
+        for item_id in dropped:
+            self.ranking.catalogue.pop(item_id, None)
+        self.catalogue_upto = items.n_items
+        logger.info("compacted the item statistics: %d empty items dropped, %d left",
+                    len(dropped), items.n_items)
 
     async def maybe_snapshot(self, *, owner: bool) -> None:
         if owner and self.batches_since_snapshot >= self.settings.snapshot_every_batches:
@@ -598,7 +648,7 @@ def model_params(settings: Settings) -> dict[str, float | int]:
             "recent_items": s.recent_items, "recency_half_life": s.recency_half_life,
             "explain_items": s.explain_items, "similar_users": s.similar_users,
             "user_blend": s.user_blend, "likers_cap": s.likers_cap,
-            "user_items_cap": s.user_items_cap}
+            "user_items_cap": s.user_items_cap, "max_items": s.max_items}
 
 
 def batch_model(settings: Settings, items: ItemCooccurrence, users: Mapping[str, UserState]

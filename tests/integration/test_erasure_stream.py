@@ -69,7 +69,7 @@ def assert_erased(settings: Settings, user_id: str) -> None:
         assert not r.exists(key), key
     for topic in settings.event_topics:
         for partition in range(settings.topic_partitions):
-            assert not r.sismember(keys.users(topic, partition), user_id)
+            assert r.zscore(keys.active(topic, partition), user_id) is None
 
 
 def assert_item_lists_equal(settings: Settings, model) -> None:  # noqa: ANN001

@@ -18,6 +18,7 @@ from models.cooccurrence import (
     decay_factor,
 )
 from models.feedback import FeedbackWeights
+from streams.state import decode_entry, encode_entry
 
 TS = 1e9  # the default decay epoch: g = 1
 
@@ -256,3 +257,100 @@ def test_observed_deltas_committed_per_batch_equal_learning(events, batch):
         assert shared.items.row(item) == whole.items.row(item)
         assert shared.items.statistics(item) == whole.items.statistics(item)
     assert shared.items._user_items == whole.items._user_items
+
+
+# --- forgetting items (issue 19) ----------------------------------------------------------------
+def _churning(seed: int, n: int = 3000) -> list[tuple[str, str, float, float]]:
+    """Events whose users dislike some items and push old ones out of short histories: many
+    items end with nothing left of them."""
+    rng = random.Random(seed)
+    return [(f"u{rng.randrange(60)}", f"i{rng.randrange(400)}",
+             rng.choice([1.0, 1.0, 0.5, -1.0]), TS + k * 1000.0) for k in range(n)]
+
+
+def _lists(model: CooccurrenceRecommender, users: list[str]) -> dict:
+    return {u: [(r.item_id, round(r.score, 9), r.because, r.source) for r in recs]
+            for u, recs in model.recommend_many(users, 10, fresh=True).items()}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_compacting_empty_items_changes_no_recommendation_now_or_later(seed):
+    events = _churning(seed)
+    kept, compacted = CooccurrenceRecommender(history_cap=20), CooccurrenceRecommender(
+        history_cap=20)
+    kept.learn_many(events)
+    compacted.learn_many(events)
+    empty = compacted.items.n_items - compacted.items.n_live
+    dropped = compacted.compact()
+    assert empty > 0 and 0 < len(dropped) <= empty
+    assert compacted.items.n_items == kept.items.n_items - len(dropped)
+    assert all(kept.items.statistics(i) == (0.0, 0.0, 0.0) for i in dropped)
+    users = [f"u{k}" for k in range(60)]
+    assert _lists(compacted, users) == _lists(kept, users)
+    later = _churning(seed + 10, 500)
+    kept.learn_many(later)
+    compacted.learn_many(later)
+    assert _lists(compacted, users) == _lists(kept, users)
+
+
+def test_the_cap_evicts_the_coldest_and_the_rest_equals_a_model_that_never_saw_them():
+    # cold items: one old like each, by users of their own; hot items: liked later by others
+    cold = [(f"c{k}", f"cold{k}", 1.0, TS) for k in range(30)]
+    rng = random.Random(3)
+    hot = [(f"h{rng.randrange(40)}", f"hot{rng.randrange(20)}", 1.0, TS + 86_400.0 * (1 + k))
+           for k in range(600)]
+    capped = CooccurrenceRecommender(max_items=23)  # evicts down to 20 live items
+    capped.learn_many(cold)
+    capped.learn_many(hot)
+    reference = CooccurrenceRecommender()
+    reference.learn_many(hot)
+    items = capped.items
+    assert sorted(items.live_ids()) == sorted(f"hot{k}" for k in range(20))
+    for k in range(30):
+        assert items.statistics(f"cold{k}") == (0.0, 0.0, 0.0)
+        assert items.row(f"cold{k}") == {} and items.neighbours(f"cold{k}") == []
+    for k in range(20):
+        item = f"hot{k}"
+        assert items.statistics(item) == reference.items.statistics(item)
+        assert items.row(item) == reference.items.row(item)
+    users = [f"h{k}" for k in range(40)]
+    assert _lists(capped, users) == _lists(reference, users)
+    assert items.trending(100) == reference.items.trending(100)
+
+
+def test_an_evicted_item_comes_back_from_zero_and_statistics_never_go_negative():
+    model = CooccurrenceRecommender(max_items=5)  # 6 live items: down to 4
+    model.learn_many([("old", "gone", 1.0, TS)] + [
+        (f"u{k}", f"item{k % 5}", 1.0, TS + 10.0 * k) for k in range(20)])
+    assert model.items.n_live == 4
+    assert model.items.statistics("gone") == (0.0, 0.0, 0.0)
+    # the old liker's dislike would take its like back: floored at zero, not negative
+    model.learn_many([("old", "gone", -2.0, TS + 200.0)])
+    assert model.items.statistics("gone") == (0.0, 0.0, 0.0)
+    model.learn_many([("new", "gone", 1.0, TS + 300.0)])  # 5 live items: under the cap
+    norm, popularity, mass = model.items.statistics("gone")
+    assert norm == popularity == pytest.approx(1.0, rel=1e-4) and mass == 1.0  # g(t) ~ 1
+
+
+def test_followers_of_one_stream_evict_alike_from_a_snapshot_or_from_the_start():
+    source = CooccurrenceRecommender(history_cap=10)
+    rng = random.Random(5)
+    entries = []
+    for batch in range(40):
+        events = [(f"u{rng.randrange(30)}", f"i{batch * 5 + rng.randrange(8)}", 1.0,
+                   TS + batch * 100.0 + k) for k in range(25)]
+        deltas, _ = source.observe_many(events)
+        entries.append(deltas)
+    def follower() -> ItemCooccurrence:
+        return ItemCooccurrence(max_items=50)
+    # every follower interns ids its own way: deltas travel by item id, as the stream's do
+    wire = [encode_entry(d, source.items.names) for d in entries]
+    whole, late = follower(), follower()
+    for k, entry in enumerate(wire):
+        whole.apply_packed(decode_entry(entry, whole))
+        if k == 19:
+            late.load_bytes(whole.to_bytes())
+        elif k > 19:
+            late.apply_packed(decode_entry(entry, late))
+    assert whole.n_live <= 50 < whole.n_items
+    assert whole.to_bytes() == late.to_bytes()

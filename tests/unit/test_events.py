@@ -352,6 +352,14 @@ def test_a_decay_that_saturates_within_the_years_ahead_fails_at_start() -> None:
     load_settings()  # the defaults (a half-life of 10 years) cover millennia
 
 
+def test_recommendations_that_would_expire_inside_the_settle_window_fail_at_start() -> None:
+    with pytest.raises(SettingsError, match="TASTEMAKER_RECS_TTL_S.*TASTEMAKER_SETTLE_WINDOW_S"):
+        load_settings(recs_ttl_s=60.0, settle_window_s=3600.0)
+    assert load_settings(recs_ttl_s=7200.0).recs_ttl_s == 7200.0
+    with pytest.raises(SettingsError, match="TASTEMAKER_MAX_ITEMS"):
+        load_settings(max_items=-1)
+
+
 # --- the fast path decodes as pydantic does -------------------------------------------------------
 # `decode_event` builds the common well-formed event without pydantic and hands anything else to
 # it; `reference_decode` is the decoder as it was before. Fast and slow agree on every input:
