@@ -105,26 +105,51 @@ def wait_settled(settings: Settings, client: redis.Redis, timeout: float) -> boo
     return False
 
 
-def item_stats(settings: Settings, snapshot: bytes) -> tuple[dict[str, Any], list[str]]:
-    """Rows of the item statistics in a snapshot, and the heap they take once loaded."""
-    items = ItemCooccurrence(neighbour_cap=settings.neighbour_cap, row_cap=settings.row_cap,
-                             alpha=settings.similarity_alpha)
+def traced(fn: Any) -> int:
+    """Bytes of Python heap (numpy arrays included) that ``fn()`` leaves allocated."""
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    items.load_bytes(snapshot)
-    heap = tracemalloc.get_traced_memory()[0] - before
+    fn()
+    grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
+    return grown
+
+
+def item_stats(settings: Settings, snapshot: bytes) -> tuple[dict[str, Any], list[str]]:
+    """Rows of the item statistics in a snapshot, and the heap they take once loaded: the
+    statistics with their rows, the neighbour lists once all are computed, and apart from
+    them the similar-user index (per user: their latest liked items, and each item's likers)."""
+    items = ItemCooccurrence(neighbour_cap=settings.neighbour_cap, row_cap=settings.row_cap,
+                             alpha=settings.similarity_alpha)
+    heap = traced(lambda: items.load_bytes(snapshot))
+    neighbours = traced(items.refresh)
+    index = items._user_items
+    users = len(index)
+    rebuilt = ItemCooccurrence()
+
+    def build_index() -> None:  # copies of every user's items, as a load makes them
+        for user_id, liked in index.items():
+            rebuilt._set_user_items(user_id, dict(liked))
+
+    index_heap = traced(build_index)
     rows = items.row_sizes().tolist()
     entries = sum(rows)
+    n = max(items.n_items, 1)
+    statistics = heap - index_heap
     return {
         "items": items.n_items, "entries": entries, "row_cap": settings.row_cap,
         "entries_per_row": stats(rows),
         "rows_at_row_cap": sum(1 for r in rows if r >= settings.row_cap),
         "in_memory_heap_bytes": heap,
-        "in_memory_bytes_per_item": round(heap / max(items.n_items, 1)),
-        "in_memory_bytes_per_entry": round(heap / max(entries, 1), 1),
-        "note": "heap measured by tracemalloc while loading the snapshot into a fresh "
-                "ItemCooccurrence; neighbour-list caches are not included (built on demand)",
+        "in_memory_bytes_per_item": round((statistics + neighbours) / n),
+        "statistics_bytes_per_item": round(statistics / n),
+        "neighbour_lists_bytes_per_item": round(neighbours / n),
+        "in_memory_bytes_per_entry": round(statistics / max(entries, 1), 1),
+        "similar_user_index_users": users,
+        "similar_user_index_bytes_per_user": round(index_heap / max(users, 1)),
+        "note": "heap measured by tracemalloc: loading the snapshot into a fresh "
+                "ItemCooccurrence (the similar-user index, measured apart by building it "
+                "again, taken out), then computing every neighbour list",
     }, items.item_ids()
 
 
@@ -326,9 +351,12 @@ def report(mode: str, r: dict[str, Any]) -> None:
           + (f"; all user keys {u['all_user_keys']['mean']:,.0f} B mean"
              if "all_user_keys" in u else ""))
     print(f"per item: {i['items']} items, {i['entries_per_row']['mean']:.0f} entries/row mean, "
-          f"{i['entries_per_row']['max']} max; heap {i['in_memory_heap_bytes'] / 1e6:.1f} MB = "
-          f"{i['in_memory_bytes_per_item']:,} B/item, {i['in_memory_bytes_per_entry']} B/entry; "
-          f"snapshot {r['snapshot']['items_bytes'] / 1e6:.2f} MB")
+          f"{i['entries_per_row']['max']} max; in the worker {i['in_memory_bytes_per_item']:,} "
+          f"B/item ({i['statistics_bytes_per_item']:,} statistics and rows, "
+          f"{i['in_memory_bytes_per_entry']} B/entry; {i['neighbour_lists_bytes_per_item']:,} "
+          f"neighbour lists); snapshot {r['snapshot']['items_bytes'] / 1e6:.2f} MB")
+    print(f"per user in the worker (similar-user index): "
+          f"{i['similar_user_index_bytes_per_user']:,} B ({i['similar_user_index_users']} users)")
     if mode == "worker":
         print(f"deltas stream: {d['memory_usage'] / 1e6:.2f} MB now ({d['entries']} entries), "
               f"peak {d['peak_memory_usage'] / 1e6:.2f} MB, {d['entries_added']} added, "

@@ -35,6 +35,7 @@ import dataclasses
 import hashlib
 import heapq
 import io
+import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -527,7 +528,7 @@ class ItemCooccurrence:
         return [ids[i] for i in indices.tolist()]
 
     # --- forgetting (issue 19) -------------------------------------------------------------------
-    def _live(self) -> np.ndarray:
+    def live_mask(self) -> np.ndarray:
         """Per interned item, whether anything is left of it (see the class doc)."""
         m = len(self._ids)
         return ((self._norm[:m] > 0.0) | (self._popularity[:m] > 0.0) | (self._mass[:m] > 0.0)
@@ -536,25 +537,28 @@ class ItemCooccurrence:
     @property
     def n_live(self) -> int:
         """Items with anything left of them (`n_items` counts the empty ones too)."""
-        return int(np.count_nonzero(self._live()))
+        return int(np.count_nonzero(self.live_mask()))
 
     def live_ids(self) -> list[str]:
-        return self.names(np.flatnonzero(self._live()))
+        return self.names(np.flatnonzero(self.live_mask()))
 
-    def held(self, item_ids: Sequence[str], s: np.ndarray) -> np.ndarray:
+    def held(self, item_ids: Sequence[str], s: np.ndarray, live: np.ndarray | None = None
+             ) -> np.ndarray:
         """Which entries of a history (items, feedback sums) to keep: all but the liked items
-        the statistics no longer hold (evicted by the cap while the user held them)."""
+        the statistics no longer hold (evicted by the cap while the user held them). ``live``:
+        `live_mask`, when the caller has it."""
         index = self._index.get
         k = np.array([index(i, -1) for i in item_ids], dtype=np.int64)
-        live = self._live()
-        return (s <= 0.0) | ((k >= 0) & live[np.maximum(k, 0)])
+        live = self.live_mask() if live is None else live
+        known = (k >= 0) & (k < len(live))
+        return (s <= 0.0) | (known & live[np.where(known, k, 0)])
 
     def evict_coldest(self) -> list[str]:
         """When more than ``max_items`` items are live, evict the coldest down to 90% of the
         cap (see the class doc); returns the ids evicted."""
         if not self.max_items:
             return []
-        live = np.flatnonzero(self._live())
+        live = np.flatnonzero(self.live_mask())
         if len(live) <= self.max_items:
             return []
         cut = len(live) - int(0.9 * self.max_items)
@@ -597,7 +601,7 @@ class ItemCooccurrence:
         >>> items.n_items, items.compact(), items.n_items
         (1, ['a'], 0)
         """
-        live = self._live()
+        live = self.live_mask()
         if keep is not None:
             live |= keep[:len(live)]
         if live.all():
@@ -723,14 +727,24 @@ class ItemCooccurrence:
     # --- queries --------------------------------------------------------------------------------
     def neighbours(self, item_id: str, *, fresh: bool = False) -> list[tuple[str, float]]:
         """The item's most similar items, most similar first (ties by id)."""
-        i = self._index.get(item_id)
-        if i is None:
-            return []
-        self._refresh_lists(np.array([i]), fresh=fresh)
-        table = self._table
-        a, n = int(table.start[i]), int(table.length[i])
-        pairs = zip(table.ids[a:a + n].tolist(), table.sims[a:a + n].tolist(), strict=True)
-        return [(self._ids[k], float(s)) for k, s in pairs]
+        return self.neighbours_many([item_id], fresh=fresh)[0]
+
+    def neighbours_many(self, item_ids: Sequence[str], *, fresh: bool = False
+                        ) -> list[list[tuple[str, float]]]:
+        """`neighbours` of many items, the stale lists refreshed in one kernel call."""
+        index = self._index.get
+        rows = np.array([index(i, -1) for i in item_ids], dtype=np.int64)
+        self._refresh_lists(rows, fresh=fresh)
+        table, ids = self._table, self._ids
+        out = []
+        for i in rows.tolist():
+            if i < 0:
+                out.append([])
+                continue
+            a, n = int(table.start[i]), int(table.length[i])
+            out.append(list(zip([ids[k] for k in table.ids[a:a + n].tolist()],
+                                table.sims[a:a + n].tolist(), strict=True)))
+        return out
 
     def trending(self, n: int, *, exclude: frozenset[str] | set[str] = frozenset()
                  ) -> list[tuple[str, float]]:
@@ -824,6 +838,7 @@ class ItemCooccurrence:
                     *scratch)
         ids = self._ids
         results = []
+        trending: list[tuple[str, float]] | None = None  # one ranking for every backfill
         hits = (None if wanted is None else
                 ((out_items == wanted[:, None]).any(axis=1) | (out_count < n)).tolist())
         for r in range(q):
@@ -844,9 +859,12 @@ class ItemCooccurrence:
                             if k >= 0}
                 taken = excluded | {x.item_id for x in out}
                 floor = out[-1].score if out else 1.0
+                if trending is None:  # the first n items outside any user's exclusions
+                    trending = self.trending(2 * n + int(np.diff(exc_ptr).max(initial=0)))
+                fill = itertools.islice((i for i, _ in trending if i not in taken),
+                                        n - len(out))
                 out += [Recommendation(item_id, floor * 0.5 ** (rank + 1), (), "trending")
-                        for rank, (item_id, _) in enumerate(
-                            self.trending(n - len(out), exclude=taken))]
+                        for rank, item_id in enumerate(fill)]
             results.append(out)
         return results
 
@@ -1216,10 +1234,10 @@ class CooccurrenceRecommender:
         """Take the items the cap evicted out of the histories that held them (without
         deltas: the statistics hold nothing of them any more), as the stream workers do when
         they next load such a history."""
-        h, names = self._histories, self.items.names
+        h, names, live = self._histories, self.items.names, self.items.live_mask()
         for u in np.flatnonzero(h.size).tolist():
             item, s, t, g = h.entries(u)
-            keep = self.items.held(names(item), s)
+            keep = self.items.held(names(item), s, live)
             if not keep.all():
                 h.set(u, item[keep], s[keep], t[keep], g[keep])
                 self._latest[u] = self._latest_liked(u)

@@ -84,6 +84,8 @@ from streams.state import (
 logger = logging.getLogger(__name__)
 
 COMPACT_MIN_ITEMS = 4096  # empty items worth renumbering the statistics for
+SETTLE_USERS_PER_STEP = 200  # users the settle pass re-ranks per hold of the lock
+ITEM_LIST_ENTRIES_PER_STEP = 25_000  # neighbour-list entries written per settle call
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
@@ -169,6 +171,8 @@ class EventProcessor:
     refused_versions: set[int] = field(default_factory=set)
     catalogue_upto: int = 0  # item statistics' items whose metadata was looked up
     dropped_items: set[str] = field(default_factory=set)  # compacted away: lists to delete
+    lists_to_write: set[str] = field(default_factory=set)  # item lists the writer owes
+    lists_pending: bool = False  # the item lists of the last settled statistics are not all out
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_batch_at: float = 0.0
     settled_at: tuple[str, list[tuple[str, int]]] = ("", [])  # delta id and partitions settled
@@ -508,27 +512,68 @@ class EventProcessor:
     async def settle(self, assigned: Iterable[tuple[str, int]], *, writes_items: bool,
                      backlog: Callable[[], Awaitable[bool]] | None = None) -> int:
         """If the stream was quiet for ``settle_after_s`` and the item statistics changed since
-        the last settle, recompute the owned users' recommendations from fresh neighbour lists.
-        ``backlog`` (when given) says whether events are still waiting in Kafka: then it is a
-        pause, not quiet, and the pass waits. Returns the number of users rewritten."""
+        the last settle, recompute the recommendations of the owned users active within
+        ``settle_window_s`` from fresh neighbour lists; then (``writes_items``) write the item
+        lists that changed. ``backlog`` (when given) says whether events are still waiting in
+        Kafka: then it is a pause, not quiet, and the pass waits. Returns the number of users
+        rewritten.
+
+        The pass takes the worker lock in bounded steps — `SETTLE_USERS_PER_STEP` users, then
+        at most `ITEM_LIST_ENTRIES_PER_STEP` neighbour-list entries per call — so a batch or a
+        rebalance never waits long behind it. A batch that comes in between makes the users'
+        part start again at the next quiet moment; item lists left over are written by the next
+        calls. The partitions are marked settled when both are done."""
         if time.monotonic() - self.last_batch_at < self.settings.settle_after_s:
             return 0
         await self.start()
         assigned = sorted(assigned)
         async with self.lock:
             await self._retrying(self.state.follow)
-            if not self.unsettled and (self.state.last_delta_id, assigned) == self.settled_at:
+            users_due = (self.unsettled
+                         or (self.state.last_delta_id, assigned) != self.settled_at)
+            if not users_due and not (writes_items and self.lists_pending):
                 return 0
             if backlog is not None and await backlog():
                 return 0
-            return await self._retrying(self._settle, assigned, writes_items)
+            marker = (self.last_batch_at, self.state.last_delta_id)
+            users: list[str] = []
+            if users_due:
+                await self._refresh_catalogue(())
+                self._maybe_compact()
+                # every neighbour list read from now on is computed afresh: the lists written
+                # are a function of the statistics alone
+                self.state.items.invalidate_lists()
+                users = await self._retrying(self._active_users, assigned)
+        for start in range(0, len(users), SETTLE_USERS_PER_STEP):
+            async with self.lock:
+                if (self.last_batch_at, self.state.last_delta_id) != marker:
+                    return start  # a batch came in: the next quiet moment starts again
+                states = await self._retrying(
+                    self.state.user_states, users[start:start + SETTLE_USERS_PER_STEP])
+                model = batch_model(self.settings, self.state.items, states)
+                await self._retrying(self._write_recommendations, model, states)
+        async with self.lock:
+            if (self.last_batch_at, self.state.last_delta_id) != marker:
+                return len(users)
+            if users_due:
+                self.settled_at = (marker[1], assigned)
+                self.unsettled = False
+                self.lists_pending = writes_items
+                logger.info("settled %d users at delta %s", len(users), marker[1])
+            if writes_items and self.lists_pending:
+                if not await self._retrying(self._write_item_lists):
+                    return len(users)
+                await self._retrying(self.state.save_snapshot)
+                self.batches_since_snapshot = 0
+                self.lists_pending = False
+            if assigned:
+                await self._retrying(self.client.hset, self.keys.settled, None, None, {
+                    offset_field(t, p): marker[1] for t, p in assigned})
+        return len(users)
 
-    async def _settle(self, assigned: list[tuple[str, int]], writes_items: bool) -> int:
-        await self._refresh_catalogue(())
-        self._maybe_compact()
-        # every neighbour list read from now on is computed afresh: the lists written are a
-        # function of the statistics alone
-        self.state.items.invalidate_lists()
+    async def _active_users(self, assigned: list[tuple[str, int]]) -> list[str]:
+        """The users of these partitions with an event within ``settle_window_s``; the older
+        ones leave the partitions' ``active`` sets."""
         since = time.time() - self.settings.settle_window_s
         async with self.client.pipeline(transaction=False) as pipe:
             for topic, partition in assigned:
@@ -536,63 +581,55 @@ class EventProcessor:
                 pipe.zremrangebyscore(key, "-inf", f"({since}")
                 pipe.zrange(key, since, "+inf", byscore=True)
             replies = await pipe.execute()
-        ordered = sorted({u.decode() for members in replies[1::2] for u in members})
-        for start in range(0, len(ordered), 500):
-            states = await self.state.user_states(ordered[start:start + 500])
-            model = batch_model(self.settings, self.state.items, states)
-            await self._write_recommendations(model, states)
-        if writes_items:
-            await self._write_item_lists()
-            await self.state.save_snapshot()
-            self.batches_since_snapshot = 0
-        delta_id = self.state.last_delta_id
-        self.settled_at = (delta_id, assigned)
-        self.unsettled = False
-        if assigned:
-            await self.client.hset(self.keys.settled, mapping={
-                offset_field(t, p): delta_id for t, p in assigned})
-        logger.info("settled %d users at delta %s", len(ordered), delta_id)
-        return len(ordered)
+        return sorted({u.decode() for members in replies[1::2] for u in members})
 
-    async def _write_item_lists(self) -> None:
-        """Neighbour lists of the items whose statistics changed since the last call (the
-        lists of items that left are deleted) and the trending list (written by one worker)."""
+    async def _write_item_lists(self) -> bool:
+        """Write the neighbour lists of items whose statistics changed (deleting those of
+        items that left), at most `ITEM_LIST_ENTRIES_PER_STEP` entries a call, and the trending
+        list (written by one worker). Returns whether none is left."""
         items, keys = self.state.items, self.keys
-        changed = items.take_changed()
-        gone, self.dropped_items = self.dropped_items, set()
+        self.lists_to_write.update(items.take_changed())
+        self.lists_to_write.update(self.dropped_items)
+        self.dropped_items.clear()
+        budget = ITEM_LIST_ENTRIES_PER_STEP
         async with self.client.pipeline(transaction=False) as pipe:
-            for item_id in changed:
-                nbrs = items.neighbours(item_id)
-                pipe.delete(keys.neighbours(item_id))
-                if nbrs:
-                    pipe.zadd(keys.neighbours(item_id), dict(nbrs))
-            if gone:
-                pipe.delete(*(keys.neighbours(item_id) for item_id in sorted(gone)))
+            while self.lists_to_write and budget > 0:
+                chunk = [self.lists_to_write.pop()
+                         for _ in range(min(len(self.lists_to_write), 256))]
+                for item_id, nbrs in zip(chunk, items.neighbours_many(chunk), strict=True):
+                    pipe.delete(keys.neighbours(item_id))
+                    if nbrs:
+                        pipe.zadd(keys.neighbours(item_id), dict(nbrs))
+                    budget -= 1 + len(nbrs)
             pipe.delete(keys.trending)
             trending = items.trending(self.settings.top_n)
             if trending:
                 pipe.zadd(keys.trending, dict(trending))
             await pipe.execute()
+        return not self.lists_to_write
 
     def _drop_evicted(self, users: Mapping[str, UserState]) -> None:
         """Take out of the users' histories the liked items the cap evicted from the
         statistics (`models.cooccurrence.ItemCooccurrence`): what they held of them is gone."""
         items = self.state.items
+        if not items.max_items:
+            return
+        live = items.live_mask()
         for state in users.values():
             if state.items:
-                keep = items.held(state.items, state.s)
+                keep = items.held(state.items, state.s, live)
                 if not keep.all():
                     state.items = [i for i, k in zip(state.items, keep.tolist(), strict=True)
                                    if k]
                     state.s, state.t, state.g = state.s[keep], state.t[keep], state.g[keep]
 
     def _maybe_compact(self) -> None:
-        """Renumber the item statistics without their empty items once those are as many as
+        """Renumber the item statistics without their empty items once those are a quarter of
         the live ones (`ItemCooccurrence.compact`; scores do not change): between batches, when
         no interned index is held."""
         items = self.state.items
-        empty = items.n_items - items.n_live
-        if empty < max(COMPACT_MIN_ITEMS, items.n_live) or self.state.following_own:
+        live = items.n_live
+        if items.n_items - live < max(COMPACT_MIN_ITEMS, live // 4) or self.state.following_own:
             return
         dropped = items.compact()
         self.dropped_items.update(dropped)
