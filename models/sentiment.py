@@ -16,10 +16,11 @@ The score is an online stack of two views of the same hashed words:
 Tokens are words of any script, ``!``/``?`` and emoji; a negator (``not``, ``never``, ``…n't``)
 marks the words after it up to the next punctuation (``not good`` ≠ ``good``). Buckets are
 ``zlib.crc32`` of the UTF-8 token (stable across processes and platforms; Python's ``hash`` is
-salted) modulo ``n_buckets``. State is three fixed arrays — counts as ``uint16`` half-counts
-(halved when one saturates), weights ``float32`` — so a snapshot is bounded (< 2 MB at the default
-240,000 buckets) and written as ``.npz`` without pickle. Sums use ``math.fsum``: a score does not
-depend on memory alignment, so every process computes the same bits.
+salted) modulo ``n_buckets``; an ASCII text is tokenised and hashed in one compiled pass (a unit
+test holds it equal to the array version). State is three fixed arrays — counts as ``uint16``
+half-counts (halved when one saturates), weights ``float32`` — so a snapshot is bounded (< 2 MB at
+the default 240,000 buckets) and written as ``.npz`` without pickle. Sums use ``math.fsum``: a
+score does not depend on memory alignment, so every process computes the same bits.
 
 Chosen by the learning curves of ``python -m bench.sentiment --curve`` (docs/results).
 
@@ -51,6 +52,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +152,75 @@ def hashed_features(text: str, *, n_buckets: int = N_BUCKETS) -> np.ndarray:
 _NO_BUCKETS = np.zeros(0, dtype=np.int64)
 
 
+def _crc_table() -> np.ndarray:
+    table = np.zeros(256, dtype=np.int64)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table[i] = c
+    return table
+
+
+_CRC_TABLE = _crc_table()  # zlib.crc32's, byte by byte
+
+
+@njit(cache=True, inline="always")
+def _is_word_byte(c: int) -> bool:
+    return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 95  # [0-9A-Za-z_]
+
+
+@njit(cache=True)
+def _ascii_word_buckets(data: np.ndarray, n_buckets: int, special_hashes: np.ndarray,
+                        special_kinds: np.ndarray, crc_table: np.ndarray) -> np.ndarray:
+    """`hashed_features_many` of one ASCII text, compiled: the tokens of ``_SCOPED_ASCII``
+    (``\\w[\\w']*`` or one of ``!?.,;:``), their ``zlib.crc32``, the same kinds, negation scopes
+    and buckets; sorted distinct buckets. A unit test holds it equal to the array version."""
+    n = len(data)
+    hashes = np.empty(n, dtype=np.int64)
+    kinds = np.empty(n, dtype=np.int8)
+    t, i = 0, 0
+    while i < n:
+        c = data[i]
+        if _is_word_byte(c):
+            crc = 0xFFFFFFFF
+            while i < n and (_is_word_byte(data[i]) or data[i] == 39):  # 39: "'"
+                crc = crc_table[(crc ^ data[i]) & 0xFF] ^ (crc >> 8)
+                i += 1
+        elif c == 33 or c == 63 or c == 46 or c == 44 or c == 59 or c == 58:  # !?.,;:
+            crc = crc_table[(0xFFFFFFFF ^ c) & 0xFF] ^ 0xFFFFFF
+            i += 1
+        else:
+            i += 1
+            continue
+        h = crc ^ 0xFFFFFFFF
+        slot = min(np.searchsorted(special_hashes, h), len(special_hashes) - 1)
+        hashes[t] = h
+        kinds[t] = special_kinds[slot] if special_hashes[slot] == h else 0
+        t += 1
+    out = np.empty(t, dtype=np.int64)
+    k, last_negator, last_end = 0, -1, -1
+    for p in range(t):
+        kind = kinds[p]
+        if kind >= 2:
+            last_end = p
+        h = hashes[p]
+        if last_negator > last_end:  # a negator before p, in scope at p
+            h ^= _NEGATED_SALT
+        if kind == 1:
+            last_negator = p
+        if kind != 3:
+            out[k] = h % n_buckets
+            k += 1
+    out = np.sort(out[:k])
+    distinct = 0
+    for p in range(k):
+        if p == 0 or out[p] != out[p - 1]:
+            out[distinct] = out[p]
+            distinct += 1
+    return out[:distinct]
+
+
 def hashed_features_many(texts: Sequence[str], *, n_buckets: int = N_BUCKETS) -> list[np.ndarray]:
     """`hashed_features` of each cleaned text, in one pass of array operations over all their
     tokens (a review and its sentences cost about what one text does): the same arrays.
@@ -159,6 +230,10 @@ def hashed_features_many(texts: Sequence[str], *, n_buckets: int = N_BUCKETS) ->
     ...     hashed_features_many(["not good. good", "", "never dull !"]))]
     [True, True, True]
     """
+    if all(map(str.isascii, texts)):  # the common case, in one compiled pass per text
+        return [_ascii_word_buckets(np.frombuffer(text.encode(), dtype=np.uint8), n_buckets,
+                                    _SPECIAL_HASHES, _SPECIAL_KINDS, _CRC_TABLE)
+                for text in texts]
     token_lists = [(_SCOPED_ASCII if text.isascii() else _SCOPED).findall(text) for text in texts]
     one = len(token_lists) == 1
     lengths = [len(tokens) for tokens in token_lists]

@@ -23,6 +23,7 @@ from river import feature_extraction
 from bench.sentiment import roc_auc, split_by_length
 from bench.sentiment_baselines import TfidfLogReg, river_multinomial_nb
 from models.sentiment import (
+    _CRC_TABLE,
     _NEGATED_SALT,
     _SCOPED,
     _SCOPED_ASCII,
@@ -32,6 +33,7 @@ from models.sentiment import (
     STATE_FORMAT,
     ReviewSentiment,
     SnapshotFormatError,
+    _ascii_word_buckets,
     clean_text,
     hashed_features,
     hashed_features_many,
@@ -189,6 +191,16 @@ def test_old_and_foreign_snapshots_fail_with_a_clear_error() -> None:
     np.savez(buffer, header=np.frombuffer(header, dtype=np.uint8))
     with pytest.raises(SnapshotFormatError, match="ReviewSentiment/9"):
         ReviewSentiment.from_bytes(buffer.getvalue())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60),
+       st.sampled_from([16, 97, N_BUCKETS]))
+def test_the_compiled_ascii_pass_equals_the_array_version(text: str, n_buckets: int) -> None:
+    compiled = _ascii_word_buckets(np.frombuffer(text.encode(), dtype=np.uint8), n_buckets,
+                                   _SPECIAL_HASHES, _SPECIAL_KINDS,
+                                   _CRC_TABLE)
+    assert compiled.tolist() == reference_hashed_features(text, n_buckets).tolist()
 
 
 def test_counts_halve_instead_of_overflowing() -> None:
