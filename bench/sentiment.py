@@ -354,10 +354,11 @@ CURVE_ROWS: dict[str, Callable[[], OnlineScorer]] = {
 # --curve --variants: the choices behind the defaults, same split
 CURVE_VARIANTS: dict[str, Callable[[], OnlineScorer]] = {
     "tastemaker, no character n-grams": _build(ReviewSentiment, char_lr=0.0),
+    "tastemaker, lexicon weight 8, LR step 8 (the defaults before)": _build(
+        ReviewSentiment, prior=8.0, lr=8.0),
     "tastemaker, no lexicon prior": _build(ReviewSentiment, prior=0.0),
-    "tastemaker, lexicon weight 3": _build(ReviewSentiment, prior=3.0),
-    "tastemaker, lexicon weight 20": _build(ReviewSentiment, prior=20.0),
-    "tastemaker, LR step 4": _build(ReviewSentiment, lr=4.0),
+    "tastemaker, lexicon weight 8": _build(ReviewSentiment, prior=8.0),
+    "tastemaker, LR step 8": _build(ReviewSentiment, lr=8.0),
     "tastemaker, 131,072 word buckets": _build(ReviewSentiment, n_buckets=1 << 17),
 }
 CURVE_LABELS = {

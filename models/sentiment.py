@@ -486,9 +486,9 @@ class ReviewSentiment:
     def __init__(
         self,
         *,
-        lr: float = 8.0,
+        lr: float = 4.0,
         stack_lr: float = 0.02,
-        prior: float = 8.0,
+        prior: float = 20.0,
         alpha: float = 1.0,
         n_buckets: int = N_BUCKETS,
         char_buckets: int = CHAR_BUCKETS,
