@@ -360,7 +360,7 @@ def sentiment_summary(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def sentiment_rows(s: dict[str, Any]) -> list[Row]:
-    names = {"tastemaker": "tastemaker (NB lexicon prior + NB-LR stack, hashed)",
+    names = {"tastemaker": "tastemaker (NB lexicon prior + NB-LR + n-gram LR stack, hashed)",
              "vader": "VADER", "majority": "majority so far"}
     rows = [(f"review sentiment, {names.get(name, name)}",
              f"accuracy {r['accuracy']:.3f}, ROC AUC {r['roc_auc']:.3f}", "")

@@ -230,7 +230,7 @@ def table(rows: dict[str, dict]) -> str:
 
 
 PLOT_LABELS = {
-    "tastemaker": "tastemaker: ReviewSentiment (NB prior + NB-LR stack)",
+    "tastemaker": "tastemaker: ReviewSentiment (NB prior + NB-LR + n-gram LR stack)",
     "vader": f"VADER (compound >= {VADER_THRESHOLD})",
     "majority": "majority label so far",
 }
@@ -353,14 +353,16 @@ CURVE_ROWS: dict[str, Callable[[], OnlineScorer]] = {
 }
 # --curve --variants: the choices behind the defaults, same split
 CURVE_VARIANTS: dict[str, Callable[[], OnlineScorer]] = {
+    "tastemaker, no character n-grams": _build(ReviewSentiment, char_lr=0.0),
+    "tastemaker, lexicon weight 8, LR step 8 (the defaults before)": _build(
+        ReviewSentiment, prior=8.0, lr=8.0),
     "tastemaker, no lexicon prior": _build(ReviewSentiment, prior=0.0),
-    "tastemaker, lexicon weight 3": _build(ReviewSentiment, prior=3.0),
-    "tastemaker, lexicon weight 20": _build(ReviewSentiment, prior=20.0),
-    "tastemaker, LR step 4": _build(ReviewSentiment, lr=4.0),
-    "tastemaker, 131,072 buckets": _build(ReviewSentiment, n_buckets=1 << 17),
+    "tastemaker, lexicon weight 8": _build(ReviewSentiment, prior=8.0),
+    "tastemaker, LR step 8": _build(ReviewSentiment, lr=8.0),
+    "tastemaker, 131,072 word buckets": _build(ReviewSentiment, n_buckets=1 << 17),
 }
 CURVE_LABELS = {
-    "tastemaker": "tastemaker (NB lexicon prior + NB-LR stack, hashed)",
+    "tastemaker": "tastemaker (NB lexicon prior + NB-LR + n-gram LR stack, hashed)",
     "tfidf_logreg": "TF-IDF + logistic regression (before issue 14)",
     "river_mnb": "river MultinomialNB, bag of words",
     "vader": "VADER compound (no learning)",
@@ -462,7 +464,8 @@ def curve_main(stream: list[LabelledReview], args: argparse.Namespace, command: 
         "note": "learn + predict per text, in-memory texts, one thread; best of the passes",
     }
     report["snapshot"] = {"after_texts": len(stream), "bytes": len(snapshot),
-                          "bound_bytes": 8 * model.n_buckets, "format": "npz, no pickle"}
+                          "bound_bytes": 8 * model.n_buckets + 4 * model.char_buckets,
+                          "format": "npz, no pickle"}
     report["determinism"] = {"same_snapshot_in_two_processes": digest_here == digest_there,
                              "sha256": digest_here, "after_texts": 2_000}
     print(json.dumps({k: report[k] for k in ("throughput", "snapshot", "determinism",

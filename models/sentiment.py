@@ -1,7 +1,7 @@
 """Online review sentiment: P(positive | review text), learned one labelled review at a time.
 
 Built for the case a new deployment meets: short reviews and a few hundred labels (issue 14).
-The score is an online stack of two views of the same hashed words:
+The score is an online stack of three views of the text:
 
 - **naive Bayes with a lexicon prior**: binary word presence, per-class counts in a fixed number of
   hashed buckets, log-count ratios ``r = log(p_i/|p|) − log(q_i/|q|)`` (Wang & Manning 2012). The
@@ -10,16 +10,24 @@ The score is an online stack of two views of the same hashed words:
   sides given equal mass; the data's counts outgrow it;
 - **logistic regression on NB-scaled features** (NBSVM's features ``r ∘ x``, L2-normalised), plain
   SGD;
-- a 3-weight logistic **stacker** learns, prequentially, how much to trust each (NB early, both
+- **logistic regression on character n-grams**: every 4- to 6-byte run of the cleaned text's UTF-8
+  (across word boundaries, so ``"not g"`` and ``"awful"`` inside ``"awfully"`` are features),
+  binary, L2-normalised, hashed into their own buckets, with AdaGrad's per-feature steps (a rare
+  n-gram moves fast, a common one slowly). It reads what words miss on short texts: word parts,
+  short phrases, misspellings;
+- a 4-weight logistic **stacker** learns, prequentially, how much to trust each (NB early, all
   later), so no hand-set hand-over point.
 
 Tokens are words of any script, ``!``/``?`` and emoji; a negator (``not``, ``never``, ``…n't``)
-marks the words after it up to the next punctuation (``not good`` ≠ ``good``). Buckets are
-``zlib.crc32`` of the UTF-8 token (stable across processes and platforms; Python's ``hash`` is
-salted) modulo ``n_buckets``. State is three fixed arrays — counts as ``uint16`` half-counts
-(halved when one saturates), weights ``float32`` — so a snapshot is bounded (< 2 MB at the default
-240,000 buckets) and written as ``.npz`` without pickle. Sums use ``math.fsum``: a score does not
-depend on memory alignment, so every process computes the same bits.
+marks the words after it up to the next punctuation (``not good`` ≠ ``good``). Word buckets are
+``zlib.crc32`` of the UTF-8 token (an ASCII text is tokenised and hashed in one compiled pass, a
+unit test holds it equal to the array version), n-gram buckets a multiplicative hash of the run's
+bytes (both stable across processes and platforms; Python's ``hash`` is salted). State is fixed
+arrays — word counts as ``uint16`` half-counts (halved when one saturates), word weights
+``float32``, n-gram weights and AdaGrad's sums of squared gradients kept ``float16`` values — so a
+snapshot is bounded (< 2 MB at the default 160,000 word and 170,000 n-gram buckets) and written as
+``.npz`` without pickle. Sums use ``math.fsum`` or one sequential loop: a score does not depend on
+memory alignment, so every process computes the same bits.
 
 Chosen by the learning curves of ``python -m bench.sentiment --curve`` (docs/results).
 
@@ -48,15 +56,18 @@ import math
 import re
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+from numba import njit
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "Features",
     "ReviewSentiment",
     "SnapshotFormatError",
+    "char_ngram_buckets",
     "clean_text",
     "hashed_features",
     "hashed_features_many",
@@ -65,9 +76,13 @@ __all__ = [
     "tokenize",
 ]
 
-STATE_FORMAT = "tastemaker.ReviewSentiment/2"
+STATE_FORMAT = "tastemaker.ReviewSentiment/3"
+_FORMAT_2 = "tastemaker.ReviewSentiment/2"  # no n-gram part: loads with an untrained one
 MAX_CHARS = 5_000
-N_BUCKETS = 240_000  # 240,000 x (4 + 2 + 2) bytes = 1.92 MB: the snapshot bound
+# 160,000 x (2 + 2 + 4) + 170,000 x (2 + 2) bytes = 1.96 MB: the snapshot bound
+N_BUCKETS = 160_000
+CHAR_BUCKETS = 170_000
+NGRAM_MIN, NGRAM_MAX = 4, 6  # bytes; at most 7 (a run is one uint64)
 _COUNT_MAX = 65_535
 _NEGATED_SALT = 0x5BD1E995
 
@@ -150,6 +165,75 @@ def hashed_features(text: str, *, n_buckets: int = N_BUCKETS) -> np.ndarray:
 _NO_BUCKETS = np.zeros(0, dtype=np.int64)
 
 
+def _crc_table() -> np.ndarray:
+    table = np.zeros(256, dtype=np.int64)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table[i] = c
+    return table
+
+
+_CRC_TABLE = _crc_table()  # zlib.crc32's, byte by byte
+
+
+@njit(cache=True, inline="always")
+def _is_word_byte(c: int) -> bool:
+    return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 95  # [0-9A-Za-z_]
+
+
+@njit(cache=True)
+def _ascii_word_buckets(data: np.ndarray, n_buckets: int, special_hashes: np.ndarray,
+                        special_kinds: np.ndarray, crc_table: np.ndarray) -> np.ndarray:
+    """`hashed_features_many` of one ASCII text, compiled: the tokens of ``_SCOPED_ASCII``
+    (``\\w[\\w']*`` or one of ``!?.,;:``), their ``zlib.crc32``, the same kinds, negation scopes
+    and buckets; sorted distinct buckets. A unit test holds it equal to the array version."""
+    n = len(data)
+    hashes = np.empty(n, dtype=np.int64)
+    kinds = np.empty(n, dtype=np.int8)
+    t, i = 0, 0
+    while i < n:
+        c = data[i]
+        if _is_word_byte(c):
+            crc = 0xFFFFFFFF
+            while i < n and (_is_word_byte(data[i]) or data[i] == 39):  # 39: "'"
+                crc = crc_table[(crc ^ data[i]) & 0xFF] ^ (crc >> 8)
+                i += 1
+        elif c == 33 or c == 63 or c == 46 or c == 44 or c == 59 or c == 58:  # !?.,;:
+            crc = crc_table[(0xFFFFFFFF ^ c) & 0xFF] ^ 0xFFFFFF
+            i += 1
+        else:
+            i += 1
+            continue
+        h = crc ^ 0xFFFFFFFF
+        slot = min(np.searchsorted(special_hashes, h), len(special_hashes) - 1)
+        hashes[t] = h
+        kinds[t] = special_kinds[slot] if special_hashes[slot] == h else 0
+        t += 1
+    out = np.empty(t, dtype=np.int64)
+    k, last_negator, last_end = 0, -1, -1
+    for p in range(t):
+        kind = kinds[p]
+        if kind >= 2:
+            last_end = p
+        h = hashes[p]
+        if last_negator > last_end:  # a negator before p, in scope at p
+            h ^= _NEGATED_SALT
+        if kind == 1:
+            last_negator = p
+        if kind != 3:
+            out[k] = h % n_buckets
+            k += 1
+    out = np.sort(out[:k])
+    distinct = 0
+    for p in range(k):
+        if p == 0 or out[p] != out[p - 1]:
+            out[distinct] = out[p]
+            distinct += 1
+    return out[:distinct]
+
+
 def hashed_features_many(texts: Sequence[str], *, n_buckets: int = N_BUCKETS) -> list[np.ndarray]:
     """`hashed_features` of each cleaned text, in one pass of array operations over all their
     tokens (a review and its sentences cost about what one text does): the same arrays.
@@ -159,6 +243,10 @@ def hashed_features_many(texts: Sequence[str], *, n_buckets: int = N_BUCKETS) ->
     ...     hashed_features_many(["not good. good", "", "never dull !"]))]
     [True, True, True]
     """
+    if all(map(str.isascii, texts)):  # the common case, in one compiled pass per text
+        return [_ascii_word_buckets(np.frombuffer(text.encode(), dtype=np.uint8), n_buckets,
+                                    _SPECIAL_HASHES, _SPECIAL_KINDS, _CRC_TABLE)
+                for text in texts]
     token_lists = [(_SCOPED_ASCII if text.isascii() else _SCOPED).findall(text) for text in texts]
     one = len(token_lists) == 1
     lengths = [len(tokens) for tokens in token_lists]
@@ -196,6 +284,119 @@ def hashed_features_many(texts: Sequence[str], *, n_buckets: int = N_BUCKETS) ->
     rows, buckets = np.divmod(key, n_buckets)
     bounds = np.searchsorted(rows, np.arange(len(token_lists) + 1)).tolist()
     return [buckets[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio, odd: Fibonacci hashing
+
+
+@njit(cache=True)
+def _byte_ngrams(data: np.ndarray, n_buckets: int, seen: np.ndarray, shortest: int,
+                 longest: int) -> np.ndarray:
+    """Distinct buckets of the ``shortest``..``longest``-byte runs (at most 7) of ``data``, in
+    order of first
+    occurrence. A run of at most 7 bytes, with its length in the top byte, is one exact uint64;
+    its bucket is the high 32 bits of that times an odd constant (multiplicative hashing), times
+    ``n_buckets`` over 2**32 (Lemire's multiply-shift: no division). ``seen`` is a zeroed
+    scratch bitset of ``n_buckets`` bits (uint64 words: small enough to stay in the fastest
+    cache), left zeroed."""
+    n = len(data)
+    out = np.empty(max(n, 1) * (longest - shortest + 1), dtype=np.int64)
+    k = 0
+    buckets = np.uint64(n_buckets)
+    window = np.uint64(0)  # data[i:i + 8], little-endian: byte i lowest
+    for j in range(min(n, 8)):
+        window |= np.uint64(data[j]) << np.uint64(8 * j)
+    for i in range(n):
+        for length in range(shortest, min(longest, n - i) + 1):
+            run = (window & ((np.uint64(1) << np.uint64(8 * length)) - np.uint64(1))) | (
+                np.uint64(length) << np.uint64(56))
+            b = np.int64((((run * _MULTIPLIER) >> np.uint64(32)) * buckets) >> np.uint64(32))
+            word, bit = b >> 6, np.uint64(1) << np.uint64(b & 63)
+            if not seen[word] & bit:
+                seen[word] |= bit
+                out[k] = b
+                k += 1
+        window >>= np.uint64(8)
+        if i + 8 < n:
+            window |= np.uint64(data[i + 8]) << np.uint64(56)
+    for j in range(k):
+        seen[out[j] >> 6] = 0
+    return out[:k]
+
+
+_HALF_MIN = 2.0 ** -14  # the smallest normal float16
+_HALF_MAX = 65504.0  # the largest finite float16
+
+
+@njit(cache=True)
+def _sum_weights(char: np.ndarray, idx: np.ndarray) -> float:
+    """The sum of the n-gram weights ``char[idx, 0]``, in one sequential float64 loop (no SIMD
+    reassociation: every process adds in the same order)."""
+    total = 0.0
+    for j in idx:
+        total += char[j, 0]
+    return total
+
+
+@njit(cache=True)
+def _to_half(value: float, value_bits: np.ndarray, buffer: np.ndarray) -> float:
+    """``value`` rounded to the nearest float16 (ties to even; beyond the largest finite one,
+    that one), as a float: ``float(np.float16(value))`` without float16 (numba has none). A
+    normal one keeps 10 of float64's 52 fraction bits, rounded; a subnormal one is a multiple of
+    2**-24. ``buffer``/``value_bits`` are one float64 and its bits."""
+    magnitude = min(abs(value), _HALF_MAX)
+    if magnitude < _HALF_MIN:
+        rounded = np.rint(magnitude * 2.0 ** 24) / 2.0 ** 24
+    else:
+        buffer[0] = magnitude
+        bits = value_bits[0]
+        value_bits[0] = (bits + (1 << 41) - 1 + ((bits >> 42) & 1)) & ~((1 << 42) - 1)
+        rounded = buffer[0]
+    return rounded if value >= 0 else -rounded
+
+
+@njit(cache=True)
+def _adagrad_step(char: np.ndarray, idx: np.ndarray, grad: float, lr: float) -> None:
+    """AdaGrad on the binary features ``idx``, all with gradient ``grad``: each bucket's sum of
+    squared gradients ``char[j, 1]`` grows by ``grad**2`` (at least 2**-14: the first step of a
+    feature is at most ``lr * grad / 2**-7``), then its weight ``char[j, 0]`` moves
+    ``lr * grad / sqrt(sum)``. Both are kept float16 values (what the snapshot stores: 4 bytes a
+    bucket), side by side so that an update touches one cache line."""
+    square = grad * grad
+    buffer = np.empty(1, dtype=np.float64)
+    value_bits = buffer.view(np.int64)
+    for j in idx:
+        total = _to_half(max(char[j, 1] + square, _HALF_MIN), value_bits, buffer)
+        char[j, 1] = total
+        char[j, 0] = _to_half(char[j, 0] - lr * grad / math.sqrt(total), value_bits, buffer)
+
+
+def char_ngram_buckets(text: str, *, n_buckets: int = CHAR_BUCKETS,
+                       seen: np.ndarray | None = None) -> np.ndarray:
+    """Distinct buckets of the 4- to 6-byte runs of cleaned ``text`` (UTF-8, padded with a space
+    at each end), in order of first occurrence.
+
+    >>> [len(char_ngram_buckets(t)) for t in ("good", "", "ab")]  # " good ": 3 + 2 + 1 runs
+    [6, 0, 1]
+    >>> awful, awfully = (set(char_ngram_buckets(t).tolist()) for t in ("awful", "awfully"))
+    >>> len(awful & awfully)  # " awf", " awfu", " awful", "awfu", "awful", "wful"
+    6
+    """
+    if seen is None:
+        seen = _scratch_bitset(n_buckets)
+    return _byte_ngrams(np.frombuffer(f" {text} ".encode(), dtype=np.uint8), n_buckets, seen,
+                        NGRAM_MIN, NGRAM_MAX)
+
+
+def _scratch_bitset(n_buckets: int) -> np.ndarray:
+    return np.zeros((n_buckets + 63) // 64, dtype=np.uint64)
+
+
+class Features(NamedTuple):
+    """A text's hashed features: sorted distinct word buckets, distinct n-gram buckets."""
+
+    words: np.ndarray
+    chars: np.ndarray
 
 
 @functools.lru_cache(maxsize=4)
@@ -267,13 +468,17 @@ class ReviewSentiment:
     lr
         SGD step of the logistic regression on NB-scaled features.
     stack_lr
-        SGD step of the 3-weight stacker (NB logit, LR logit, bias).
+        SGD step of the 4-weight stacker (NB logit, LR logit, bias, n-gram logit).
     prior
         Weight of VADER's lexicon as pseudo-counts; 0 learns from the data alone.
     alpha
         Laplace smoothing of the naive Bayes counts.
     n_buckets
-        Hashed feature buckets: the state is ``8 * n_buckets`` bytes.
+        Hashed word buckets: ``8 * n_buckets`` bytes of state.
+    char_buckets
+        Hashed character n-gram buckets: ``4 * char_buckets`` bytes of state.
+    char_lr
+        AdaGrad step of the logistic regression on character n-grams; 0 switches it off.
     max_chars
         Only the first ``max_chars`` characters are read (bounded cost per review).
     """
@@ -281,24 +486,29 @@ class ReviewSentiment:
     def __init__(
         self,
         *,
-        lr: float = 8.0,
+        lr: float = 4.0,
         stack_lr: float = 0.02,
-        prior: float = 8.0,
+        prior: float = 20.0,
         alpha: float = 1.0,
         n_buckets: int = N_BUCKETS,
+        char_buckets: int = CHAR_BUCKETS,
+        char_lr: float = 0.3,
         max_chars: int = MAX_CHARS,
     ) -> None:
         if max_chars < 1:
             raise ValueError(f"max_chars must be >= 1, got {max_chars!r}")
-        if n_buckets < 16:
-            raise ValueError(f"n_buckets must be >= 16, got {n_buckets!r}")
-        if alpha <= 0 or prior < 0 or lr < 0 or stack_lr < 0:
-            raise ValueError("alpha must be > 0 and prior, lr, stack_lr >= 0")
+        if n_buckets < 16 or char_buckets < 16:
+            raise ValueError(f"n_buckets and char_buckets must be >= 16, got {n_buckets!r} and "
+                             f"{char_buckets!r}")
+        if alpha <= 0 or prior < 0 or lr < 0 or stack_lr < 0 or char_lr < 0:
+            raise ValueError("alpha must be > 0 and prior, lr, stack_lr, char_lr >= 0")
         self.lr = float(lr)
         self.stack_lr = float(stack_lr)
         self.prior = float(prior)
         self.alpha = float(alpha)
         self.n_buckets = int(n_buckets)
+        self.char_buckets = int(char_buckets)
+        self.char_lr = float(char_lr)
         self.max_chars = int(max_chars)
         if self.prior:
             pos, neg = _lexicon_prior(self.n_buckets, self.prior)
@@ -308,12 +518,18 @@ class ReviewSentiment:
             self._neg = np.zeros(self.n_buckets, dtype=np.uint16)
         self._w = np.zeros(self.n_buckets, dtype=np.float32)
         self._bias = 0.0
-        self._stack = [1.0, 1.0, 0.0]  # weights of the NB logit, the LR logit and a bias
+        # per n-gram bucket: its weight and AdaGrad's sum of squared gradients (a float16
+        # value, as the snapshot stores it), side by side so that an update touches one line
+        self._char = np.zeros((self.char_buckets, 2), dtype=np.float32)
+        # weights of the NB logit, the LR logit, a bias and the n-gram LR logit
+        self._stack = [1.0, 1.0, 0.0, 1.0 if self.char_lr else 0.0]
         self._n_pos = 0
         self._n_neg = 0
         self._recount()
-        # The last text's features, keyed by the text and the number learned: a prequential
-        # predict-then-learn featurises once. Derived, never serialised.
+        # Derived, never serialised: the scratch array of the n-gram pass, and the last text's
+        # features keyed by the text and the number learned (a prequential predict-then-learn
+        # featurises once).
+        self._seen = _scratch_bitset(self.char_buckets)
         self._memo: tuple[str, int, tuple] | None = None
 
     def _recount(self) -> None:
@@ -327,10 +543,9 @@ class ReviewSentiment:
         """How many labelled reviews the model has learned."""
         return self._n_pos + self._n_neg
 
-    def featurise(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Each text's hashed features (its sorted bucket ids) in one pass. They do not depend on
-        what the model has learned: compute them once, use them for any number of
-        `score_and_learn` calls.
+    def featurise(self, texts: Sequence[str]) -> list[Features]:
+        """Each text's hashed features in one pass. They do not depend on what the model has
+        learned: compute them once, use them for any number of `score_and_learn` calls.
 
         >>> model = ReviewSentiment()
         >>> for text, positive in [("a wonderful film", True), ("a boring film", False)]:
@@ -344,10 +559,14 @@ class ReviewSentiment:
         >>> model.to_bytes() == twin.to_bytes()
         True
         """
-        return hashed_features_many([clean_text(t, max_chars=self.max_chars) for t in texts],
-                                    n_buckets=self.n_buckets)
+        cleaned = [clean_text(t, max_chars=self.max_chars) for t in texts]
+        words = hashed_features_many(cleaned, n_buckets=self.n_buckets)
+        if not self.char_lr:
+            return [Features(w, _NO_BUCKETS) for w in words]
+        return [Features(w, char_ngram_buckets(c, n_buckets=self.char_buckets, seen=self._seen))
+                for w, c in zip(words, cleaned, strict=True)]
 
-    def score_and_learn(self, features: Sequence[np.ndarray], positive: bool | None
+    def score_and_learn(self, features: Sequence[Features], positive: bool | None
                         ) -> list[float]:
         """P(positive) of each featurised text, all by the model as it is; then learn the first
         as ``positive`` (unless None). The same as `predict_proba_one` of each text followed by
@@ -357,20 +576,32 @@ class ReviewSentiment:
         if self.n_learned == 0:
             ps = [0.5] * len(logits)
         else:
-            ps = [_sigmoid(self._stacked(z_nb, z_lr)) for z_nb, z_lr in logits]
+            ps = [_sigmoid(self._stacked(*z)) for z in logits]
         if positive is not None:
             self._learn(logits[0], first, positive)
         return ps
 
-    def _read(self, features: Sequence[np.ndarray]) -> tuple[list[tuple[float, float]], tuple]:
-        """The NB logit (per sqrt length) and LR logit of each featurised text, in one gather
-        of the model's arrays; and what learning the first text needs: its bucket ids,
-        NB-scaled normalised features, and the counts and weights read at those buckets."""
-        lengths = [len(idx) for idx in features]
-        idx = features[0] if len(features) == 1 else np.concatenate(features)
+    def _read(self, features: Sequence[Features]
+              ) -> tuple[list[tuple[float, float, float]], tuple]:
+        """The NB logit (per sqrt length), LR logit and n-gram LR logit of each featurised text,
+        in one gather of the word arrays; and what learning the first text needs: its bucket ids,
+        NB-scaled normalised features, the counts and weights read at those buckets, its n-gram
+        buckets and their scale."""
+        char_logits = []
+        for f in features:
+            if len(f.chars):
+                scale = 1.0 / math.sqrt(len(f.chars))
+                char_logits.append((_sum_weights(self._char, f.chars) * scale, scale))
+            else:
+                char_logits.append((0.0, 0.0))
+        chars = (features[0].chars, char_logits[0][1])
+        lengths = [len(f.words) for f in features]
+        idx = features[0].words if len(features) == 1 else np.concatenate(
+            [f.words for f in features])
         if len(idx) == 0:
-            f = features[0]
-            return [(0.0, self._bias)] * len(features), (f, np.zeros(0), f, f, f)
+            f = features[0].words
+            return ([(0.0, self._bias, z) for z, _ in char_logits],
+                    (f, np.zeros(0), f, f, f, *chars))
         pos, neg, w = self._pos[idx], self._neg[idx], self._w[idx]
         # counts are half-counts: alpha is doubled to match; |p|, |q| the same way
         a2 = 2.0 * self.alpha
@@ -384,15 +615,15 @@ class ReviewSentiment:
             x = r * np.repeat([1.0 / math.sqrt(n) if n else 0.0 for n in lengths], lengths)
         xs, xws = x.tolist(), (x * w).tolist()
         logits, a = [], 0
-        for length in lengths:
+        for length, (z_char, _) in zip(lengths, char_logits, strict=True):
             b = a + length
-            logits.append((math.fsum(xs[a:b]), math.fsum(xws[a:b]) + self._bias) if length
-                          else (0.0, self._bias))
+            logits.append((math.fsum(xs[a:b]), math.fsum(xws[a:b]) + self._bias, z_char)
+                          if length else (0.0, self._bias, z_char))
             a = b
         n = lengths[0]
-        return logits, (features[0], x[:n], pos[:n], neg[:n], w[:n])
+        return logits, (features[0].words, x[:n], pos[:n], neg[:n], w[:n], *chars)
 
-    def _parts(self, text: str) -> tuple[tuple[float, float], tuple]:
+    def _parts(self, text: str) -> tuple[tuple[float, float, float], tuple]:
         """`_read` of one text, remembered for the next call with the same text and state."""
         memo = self._memo
         if memo is not None and memo[1] == self.n_learned and memo[0] == text:
@@ -402,34 +633,37 @@ class ReviewSentiment:
         self._memo = (text, self.n_learned, parts)
         return parts
 
-    def _stacked(self, z_nb: float, z_lr: float) -> float:
-        a, b, c = self._stack
-        return a * z_nb + b * z_lr + c
+    def _stacked(self, z_nb: float, z_lr: float, z_char: float) -> float:
+        a, b, c, d = self._stack
+        return a * z_nb + b * z_lr + c + d * z_char
 
     def predict_proba_one(self, text: str) -> float:
         """P(positive) for ``text``; exactly 0.5 before anything is learned."""
         if self.n_learned == 0:
             return 0.5
-        (z_nb, z_lr), _ = self._parts(text)
-        return _sigmoid(self._stacked(z_nb, z_lr))
+        logits, _ = self._parts(text)
+        return _sigmoid(self._stacked(*logits))
 
     def learn_one(self, text: str, positive: bool) -> None:
         """Learn one labelled review (from the features scored before it counts)."""
         self._learn(*self._parts(text), positive)
 
-    def _learn(self, logits: tuple[float, float], first: tuple, positive: bool) -> None:
+    def _learn(self, logits: tuple[float, float, float], first: tuple, positive: bool) -> None:
         """Learn from what `_read` read of the current state (so its reads of the arrays hold)."""
-        z_nb, z_lr = logits
-        idx, x, pos, neg, w = first
+        z_nb, z_lr, z_char = logits
+        idx, x, pos, neg, w, char_idx, char_scale = first
         y = 1.0 if positive else 0.0
         if self.n_learned:
             g = _sigmoid(z_lr) - y
             if len(idx):
                 self._w[idx] = w - (self.lr * g * x).astype(np.float32)
             self._bias -= 0.2 * g
-            gs = self.stack_lr * (_sigmoid(self._stacked(z_nb, z_lr)) - y)
-            self._stack = [self._stack[0] - gs * z_nb, self._stack[1] - gs * z_lr,
-                           self._stack[2] - gs]
+            if self.char_lr and len(char_idx):
+                _adagrad_step(self._char, char_idx, (_sigmoid(z_char) - y) * char_scale,
+                              self.char_lr)
+            gs = self.stack_lr * (_sigmoid(self._stacked(z_nb, z_lr, z_char)) - y)
+            a, b, c, d = self._stack
+            self._stack = [a - gs * z_nb, b - gs * z_lr, c - gs, d - gs * z_char]
         if len(idx):
             counts = self._pos if positive else self._neg
             if int((pos if positive else neg).max()) > _COUNT_MAX - 2:  # keep ratios, forget
@@ -452,13 +686,16 @@ class ReviewSentiment:
     # --- snapshots ------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {"lr": self.lr, "stack_lr": self.stack_lr, "prior": self.prior,
-                "alpha": self.alpha, "n_buckets": self.n_buckets, "max_chars": self.max_chars}
+                "alpha": self.alpha, "n_buckets": self.n_buckets,
+                "char_buckets": self.char_buckets, "char_lr": self.char_lr,
+                "max_chars": self.max_chars}
 
     def to_bytes(self, *, meta: dict[str, Any] | None = None) -> bytes:
         """Everything learned as an ``.npz`` (plain arrays and one JSON header; no pickle);
         ``meta`` (JSON-able, e.g. the offset a snapshot reflects) rides in the header.
 
-        Bounded: ``8 * n_buckets`` bytes of arrays plus a few hundred of header, compressed.
+        Bounded: ``8 * n_buckets + 4 * char_buckets`` bytes of arrays plus a few hundred of
+        header, compressed.
         """
         header = {"format": STATE_FORMAT, "config": self.config(), "n_pos": self._n_pos,
                   "n_neg": self._n_neg, "bias": self._bias, "stack": self._stack,
@@ -466,7 +703,8 @@ class ReviewSentiment:
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
-            pos=self._pos, neg=self._neg, w=self._w)
+            pos=self._pos, neg=self._neg, w=self._w, char_w=self._char[:, 0].astype(np.float16),
+            char_g=self._char[:, 1].astype(np.float16))
         return buffer.getvalue()
 
     @classmethod
@@ -478,8 +716,10 @@ class ReviewSentiment:
     def from_bytes_with_meta(cls, raw: bytes) -> tuple[ReviewSentiment, dict[str, Any]]:
         """`from_bytes`, and the ``meta`` written with the snapshot.
 
-        Raises `SnapshotFormatError` for anything else, naming what it found (format 1, the
-        JSON TF-IDF model before issue 14, cannot be converted: its features are not hashed).
+        A format 2 snapshot (before the n-gram part) loads with its words' state and an
+        untrained n-gram part whose stacker weight starts at 0. Raises `SnapshotFormatError` for
+        anything else, naming what it found (format 1, the JSON TF-IDF model before issue 14,
+        cannot be converted: its features are not hashed).
         """
         if raw[:1] == b"{":
             found = "JSON"
@@ -492,24 +732,34 @@ class ReviewSentiment:
         try:
             with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
                 header = json.loads(npz["header"].tobytes())
-                if not isinstance(header, dict) or header.get("format") != STATE_FORMAT:
-                    found = header.get("format") if isinstance(header, dict) else None
+                found = header.get("format") if isinstance(header, dict) else None
+                if found not in (STATE_FORMAT, _FORMAT_2):
                     raise SnapshotFormatError(
                         f"sentiment snapshot is {found!r}, not {STATE_FORMAT}")
-                pos, neg, w = npz["pos"], npz["neg"], npz["w"]
+                arrays = {k: npz[k] for k in ("pos", "neg", "w")}
+                if found == STATE_FORMAT:
+                    arrays.update(char_w=npz["char_w"], char_g=npz["char_g"])
         except SnapshotFormatError:
             raise
         except Exception as exc:  # zip, npz and JSON errors alike: not our snapshot
             raise SnapshotFormatError(f"not a {STATE_FORMAT} snapshot: {exc}") from exc
         model = cls(**{**header["config"], "prior": 0.0})
         model.prior = float(header["config"]["prior"])
-        n = model.n_buckets
-        if (pos.shape, neg.shape, w.shape) != ((n,), (n,), (n,)) or pos.dtype != np.uint16 or \
-                neg.dtype != np.uint16 or w.dtype != np.float32:
+        arrays.setdefault("char_w", model._char[:, 0].astype(np.float16))
+        arrays.setdefault("char_g", model._char[:, 1].astype(np.float16))
+        expected = {"pos": (model.n_buckets, np.uint16), "neg": (model.n_buckets, np.uint16),
+                    "w": (model.n_buckets, np.float32),
+                    "char_w": (model.char_buckets, np.float16),
+                    "char_g": (model.char_buckets, np.float16)}
+        if any(arrays[k].shape != (n,) or arrays[k].dtype != dtype
+               for k, (n, dtype) in expected.items()):
             raise SnapshotFormatError("sentiment snapshot arrays do not match its config")
-        model._pos, model._neg, model._w = pos.copy(), neg.copy(), w.copy()
+        model._pos, model._neg, model._w = (arrays[k].copy() for k in ("pos", "neg", "w"))
+        model._char = np.stack([arrays["char_w"], arrays["char_g"]], axis=1).astype(np.float32)
         model._n_pos, model._n_neg = int(header["n_pos"]), int(header["n_neg"])
         model._bias = float(header["bias"])
         model._stack = [float(v) for v in header["stack"]]
+        if found == _FORMAT_2:
+            model._stack.append(0.0)
         model._recount()
         return model, dict(header.get("meta") or {})

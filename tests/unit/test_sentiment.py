@@ -1,5 +1,6 @@
-"""ReviewSentiment: learns, survives hostile text, snapshots to npz exactly and within 2 MB, is the
-same in every process, and keeps its learning-curve lead over naive Bayes and TF-IDF + LR."""
+"""ReviewSentiment: learns, survives hostile text, snapshots to npz exactly and within 2 MB (and
+reads the format before the n-gram part), is the same in every process, its compiled passes equal
+their plain versions, and it keeps its learning-curve lead over naive Bayes and TF-IDF + LR."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from river import feature_extraction
 from bench.sentiment import roc_auc, split_by_length
 from bench.sentiment_baselines import TfidfLogReg, river_multinomial_nb
 from models.sentiment import (
+    _CRC_TABLE,
+    _FORMAT_2,
+    _HALF_MAX,
     _NEGATED_SALT,
     _SCOPED,
     _SCOPED_ASCII,
@@ -32,6 +36,9 @@ from models.sentiment import (
     STATE_FORMAT,
     ReviewSentiment,
     SnapshotFormatError,
+    _ascii_word_buckets,
+    _to_half,
+    char_ngram_buckets,
     clean_text,
     hashed_features,
     hashed_features_many,
@@ -171,6 +178,9 @@ def test_snapshot_is_npz_without_pickle_and_bounded_at_2_mb() -> None:
     model._pos = rng.integers(0, 65_535, model.n_buckets, dtype=np.uint16)
     model._neg = rng.integers(0, 65_535, model.n_buckets, dtype=np.uint16)
     model._w = rng.standard_normal(model.n_buckets).astype(np.float32)
+    model._char[:, 0] = rng.standard_normal(model.char_buckets).astype(np.float16)
+    model._char[:, 1] = rng.integers(0x400, 0x7C00, model.char_buckets, dtype=np.uint16).view(
+        np.float16)
     raw = model.to_bytes()
     assert raw[:2] == b"PK"  # a zip of .npy arrays
     assert len(raw) <= 2_000_000, len(raw)
@@ -185,10 +195,62 @@ def test_old_and_foreign_snapshots_fail_with_a_clear_error() -> None:
     with pytest.raises(SnapshotFormatError, match="not a"):
         ReviewSentiment.from_bytes(b"garbage")
     buffer = io.BytesIO()
-    header = json.dumps({"format": STATE_FORMAT.replace("/2", "/9")}).encode()
+    header = json.dumps({"format": STATE_FORMAT.replace("/3", "/9")}).encode()
     np.savez(buffer, header=np.frombuffer(header, dtype=np.uint8))
     with pytest.raises(SnapshotFormatError, match="ReviewSentiment/9"):
         ReviewSentiment.from_bytes(buffer.getvalue())
+
+
+def test_a_format_2_snapshot_loads_with_an_untrained_ngram_part() -> None:
+    """A snapshot from before the n-gram part keeps its words' state; the n-gram part starts
+    untrained and out of the stack (weight 0), so the first scores are the word model's."""
+    model = trained()
+    header = {"format": _FORMAT_2, "n_pos": model._n_pos, "n_neg": model._n_neg,
+              "bias": model._bias, "stack": model._stack[:3], "meta": {"offset": 12},
+              "config": {k: v for k, v in model.config().items()
+                         if k not in ("char_buckets", "char_lr")}}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, header=np.frombuffer(json.dumps(header).encode(), np.uint8),
+                        pos=model._pos, neg=model._neg, w=model._w)
+    restored, meta = ReviewSentiment.from_bytes_with_meta(buffer.getvalue())
+    assert meta == {"offset": 12} and restored.n_learned == model.n_learned
+    assert restored._stack == [*model._stack[:3], 0.0] and not restored._char.any()
+    assert np.array_equal(restored._w, model._w) and np.array_equal(restored._pos, model._pos)
+    restored.learn_one("a wonderful film", True)
+    assert restored._char.any() and 0 < restored.predict_proba_one("wonderful") < 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60),
+       st.sampled_from([16, 97, N_BUCKETS]))
+def test_the_compiled_ascii_pass_equals_the_array_version(text: str, n_buckets: int) -> None:
+    compiled = _ascii_word_buckets(np.frombuffer(text.encode(), dtype=np.uint8), n_buckets,
+                                   _SPECIAL_HASHES, _SPECIAL_KINDS,
+                                   _CRC_TABLE)
+    assert compiled.tolist() == reference_hashed_features(text, n_buckets).tolist()
+
+
+def test_ngram_weights_and_sums_are_rounded_as_float16_rounds() -> None:
+    """numba has no float16: the compiled rounding must give numpy's, ties to even and
+    subnormals included (the largest finite value where numpy would give infinity)."""
+    rng = np.random.default_rng(1)
+    halves = np.arange(0x7C00, dtype=np.uint16).view(np.float16).astype(np.float64)
+    values = np.concatenate([rng.random(20_000) * 10.0 ** rng.integers(-9, 6, 20_000), halves,
+                             (halves[:-1] + halves[1:]) / 2, [0.0, 65_519.0, 1e9]])
+    values = np.concatenate([values, -values])
+    buffer = np.empty(1)
+    got = [_to_half(v, buffer.view(np.int64), buffer) for v in values]
+    expected = np.clip(values, -_HALF_MAX, _HALF_MAX).astype(np.float16).astype(np.float64)
+    assert got == expected.tolist()
+
+
+def test_character_ngrams_are_distinct_and_in_range() -> None:
+    for text in [*HOSTILE.values(), "not good", "a" * 100]:
+        buckets = char_ngram_buckets(clean_text(text), n_buckets=97)
+        assert len(set(buckets.tolist())) == len(buckets)
+        assert all(0 <= b < 97 for b in buckets.tolist())
+    # " aaa", "aaaa", "aaa " and their 5- and 6-byte kin, each once
+    assert len(char_ngram_buckets("a" * 100)) == 9
 
 
 def test_counts_halve_instead_of_overflowing() -> None:
@@ -320,7 +382,7 @@ def test_the_tfidf_baseline_matches_rivers_formula() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"alpha": 0}, "alpha"), ({"n_buckets": 3}, "n_buckets"), ({"max_chars": 0}, "max"),
-     ({"prior": -1}, "prior")],
+     ({"prior": -1}, "prior"), ({"char_buckets": 3}, "char_buckets"), ({"char_lr": -1}, "char_lr")],
 )
 def test_bad_options_fail_loudly(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
