@@ -63,12 +63,14 @@ class TimedLock(asyncio.Lock):
         await super().__aexit__(*exc)
 
 
-def flood(settings: Settings, n: int, users: int, run: int) -> list[SourceMessage]:
-    """``n`` plays, each of an item id never seen before, from ``users`` users in turn, each
-    sending ``run`` in a row (a session)."""
+def flood(settings: Settings, first: int, n: int, users: int, run: int
+          ) -> list[SourceMessage]:
+    """Plays ``first`` to ``first + n``, each of an item id never seen before, from ``users``
+    users in turn, each sending ``run`` in a row (a session). Made a batch at a time: the
+    process measured holds what a worker holds, not the whole flood."""
     return [SourceMessage(settings.topic_plays, 0, k, orjson.dumps({
         "user_id": f"u{k // run % users}", "item_id": f"fresh-{k}", "ts": TS + k,
-        "event_id": f"e{k}"}), TS + k) for k in range(n)]
+        "event_id": f"e{k}"}), TS + k) for k in range(first, first + n)]
 
 
 async def run(settings: Settings, n: int, users: int, run_length: int) -> dict[str, Any]:
@@ -78,15 +80,15 @@ async def run(settings: Settings, n: int, users: int, run_length: int) -> dict[s
     proc = EventProcessor(settings, client, producer)
     try:
         await proc.start()
-        messages = flood(settings, n, users, run_length)
         size = settings.batch_size
-        await proc.process(messages[:size])
+        await proc.process(flood(settings, 0, size, users, run_length))
         baseline = rss_bytes()[0]
         redis_before = (await client.info("memory"))["used_memory"]
         samples = []
         started = time.perf_counter()
         for start in range(size, n, size):
-            await proc.process(messages[start:start + size])
+            await proc.process(flood(settings, start, min(size, n - start), users,
+                                     run_length))
             if (start // size) % 20 == 0 or start + size >= n:
                 samples.append({"events": start + size, "rss": rss_bytes()[0],
                                 "items": proc.state.items.n_items,

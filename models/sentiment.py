@@ -763,3 +763,16 @@ class ReviewSentiment:
             model._stack.append(0.0)
         model._recount()
         return model, dict(header.get("meta") or {})
+
+
+def warm_up() -> None:
+    """Compile the text kernels once (numba caches the machine code next to this module), as
+    `models.cooccurrence.warm_up` does for the co-occurrence kernels: run by
+    ``scripts/bootstrap.sh``, the Docker build and a starting worker.
+
+    >>> warm_up()
+    """
+    model = ReviewSentiment()
+    for text, positive in (("a fine film", True), ("dull and weak", False)):
+        model.learn_one(text, positive)
+    model.predict_proba_one("fine")

@@ -32,4 +32,4 @@ if [[ ! -x .venv/bin/tastemaker ]] || [[ pyproject.toml -nt .venv/bin/tastemaker
 fi
 # compile the co-occurrence kernels once (numba caches them in models/__pycache__): without it,
 # the first process to learn or score spends ~30 s compiling, every worker started at once too
-.venv/bin/python -c 'from models.cooccurrence import warm_up; warm_up()'
+.venv/bin/python -c 'from models.cooccurrence import warm_up; warm_up(); from models.sentiment import warm_up; warm_up()'

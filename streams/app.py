@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from models.cooccurrence import warm_up
+from models.sentiment import warm_up as warm_up_sentiment
 from streams import connections
 from streams.metrics import record_lag
 from streams.settings import Settings
@@ -241,9 +242,10 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
         connections.check_redis_credentials(settings)
     except connections.CredentialsRejected as exc:
         raise SystemExit(f"error: {exc}") from None
-    # load the co-occurrence kernels now (from numba's cache; compiled if it has none), not in
-    # the first batch: that batch's latency, and the worker's memory from the start (~100 MiB)
+    # load the co-occurrence and text kernels now (from numba's cache; compiled if it has
+    # none), not in the first batch: that batch's latency, and the worker's memory from the start
     warm_up()
+    warm_up_sentiment()
     # the worker keeps many long-lived objects (the item index, the similar-user index): the
     # default thresholds run a full collection every ~70k allocations, each walking all of them
     # (a batch of 500 events allocates several times that); measured 5-10% of a batch

@@ -121,9 +121,9 @@ class Settings(BaseSettings):
     decay_epoch: float = 1e9
     row_cap: Positive = 1000
     # live items kept in the statistics at most (0: no cap); past it the coldest are evicted
-    # (models.cooccurrence.ItemCooccurrence). About 3.5 KB each at ML-100K's density, at most
-    # row_cap x 16 bytes more (README, Memory)
-    max_items: Annotated[int, Field(ge=0)] = 500_000
+    # (models.cooccurrence.ItemCooccurrence). A worker holds ~35 bytes per co-occurrence entry
+    # (row + neighbour list), up to row_cap entries an item (README, Memory)
+    max_items: Annotated[int, Field(ge=0)] = 200_000
     similarity_alpha: Annotated[float, Field(ge=0, le=1)] = 0.5
     recent_items: Positive = 500
     recency_half_life: Annotated[float, Field(gt=0)] = 200.0
