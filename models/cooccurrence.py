@@ -548,10 +548,10 @@ class ItemCooccurrence:
         the statistics no longer hold (evicted by the cap while the user held them). ``live``:
         `live_mask`, when the caller has it."""
         index = self._index.get
-        k = np.array([index(i, -1) for i in item_ids], dtype=np.int64)
         live = self.live_mask() if live is None else live
-        known = (k >= 0) & (k < len(live))
-        return (s <= 0.0) | (known & live[np.where(known, k, 0)])
+        n = len(live)  # ids not interned (or interned after the mask) read a False appended
+        k = np.array([index(i, n) for i in item_ids], dtype=np.int64)
+        return (s <= 0.0) | np.append(live, False)[np.minimum(k, n)]
 
     def evict_coldest(self) -> list[str]:
         """When more than ``max_items`` items are live, evict the coldest down to 90% of the

@@ -199,7 +199,7 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
     async def has_backlog() -> bool:
         """Whether owned partitions hold events not processed yet. A pause between batches with
         a backlog (a slow fetch on a loaded machine) is not the quiet a settle pass waits for:
-        settling then re-ranks every owned user in the middle of the backlog, blocking the
+        settling then re-ranks the active users in the middle of the backlog, blocking the
         batches for as long, and the next pause comes right after (a replay of ML-100K spent
         most of its time in such passes). Transaction markers are not a backlog (`offsets`).
         Unknown (Kafka unreachable): settle as before."""

@@ -464,7 +464,7 @@ class EventProcessor:
         async with self.lock:
             previous = self.ranking.version
             self.ranking.model, self.ranking.version = model, version
-            self.unsettled = True  # the settle pass re-ranks every owned user with it
+            self.unsettled = True  # the settle pass re-ranks the active users with it
         RANKER_VERSION.set(version)
         await self._retrying(self.client.hset, self.keys.ranker_serving, self.worker_id,
                              orjson.dumps({"version": version, "since": time.time()}))

@@ -6,6 +6,7 @@ import copy
 import math
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -354,3 +355,10 @@ def test_followers_of_one_stream_evict_alike_from_a_snapshot_or_from_the_start()
             late.apply_packed(decode_entry(entry, late))
     assert whole.n_live <= 50 < whole.n_items
     assert whole.to_bytes() == late.to_bytes()
+
+
+def test_a_history_of_dislikes_alone_is_kept_whole_by_statistics_that_never_saw_its_items():
+    items = ItemCooccurrence(max_items=10)  # nothing interned: a dislike makes no delta
+    s = np.array([-1.0, 0.0])
+    assert items.held(["a", "b"], s).tolist() == [True, True]
+    assert items.held(["a", "b"], np.array([1.0, -1.0])).tolist() == [False, True]
