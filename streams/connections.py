@@ -89,11 +89,58 @@ REDIS_PROTOCOL = 2
 
 
 def redis_async(settings: Settings, **options: Any) -> aioredis.Redis:
-    """An asyncio Redis client; ``options`` add to (or override) the settings' ones."""
+    """An asyncio Redis client; ``options`` add to (or override) the settings' ones. Its
+    connections pack commands with hiredis (`hiredis_packing`)."""
     import redis.asyncio as aioredis
 
-    return aioredis.from_url(settings.redis_url, **{"protocol": REDIS_PROTOCOL,
-                                                    **redis_options(settings), **options})
+    client = aioredis.from_url(settings.redis_url, **{"protocol": REDIS_PROTOCOL,
+                                                      **redis_options(settings), **options})
+    pool = client.connection_pool
+    pool.connection_class = hiredis_packing(pool.connection_class)
+    return client
+
+
+_PACKING: dict[type, type] = {}
+_REFUSED = frozenset({bool, type(None)})
+_VIEWS = frozenset({bytearray, memoryview})
+
+
+def hiredis_packing(base: type) -> type:
+    r"""``base``, a redis-py asyncio connection class (TCP, TLS or Unix socket), packing commands
+    with hiredis as redis-py's blocking connections do: its asyncio ones pack in Python, 87 µs
+    against 29 µs for a 50-member ``ZADD`` (the same bytes; `tests/unit/test_connections.py`).
+    Every batch writes thousands of such commands.
+
+    >>> from redis.asyncio.connection import Connection
+    >>> hiredis_packing(Connection)().pack_command("ZADD", "k", 0.5, "m")
+    [b'*4\r\n$4\r\nZADD\r\n$1\r\nk\r\n$3\r\n0.5\r\n$1\r\nm\r\n']
+    """
+    if base in _PACKING or getattr(base, "packs_with_hiredis", False):
+        return _PACKING.get(base, base)
+    import hiredis
+    from redis.exceptions import DataError
+
+    def pack_command(self: Any, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str):  # a command name with spaces: 'CLIENT SETINFO'
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        kinds = set(map(type, args))
+        if kinds & _REFUSED:  # as redis-py's encoder refuses them
+            raise DataError(f"Invalid input of type: {sorted(t.__name__ for t in kinds & _REFUSED)}"
+                            ". Convert to a bytes, string, int or float first.")
+        if kinds & _VIEWS:
+            args = tuple(bytes(a) if type(a) in _VIEWS else a for a in args)
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:
+            raise DataError(str(exc)) from exc
+
+    packed = type(f"Hiredis{base.__name__}", (base,),
+                  {"pack_command": pack_command, "packs_with_hiredis": True,
+                   "__doc__": f"{base.__name__} packing commands with hiredis."})
+    _PACKING[base] = packed
+    return packed
 
 
 def redis_sync(settings: Settings, **options: Any) -> redis.Redis:

@@ -130,3 +130,33 @@ def test_every_redis_client_parses_replies_with_hiredis() -> None:
         assert isinstance(blocking._command_packer, redis.connection.HiredisRespSerializer)
         pool = redis_async(settings).connection_pool
         assert isinstance(pool.make_connection()._parser, _AsyncHiredisParser)
+
+
+@pytest.mark.parametrize("args", [
+    ("ZADD", "recs:u1", 0.1 + 0.2, "item", 1e-300, "é", -7, "x" * 100_000),
+    ("HSET", b"explain:u1", b"i1", b'{"because": []}', memoryview(b"mv"), bytearray(b"ba")),
+    ("CLIENT SETINFO", "LIB-NAME", "redis-py"), (b"CLIENT SETINFO", b"LIB-VER", b"8"),
+    ("ZADD", "k", float("inf"), "a", float("-inf"), "b", 2**70, "c"),
+])
+def test_hiredis_packing_writes_the_bytes_redis_py_writes(args: tuple) -> None:
+    from redis.asyncio.connection import Connection
+
+    from streams.connections import hiredis_packing
+
+    ours = b"".join(hiredis_packing(Connection)().pack_command(*args))
+    theirs = b"".join(bytes(c) for c in Connection().pack_command(*args))
+    assert ours == theirs
+
+
+def test_hiredis_packing_refuses_what_redis_py_refuses_and_every_url_gets_it() -> None:
+    from redis.asyncio.connection import Connection, SSLConnection
+    from redis.exceptions import DataError
+
+    from streams.connections import hiredis_packing, redis_async
+
+    for bad in (None, True, object()):
+        with pytest.raises(DataError):
+            hiredis_packing(Connection)().pack_command("SET", "k", bad)
+    for url, base in (("redis://h:1/0", Connection), ("rediss://h:1/0", SSLConnection)):
+        pool = redis_async(load_settings(redis_url=url)).connection_pool
+        assert issubclass(pool.connection_class, base) and pool.connection_class.packs_with_hiredis
