@@ -413,10 +413,11 @@ class ItemCooccurrence:
 
     def __init__(self, *, neighbour_cap: int = 300, row_cap: int = 1000, alpha: float = 0.5,
                  staleness: float = 0.1, likers_cap: int = 100, user_items_cap: int = 50,
-                 max_items: int = 0) -> None:
+                 max_items: int = 0, max_users: int = 0) -> None:
         if row_cap < neighbour_cap:
             raise ValueError("row_cap must be >= neighbour_cap")
         self.max_items = max_items  # live items kept at most (0: no cap): see `evict_coldest`
+        self.max_users = max_users  # users in the similar-user index at most (0: no cap)
         self.neighbour_cap = neighbour_cap
         self.row_cap = row_cap
         self.alpha = alpha
@@ -516,6 +517,7 @@ class ItemCooccurrence:
         for user_id, latest in deltas.user_items.items():
             self._set_user_items(user_id, dict(latest))
         self.evict_coldest()
+        self.evict_inactive_users()
 
     def intern_all(self, item_ids: Sequence[str]) -> np.ndarray:
         """The interned indices of ``item_ids`` (new ones interned)."""
@@ -567,6 +569,31 @@ class ItemCooccurrence:
         self.evict(gone)
         return self.names(gone)
 
+    def evict_inactive_users(self) -> list[str]:
+        """When more than ``max_users`` users are in the similar-user index, the ones whose
+        latest like is oldest (ties: smaller `user_key`) leave it, down to 90% of the cap: they
+        are no longer anyone's similar user, nor have similar users themselves, until their
+        next like brings their latest liked items back. A function of the deltas applied, in
+        their order, as `evict_coldest` is. Returns the users who left."""
+        index = self._user_items
+        if not self.max_users or len(index) <= self.max_users:
+            return []
+        keys, at = self._ukeys, self._uindex
+        oldest = sorted(index, key=lambda u: (max(index[u].values()), keys[at[u]]))
+        gone = oldest[:len(index) - int(0.9 * self.max_users)]
+        for user_id in gone:
+            self._set_user_items(user_id, {})
+        return gone
+
+    @property
+    def n_users_indexed(self) -> int:
+        return len(self._user_items)
+
+    @property
+    def n_unindexed_users(self) -> int:
+        """Users interned for the index but no longer in it (`compact` forgets them)."""
+        return len(self._uids) - len(self._user_items)
+
     def evict(self, indices: np.ndarray) -> None:
         """Forget everything about these items (interned indices) but their ids: their
         statistics, rows, entries in other rows, neighbour lists and likers."""
@@ -592,8 +619,9 @@ class ItemCooccurrence:
             self._dirty_items.add(item_id)
 
     def compact(self, keep: np.ndarray | None = None) -> list[str]:
-        """Renumber the items without the empty ones (those flagged in ``keep`` stay): scores
-        do not change, memory is given back. Every interned index changes: no batch may hold
+        """Renumber the items without the empty ones (those flagged in ``keep`` stay), and the
+        users without those who left the similar-user index: scores do not change, memory is
+        given back. Every interned index changes: no batch may hold
         one across this call. Returns the ids dropped.
 
         >>> items = ItemCooccurrence()
@@ -604,7 +632,7 @@ class ItemCooccurrence:
         live = self.live_mask()
         if keep is not None:
             live |= keep[:len(live)]
-        if live.all():
+        if live.all() and not self.n_unindexed_users:
             return []
         dropped = self.names(np.flatnonzero(~live))
         new_index = np.full(len(live), -1, dtype=np.int64)
@@ -986,7 +1014,8 @@ class ItemCooccurrence:
         user_index = json.loads(arrays["user_index"].tobytes())
         self.__init__(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,  # type: ignore[misc]
                       alpha=self.alpha, staleness=self.staleness, likers_cap=self.likers_cap,
-                      user_items_cap=self.user_items_cap, max_items=self.max_items)
+                      user_items_cap=self.user_items_cap, max_items=self.max_items,
+                      max_users=self.max_users)
         for user_id, items in user_index.items():
             self._set_user_items(user_id, items)
         self.intern_all(ids)
@@ -1056,6 +1085,7 @@ class CooccurrenceRecommender:
     likers_cap: int = 100
     user_items_cap: int = 50
     max_items: int = 0  # live items at most (0: no cap), see `ItemCooccurrence`
+    max_users: int = 0  # users in the similar-user index at most (0: no cap), the same
     items: ItemCooccurrence = field(init=False)
     _histories: HistoryStore = field(init=False)
     _users: dict[str, int] = field(init=False)
@@ -1067,7 +1097,7 @@ class CooccurrenceRecommender:
         self.items = ItemCooccurrence(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,
                                       alpha=self.alpha, likers_cap=self.likers_cap,
                                       user_items_cap=self.user_items_cap,
-                                      max_items=self.max_items)
+                                      max_items=self.max_items, max_users=self.max_users)
         self._histories = HistoryStore()
         self._users = {}
         self._user_ids = []
@@ -1181,6 +1211,7 @@ class CooccurrenceRecommender:
                 items._set_user_items(user_id, dict(latest))
             if items.evict_coldest():
                 self._drop_evicted()
+            items.evict_inactive_users()
             return PackedDeltas.empty(), _no_snapshots()
         d, z, k = out_n.tolist()
         deltas = PackedDeltas(out_item[:d].astype(np.int64), out_end[:d].copy(),

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     user_blend: Annotated[float, Field(ge=0)] = 1.0
     likers_cap: Positive = 100  # latest likers kept per item (similar-user index)
     user_items_cap: Positive = 50  # latest liked items kept per user (similar-user index)
+    # users in the similar-user index at most (0: no cap); past it those whose latest like is
+    # oldest leave it (~3 KB a user in every worker; README, Memory)
+    max_indexed_users: Annotated[int, Field(ge=0)] = 500_000
 
     # --- popularity-bias and diversity controls (models.rerank), applied to the served list ---
     # relevance x (popularity / the top candidate's) ** -popularity_penalty; 0: off. Off by

@@ -628,8 +628,10 @@ class EventProcessor:
         the live ones (`ItemCooccurrence.compact`; scores do not change): between batches, when
         no interned index is held."""
         items = self.state.items
-        live = items.n_live
-        if items.n_items - live < max(COMPACT_MIN_ITEMS, live // 4) or self.state.following_own:
+        live, indexed = items.n_live, items.n_users_indexed
+        if self.state.following_own or (
+                items.n_items - live < max(COMPACT_MIN_ITEMS, live // 4)
+                and items.n_unindexed_users < max(COMPACT_MIN_ITEMS, indexed // 4)):
             return
         dropped = items.compact()
         self.dropped_items.update(dropped)
@@ -685,7 +687,8 @@ def model_params(settings: Settings) -> dict[str, float | int]:
             "recent_items": s.recent_items, "recency_half_life": s.recency_half_life,
             "explain_items": s.explain_items, "similar_users": s.similar_users,
             "user_blend": s.user_blend, "likers_cap": s.likers_cap,
-            "user_items_cap": s.user_items_cap, "max_items": s.max_items}
+            "user_items_cap": s.user_items_cap, "max_items": s.max_items,
+            "max_users": s.max_indexed_users}
 
 
 def batch_model(settings: Settings, items: ItemCooccurrence, users: Mapping[str, UserState]

@@ -1,7 +1,8 @@
 """Bounded state under any stream (issue 19), with a real Redis and Kafka producer: the settle
 pass re-ranks only the users active within ``SETTLE_WINDOW_S``, recommendation keys expire after
 ``RECS_TTL_S``, and a flood of fresh item ids leaves the item statistics within ``MAX_ITEMS``
-(and their neighbour lists in Redis with them). `EventProcessor`s are driven batch by batch, as
+(and their neighbour lists in Redis with them) and the similar-user index within
+``MAX_INDEXED_USERS``. `EventProcessor`s are driven batch by batch, as
 the worker processes run them."""
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def test_the_settle_pass_covers_the_window_and_recommendations_expire(unique_top
 def test_a_flood_of_fresh_item_ids_stays_within_the_cap(unique_topics: Settings):
     cap = 1000
     settings = load_settings(**{**unique_topics.model_dump(), "settle_after_s": 0.001,
-                                "max_items": cap, "ranker_example_rate": 0.0,
+                                "max_items": cap, "max_indexed_users": 150,
+                                "ranker_example_rate": 0.0,
                                 "snapshot_every_batches": 10})
     # 20,000 plays, each of an item id never seen before, from 200 users
     flood = [{"user_id": f"u{k % 200}", "item_id": f"fresh{k}", "ts": TS + k,
@@ -102,7 +104,7 @@ def test_a_flood_of_fresh_item_ids_stays_within_the_cap(unique_topics: Settings)
             items = proc.state.items
             for start in range(0, len(messages), 500):
                 await proc.process(messages[start:start + 500])
-                assert items.n_live <= cap
+                assert items.n_live <= cap and items.n_users_indexed <= 150
                 assert items.n_items <= cap + COMPACT_MIN_ITEMS + 500
             await asyncio.sleep(0.01)
             assert await proc.settle(partition, writes_items=True) == 200
@@ -116,6 +118,7 @@ def test_a_flood_of_fresh_item_ids_stays_within_the_cap(unique_topics: Settings)
             other = await _processor(settings)
             try:
                 assert sorted(other.state.items.live_ids()) == sorted(live)
+                assert other.state.items._user_items == items._user_items
             finally:
                 await _close(other)
         finally:

@@ -362,3 +362,18 @@ def test_a_history_of_dislikes_alone_is_kept_whole_by_statistics_that_never_saw_
     s = np.array([-1.0, 0.0])
     assert items.held(["a", "b"], s).tolist() == [True, True]
     assert items.held(["a", "b"], np.array([1.0, -1.0])).tolist() == [False, True]
+
+
+def test_users_whose_latest_like_is_oldest_leave_the_similar_user_index_past_its_cap():
+    model = CooccurrenceRecommender(max_users=4)  # 5 users: down to 3
+    model.learn_many([(f"u{k}", "shared", 1.0, TS + 10.0 * k) for k in range(5)]
+                     + [("u0", "own", 1.0, TS + 100.0)])  # u0's latest like is now the newest
+    items = model.items
+    assert sorted(items._user_items) == ["u0", "u3", "u4"]
+    assert set(items._likers["shared"]) == {"u0", "u3", "u4"}
+    assert items.n_unindexed_users == 2
+    items.compact()  # forgets the users who left: their interned ids go
+    assert items.n_unindexed_users == 0 and sorted(items._uids) == ["u0", "u3", "u4"]
+    # a like brings a user back, with their latest liked items
+    model.learn_many([("u1", "again", 1.0, TS + 200.0)])
+    assert set(items._user_items["u1"]) == {"shared", "again"}
