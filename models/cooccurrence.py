@@ -544,16 +544,20 @@ class ItemCooccurrence:
     def live_ids(self) -> list[str]:
         return self.names(np.flatnonzero(self.live_mask()))
 
-    def held(self, item_ids: Sequence[str], s: np.ndarray, live: np.ndarray | None = None
+    def live_lookup(self) -> np.ndarray:
+        """`live_mask` with a False appended: what `held` reads ids not interned at."""
+        return np.append(self.live_mask(), False)
+
+    def held(self, item_ids: Sequence[str], s: np.ndarray, lookup: np.ndarray | None = None
              ) -> np.ndarray:
         """Which entries of a history (items, feedback sums) to keep: all but the liked items
-        the statistics no longer hold (evicted by the cap while the user held them). ``live``:
-        `live_mask`, when the caller has it."""
+        the statistics no longer hold (evicted by the cap while the user held them).
+        ``lookup``: `live_lookup`, when the caller checks many histories against it."""
+        lookup = self.live_lookup() if lookup is None else lookup
+        n = len(lookup) - 1  # ids not interned (or interned since) read the False at n
         index = self._index.get
-        live = self.live_mask() if live is None else live
-        n = len(live)  # ids not interned (or interned after the mask) read a False appended
         k = np.array([index(i, n) for i in item_ids], dtype=np.int64)
-        return (s <= 0.0) | np.append(live, False)[np.minimum(k, n)]
+        return (s <= 0.0) | lookup[np.minimum(k, n)]
 
     def evict_coldest(self) -> list[str]:
         """When more than ``max_items`` items are live, evict the coldest down to 90% of the
@@ -629,18 +633,22 @@ class ItemCooccurrence:
         >>> items.n_items, items.compact(), items.n_items
         (1, ['a'], 0)
         """
+        return self._renumber(keep)[1]
+
+    def _renumber(self, keep: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+        """`compact`: the old index -> new index map (-1: dropped) and the ids dropped."""
         live = self.live_mask()
         if keep is not None:
             live |= keep[:len(live)]
-        if live.all() and not self.n_unindexed_users:
-            return []
-        dropped = self.names(np.flatnonzero(~live))
         new_index = np.full(len(live), -1, dtype=np.int64)
         new_index[live] = np.arange(int(live.sum()))
+        if live.all() and not self.n_unindexed_users:
+            return new_index, []
+        dropped = self.names(np.flatnonzero(~live))
         changed = self._changed[:len(live)][live]
         self._load_state(self._state(new_index))
         self._changed[:len(changed)] = changed
-        return dropped
+        return new_index, dropped
 
     def take_changed(self) -> list[str]:
         """The items whose rows or statistics deltas changed since the last call (or that were
@@ -1265,10 +1273,10 @@ class CooccurrenceRecommender:
         """Take the items the cap evicted out of the histories that held them (without
         deltas: the statistics hold nothing of them any more), as the stream workers do when
         they next load such a history."""
-        h, names, live = self._histories, self.items.names, self.items.live_mask()
+        h, names, lookup = self._histories, self.items.names, self.items.live_lookup()
         for u in np.flatnonzero(h.size).tolist():
             item, s, t, g = h.entries(u)
-            keep = self.items.held(names(item), s, live)
+            keep = self.items.held(names(item), s, lookup)
             if not keep.all():
                 h.set(u, item[keep], s[keep], t[keep], g[keep])
                 self._latest[u] = self._latest_liked(u)
@@ -1281,15 +1289,11 @@ class CooccurrenceRecommender:
         for u in np.flatnonzero(h.size).tolist():
             a = int(h.start[u])
             held[h.item[a:a + int(h.size[u])]] = True
-        old_ids = self.items.item_ids()
-        dropped = self.items.compact(keep=held)
+        new_index, dropped = self.items._renumber(keep=held)
         if dropped:
-            new_index = self.items.intern_all([old_ids[i] for i in np.flatnonzero(held).tolist()])
-            mapping = np.full(m, -1, dtype=np.int32)
-            mapping[held] = new_index
             for u in np.flatnonzero(h.size).tolist():
                 a, n = int(h.start[u]), int(h.size[u])
-                h.item[a:a + n] = mapping[h.item[a:a + n]]
+                h.item[a:a + n] = new_index[h.item[a:a + n]]
         return dropped
 
     def forget(self, user_id: str) -> None:

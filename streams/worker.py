@@ -253,10 +253,7 @@ class EventProcessor:
         decoded = await self._decode(fresh, expected)
         events, rejected = decoded.events, decoded.rejected
         users = await self.state.user_states({e.user_id for _, e in events})
-        # the statistics at least as new as the histories (committed with their entries), so
-        # that what the cap evicted meanwhile leaves them
-        await self.state.follow()
-        self._drop_evicted(users)
+        await self._drop_evicted(users)
         await self._refresh_catalogue({e.item_id for _, e in events})
         batch = self._learn(events, decoded.scores, users, report)
 
@@ -608,16 +605,19 @@ class EventProcessor:
             await pipe.execute()
         return not self.lists_to_write
 
-    def _drop_evicted(self, users: Mapping[str, UserState]) -> None:
+    async def _drop_evicted(self, users: Mapping[str, UserState]) -> None:
         """Take out of the users' histories the liked items the cap evicted from the
-        statistics (`models.cooccurrence.ItemCooccurrence`): what they held of them is gone."""
+        statistics (`models.cooccurrence.ItemCooccurrence`): what they held of them is gone.
+        Follows the stream first, so that the statistics are at least as new as the histories
+        (committed with their entries)."""
         items = self.state.items
         if not items.max_items:
             return
-        live = items.live_mask()
+        await self.state.follow()
+        lookup = items.live_lookup()
         for state in users.values():
             if state.items:
-                keep = items.held(state.items, state.s, live)
+                keep = items.held(state.items, state.s, lookup)
                 if not keep.all():
                     state.items = [i for i, k in zip(state.items, keep.tolist(), strict=True)
                                    if k]
