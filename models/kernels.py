@@ -144,9 +144,12 @@ def cancel(total, change):
 
 
 @njit(cache=True)
-def _add_pairs(cols, vals, start, cap, size, top, garbage, churn, i, others, incs, n):
+def _add_pairs(cols, vals, start, cap, size, top, garbage, churn, i, others, incs, n,
+               full_cap):
     """``C[i][j] += inc`` and ``C[j][i] += inc`` for each pair: the hot loop, written out (the
-    caller made room for every row to move to a larger slab)."""
+    caller made room for every row to move to a larger slab). A row grows by half, but not
+    past ``full_cap`` slots while those hold one entry more than the row cap: a row is pruned
+    there, so more room would stay empty."""
     for p in range(n):
         j = others[p]
         inc = incs[p]
@@ -166,8 +169,11 @@ def _add_pairs(cols, vals, start, cap, size, top, garbage, churn, i, others, inc
             if k == EMPTY:
                 if size[r] + 1 > width * MAX_LOAD:  # move to a larger slab
                     ids, counts = row_entries(cols, vals, start[r], width, size[r])
+                    grown = _grown(width)
+                    if grown > full_cap and width < full_cap:
+                        grown = full_cap
                     _place(cols, vals, start, cap, size, top, garbage, r, ids, counts,
-                           size[r], _grown(width))
+                           size[r], grown)
                     base = start[r]
                     h = _find(cols, base, cap[r], c) - base
                 cols[base + h] = c
@@ -191,7 +197,8 @@ def apply_delta(cols, vals, start, cap, size, top, garbage, norm, popularity, ma
             need += _grown(cap[others[p]])
         if top[0] + need > len(cols):
             cols, vals = room(cols, vals, top, need)
-        _add_pairs(cols, vals, start, cap, size, top, garbage, churn, i, others, incs, n)
+        _add_pairs(cols, vals, start, cap, size, top, garbage, churn, i, others, incs, n,
+                   slab_for(row_cap + 1))
         # the rows over the cap: the delta's own row first, then the others in order
         if size[i] > row_cap:
             _prune(cols, vals, start, cap, size, top, garbage, norm, key, i, keep, alpha)
@@ -810,15 +817,13 @@ def neighbour_lists(items, cols, vals, start, cap, size, norm, churn, key, alpha
                 cand[c] = ids[e]
                 sims[c] = s
                 c += 1
-        cand, sims = cand[:c], sims[:c]
         rounded = np.empty(c)
         keys = np.empty(c, np.int64)
         for e in range(c):
-            rounded[e] = -round12(sims[e])
+            rounded[e] = round12(sims[e])
             keys[e] = key[cand[e]]
-        order = np.argsort(keys, kind="mergesort")
-        order = order[np.argsort(rounded[order], kind="mergesort")]
-        take = min(c, n_cap)
+        order = _top(rounded, keys, np.arange(c), n_cap)  # only the kept ones are sorted
+        take = len(order)
         at = ptr[q]
         for e in range(take):
             out_ids[at + e] = cand[order[e]]
