@@ -594,7 +594,7 @@ STEPS: list[Step] = [
          plots=generalise_plots),
     Step("offline_ranker", "The ranker on the offline protocol (ML-100K, stratified 75/25)",
          "bench.offline_ranker", args=["--out", "bench/out/offline_ranker.json"],
-         quick_args=["--example-rate", "0.05", "--epochs", "4",
+         quick_args=["--example-rate", "0.05", "--epochs", "4", "--folds", "1",
                      "--out", "bench/out/offline_ranker.json"],
          output="bench/out/offline_ranker.json", summarise=lambda raw: raw,
          rows=offline_ranker_rows),

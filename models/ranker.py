@@ -171,9 +171,14 @@ class Groups:
         return cls(x, mask, positive, ts)
 
     def split(self, holdout: float) -> tuple[Groups, Groups]:
-        """The oldest ``1 - holdout`` share for training, the most recent for evaluation."""
+        """The oldest ``1 - holdout`` share for training, the most recent for evaluation; groups
+        of one time are never cut apart (the cut moves earlier, unless all are of one time)."""
         order = np.argsort(self.ts, kind="stable")
         cut = len(order) - max(1, int(round(len(order) * holdout)))
+        tie = cut
+        while 0 < tie < len(order) and self.ts[order[tie - 1]] == self.ts[order[tie]]:
+            tie -= 1
+        cut = tie or cut
         return self._take(order[:cut]), self._take(order[cut:])
 
     def _take(self, index: np.ndarray) -> Groups:

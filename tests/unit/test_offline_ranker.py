@@ -1,0 +1,51 @@
+"""The fold examples of `bench.offline_ranker` (the ranker's objective for the offline protocol):
+only train ratings, a share of each user's items held out, a user's groups on one side of the
+fit/holdout cut, the same groups for the same seed."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from bench.offline import Split
+from bench.offline_ranker import FOLD_SHARE, fold_examples, fold_holdout
+from models.ranker import Groups
+from streams.datasets import Rating
+from streams.settings import load_settings
+
+
+def toy_split(n_users: int = 40, seed: int = 3) -> Split:
+    """Two taste clusters of 15 items; each user rates 8–14 items of one, in time order."""
+    rng = random.Random(seed)
+    train = []
+    for u in range(n_users):
+        cluster = u % 2
+        items = rng.sample(range(15 * cluster, 15 * cluster + 15), rng.randint(8, 14))
+        train += [Rating(f"u{u}", f"i{i}", float(rng.randint(3, 5)), 1e9 + 3600 * (u + k))
+                  for k, i in enumerate(items)]
+    train.sort(key=lambda r: r.ts)
+    return Split(train, {}, {})
+
+
+def test_a_fold_holds_out_the_share_of_each_users_train_items():
+    split = toy_split()
+    held = fold_holdout(split, random.Random(1))
+    assert held == fold_holdout(split, random.Random(1))
+    train = {(r.user_id, r.item_id) for r in split.train}
+    assert held <= train
+    for user in {u for u, _ in train}:
+        mine = {i for u, i in train if u == user}
+        assert len({i for u, i in held if u == user}) == max(1, round(len(mine) * FOLD_SHARE))
+
+
+def test_fold_examples_are_deterministic_and_cut_by_user():
+    split, settings = toy_split(), load_settings()
+    examples = fold_examples(split, settings, {}, encoding="completion", seed=5)
+    again = fold_examples(split, settings, {}, encoding="completion", seed=5)
+    assert examples, "a cluster's held-out items are among its users' candidates"
+    assert len(examples) <= len(fold_holdout(split, random.Random(5)))
+    assert [k for _, k, _ in examples] == [k for _, k, _ in again]
+    assert all(np.array_equal(a, b) for (a, _, _), (b, _, _) in zip(examples, again, strict=True))
+    fit, holdout = Groups.of(examples).split(0.25)
+    assert not set(fit.ts) & set(holdout.ts)  # one "time" per user: no user on both sides
