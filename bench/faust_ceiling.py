@@ -25,8 +25,17 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from bench.speed import (OUT_DIR, another_worker, bench_settings, cleanup, cpu_seconds,
-                         create_topics, machine, raw_consume, run_worker_until)
+from bench.speed import (
+    OUT_DIR,
+    another_worker,
+    bench_settings,
+    cleanup,
+    cpu_seconds,
+    create_topics,
+    machine,
+    raw_consume,
+    run_worker_until,
+)
 from streams.settings import Settings, get_settings
 from streams.supervisor import settings_env
 
@@ -42,6 +51,7 @@ def null_agent(total: int, out: Path) -> None:
     from streams.worker import SourceMessage
 
     settings = get_settings()
+    (settings.stack_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id, broker=connections.faust_broker(settings),
         broker_credentials=connections.faust_credentials(settings), store="memory://",
