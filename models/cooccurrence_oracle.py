@@ -118,9 +118,11 @@ class ItemCooccurrence:
                 if len(rows[j]) > cap:
                     self._prune(j)
         self._churn[i] += abs(delta.norm)
-        self._norm[i] = _cancel(self._norm[i], delta.norm)
-        self._popularity[i] = _cancel(self._popularity[i], delta.popularity)
-        self._mass[i] = _cancel(self._mass[i], delta.mass)
+        # sums of non-negative contributions: below zero is float residue (a contribution
+        # absorbed by a much larger one, then removed), as the kernels have it
+        self._norm[i] = max(0.0, _cancel(self._norm[i], delta.norm))
+        self._popularity[i] = max(0.0, _cancel(self._popularity[i], delta.popularity))
+        self._mass[i] = max(0.0, _cancel(self._mass[i], delta.mass))
         if delta.user_items is not None:
             self._set_user_items(delta.user_id, dict(delta.user_items))
 
