@@ -16,7 +16,9 @@ deployment would have logged while learning the train split:
    user's train items, learns the rest as a stream and logs, per user, the candidates of that
    end state with each held-out candidate as a positive (what the protocol asks: a random
    share of a user's items, ranked at the end of the stream); the fit/holdout cut is then by
-   user, not by time;
+   user, not by time; the objective ``fold+factors`` (also by default) adds a feature the
+   product lacks, a latent-factor score (`Factors`, implicit ALS fitted on the same ratings as
+   the state it scores): what a user model beyond item neighbourhoods would bring;
 3. each test user's list is the top ``ranker_candidates`` co-occurrence candidates of the final
    state, re-ordered by the ranker, train items removed, top 10: the same lists the workers would
    serve. The co-occurrence order of the same candidates is the baseline row.
@@ -34,6 +36,8 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,7 +45,8 @@ import numpy as np
 import torch
 
 from bench.offline import PUBLISHED, K, Split, evaluate, print_beyond, print_table
-from models.ranker import Groups, RankerMLP, fine_tune, rerank
+from models.cooccurrence import Recommendation
+from models.ranker import FEATURES, Groups, RankerMLP, fine_tune, rerank
 from models.ranker import evaluate as evaluate_groups
 from streams.datasets import movielens_100k
 from streams.ranking import Ranking, sampled
@@ -49,11 +54,14 @@ from streams.replay import ENCODINGS, Encoding, play_completion
 from streams.settings import Settings, get_settings
 from streams.worker import reference_recommender
 
-Objective = Literal["next", "later", "fold"]
+Objective = Literal["next", "later", "fold", "fold+factors"]
 POSITIVES = 5  # per logged event, with objective "later"
 FOLD_SHARE = 0.25  # of each user's train items held out in a fold, as the protocol holds out
 OBJECTIVE_NAMES = {"next": ", next item", "later": ", later train items",
-                   "fold": ", held-out fold items"}
+                   "fold": ", held-out fold items",
+                   "fold+factors": ", held-out fold items, + latent-factor feature"}
+# implicit ALS of the objective "fold+factors" (set once, not tuned on the test split)
+FACTORS, FACTOR_REG, FACTOR_ALPHA, FACTOR_ITERATIONS = 32, 0.1, 10.0, 12
 # published nDCG@10 on ML-100K with this protocol (MS Recommenders' benchmark table)
 PUBLISHED_NDCG = {"SAR": 0.382, "NCF": 0.396, "LightGCN": 0.420, "BPR": 0.442, "BiVAE": 0.475}
 
@@ -112,6 +120,59 @@ def learn_and_log(split: Split, settings: Settings, genres: dict[str, tuple[str,
     return model, ranking, Groups.of(examples)
 
 
+@dataclass(frozen=True, slots=True)
+class Factors:
+    """Implicit-feedback matrix factorisation (Hu, Koren & Volinsky, ICDM 2008: alternating
+    least squares, confidence ``1 + ALPHA`` on a rated item) of a set of ratings: the
+    latent-factor score of the objective ``fold+factors``, a feature the product does not have
+    (the workers and trainer hold no factors). Batch, numpy, a few seconds on ML-100K."""
+
+    users: dict[str, int]
+    items: dict[str, int]
+    u: np.ndarray
+    v: np.ndarray
+
+    @classmethod
+    def fit(cls, ratings: list, *, seed: int) -> Factors:  # noqa: ANN001 - bench Ratings
+        users = {u: k for k, u in enumerate(sorted({r.user_id for r in ratings}))}
+        items = {i: k for k, i in enumerate(sorted({r.item_id for r in ratings}))}
+        p = np.zeros((len(users), len(items)))
+        for r in ratings:
+            p[users[r.user_id], items[r.item_id]] = 1.0
+        c = 1.0 + FACTOR_ALPHA * p
+        rng = np.random.default_rng(seed)
+        u = rng.normal(0.0, 0.1, (len(users), FACTORS))
+        v = rng.normal(0.0, 0.1, (len(items), FACTORS))
+        reg = FACTOR_REG * np.eye(FACTORS)
+        for _ in range(FACTOR_ITERATIONS):
+            for x, y, conf, pref in ((u, v, c, p), (v, u, c.T, p.T)):
+                yty = y.T @ y
+                for k in range(len(x)):
+                    weighted = y.T * conf[k]
+                    x[k] = np.linalg.solve(yty + (weighted - y.T) @ y + reg, weighted @ pref[k])
+        return cls(users, items, u, v)
+
+    def column(self, user: str, candidates: Sequence[Recommendation]) -> np.ndarray:
+        """The candidates' scores for ``user``, over the largest in absolute value (0 for an
+        unknown user or item)."""
+        k = self.users.get(user)
+        if k is None or not candidates:
+            return np.zeros(len(candidates))
+        idx = np.array([self.items.get(c.item_id, -1) for c in candidates])
+        scores = np.where(idx >= 0, self.v[np.maximum(idx, 0)] @ self.u[k], 0.0)
+        top = np.abs(scores).max()
+        return scores / top if top > 0 else scores
+
+
+def featurise(ranking: Ranking, items, user: str, history, candidates,  # noqa: ANN001
+              factors: Factors | None) -> np.ndarray:
+    """The workers' features, with the latent-factor score appended when ``factors``."""
+    features = ranking.features(items, history, candidates)
+    if factors is None:
+        return features
+    return np.hstack([features, factors.column(user, candidates)[:, None].astype(np.float32)])
+
+
 def fold_holdout(split: Split, rng: random.Random) -> set[tuple[str, str]]:
     """The (user, item) pairs a fold holds out: a random `FOLD_SHARE` of each user's distinct
     train items, at least one."""
@@ -126,15 +187,18 @@ def fold_holdout(split: Split, rng: random.Random) -> set[tuple[str, str]]:
 
 
 def fold_examples(split: Split, settings: Settings, genres: dict[str, tuple[str, ...]], *,
-                  encoding: Encoding, seed: int) -> list[tuple[np.ndarray, int, float]]:
+                  encoding: Encoding, seed: int, factors: bool = False
+                  ) -> list[tuple[np.ndarray, int, float]]:
     """Objective ``"fold"``: learn the train split without `fold_holdout` as a stream, then for
     every user with held-out items among their ``ranker_candidates`` candidates of that end
     state, one group per such item (same features, that item the positive). Only train ratings
     are used. A group's "time" is a seeded random number per user, so `Groups.split` cuts by
-    user: a user's groups are all on one side."""
+    user: a user's groups are all on one side. ``factors``: with the latent-factor score of the
+    same ratings (`Factors`) as a last column."""
     rng = random.Random(seed)
     held = fold_holdout(split, rng)
     rest = Split([r for r in split.train if (r.user_id, r.item_id) not in held], {}, {})
+    fitted = Factors.fit(rest.train, seed=seed) if factors else None
     model, ranking, _ = learn_and_log(rest, settings, genres, encoding=encoding, rate=0.0)
     model.items.refresh()
     examples: list[tuple[np.ndarray, int, float]] = []
@@ -145,7 +209,7 @@ def fold_examples(split: Split, settings: Settings, genres: dict[str, tuple[str,
         candidates = ranking.candidates(model.items, user, history, settings.ranker_candidates)
         positives = [k for k, c in enumerate(candidates) if (user, c.item_id) in held]
         if positives:
-            features = ranking.features(model.items, history, candidates)
+            features = featurise(ranking, model.items, user, history, candidates, fitted)
             when = rng.random()
             examples += [(features, k, when) for k in positives]
     return examples
@@ -159,7 +223,7 @@ def train(groups: Groups, settings: Settings, *, loss: str, max_epochs: int
     order)."""
     fit, holdout = groups.split(0.2)
     torch.manual_seed(settings.trainer_seed)
-    model = RankerMLP()
+    model = RankerMLP(columns=groups.x.shape[2])
     model.fit_scaler(fit)
     best, best_model, curve = evaluate_groups(None, holdout)["ndcg@10"], None, []
     for epoch in range(2, max_epochs + 1, 2):
@@ -176,8 +240,10 @@ def train(groups: Groups, settings: Settings, *, loss: str, max_epochs: int
     return best_model, info
 
 
-def ranked_lists(model, ranking: Ranking, ranker: RankerMLP | None):  # noqa: ANN001, ANN201
-    """The `bench.offline.Ranker` of the served lists: candidates re-ordered by ``ranker``."""
+def ranked_lists(model, ranking: Ranking, ranker: RankerMLP | None,  # noqa: ANN001, ANN201
+                 factors: Factors | None = None):
+    """The `bench.offline.Ranker` of the served lists: candidates re-ordered by ``ranker``
+    (fed the latent-factor score too, when ``factors``)."""
     s = ranking.settings
     model.items.refresh()
 
@@ -190,8 +256,8 @@ def ranked_lists(model, ranking: Ranking, ranker: RankerMLP | None):  # noqa: AN
                                         s.ranker_candidates + evicted)
         if ranker is not None:
             candidates = rerank(ranker, candidates,
-                                ranking.features(model.items, history, candidates),
-                                len(candidates))
+                                featurise(ranking, model.items, user, history, candidates,
+                                          factors), len(candidates))
         return [c.item_id for c in candidates if c.item_id not in seen][:K]
 
     return rank
@@ -204,12 +270,14 @@ def main() -> None:
     parser.add_argument("--example-rate", type=float, default=None,
                         help="share of positive events logged (default: the setting)")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--objectives", nargs="+", choices=["next", "later", "fold"],
-                        default=["next", "fold"],
+    parser.add_argument("--objectives", nargs="+",
+                        choices=["next", "later", "fold", "fold+factors"],
+                        default=["next", "fold", "fold+factors"],
                         help="positives: the item chosen next (the workers' examples), every "
                              "candidate the user rates later in train, or the held-out train "
-                             "items of folds of the train split (next and later exclude each "
-                             "other: one stream logs them)")
+                             "items of folds of the train split, those with a latent-factor "
+                             "score as a feature too (fold+factors: not in the product) (next "
+                             "and later exclude each other: one stream logs them)")
     parser.add_argument("--folds", type=int, default=3, help="with objective fold")
     parser.add_argument("--fold-seed", type=int, default=17, help="seed of the first fold")
     parser.add_argument("--losses", nargs="+", default=["listwise", "pointwise"])
@@ -230,9 +298,17 @@ def main() -> None:
         split, settings, genres, encoding=args.encoding,
         rate=rate if logged in args.objectives else 0.0, objective=logged)
     groups = {logged: logged_groups} if logged in args.objectives else {}
-    if "fold" in args.objectives:
-        groups["fold"] = Groups.of([e for k in range(args.folds) for e in fold_examples(
-            split, settings, genres, encoding=args.encoding, seed=args.fold_seed + k)])
+    folds = [o for o in ("fold", "fold+factors") if o in args.objectives]
+    if folds:  # one learn per fold for both: the plain examples are the others less a column
+        examples = [e for k in range(args.folds) for e in fold_examples(
+            split, settings, genres, encoding=args.encoding, seed=args.fold_seed + k,
+            factors="fold+factors" in folds)]
+        if "fold" in folds:
+            groups["fold"] = Groups.of([(f[:, :len(FEATURES)], k, t) for f, k, t in examples])
+        if "fold+factors" in folds:
+            groups["fold+factors"] = Groups.of(examples)
+    factors = (Factors.fit(split.train, seed=args.fold_seed)
+               if "fold+factors" in args.objectives else None)
     learn_s = time.perf_counter() - started
     print(f"learned {len(split.train):,} train ratings, logged "
           + ", ".join(f"{len(g):,} {o} examples" for o, g in groups.items())
@@ -251,8 +327,10 @@ def main() -> None:
             name = (f"tastemaker + MLP ranker ({loss}"
                     f"{', MSE' if loss == 'pointwise' else ''}{OBJECTIVE_NAMES[objective]})"
                     f"{'' if ranker else ' [guard: no fit beat the co-occurrence order]'}")
-            table[name] = evaluate(ranked_lists(model, ranking, ranker), split.train_seen,
-                                   split.relevant, yardstick=yardstick)
+            table[name] = evaluate(
+                ranked_lists(model, ranking, ranker,
+                             factors if objective == "fold+factors" else None),
+                split.train_seen, split.relevant, yardstick=yardstick)
             print(f"{objective}, {loss}: {info}", flush=True)
     print_table(table, "this run (python -m bench.offline_ranker)")
     print_beyond(table)
@@ -262,7 +340,7 @@ def main() -> None:
                           "of unseen items, all test ratings relevant",
               "encoding": args.encoding, "example_rate": rate, "objectives": args.objectives,
               **({"folds": args.folds, "fold_seed": args.fold_seed, "fold_share": FOLD_SHARE}
-                 if "fold" in args.objectives else {}),
+                 if {"fold", "fold+factors"} & set(args.objectives) else {}),
               "examples": {o: len(g) for o, g in groups.items()},
               "learn_seconds": round(learn_s, 1),  # the split and the folds
               "settings": {k: getattr(settings, k) for k in (

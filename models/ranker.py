@@ -161,7 +161,8 @@ class Groups:
     def of(cls, examples: Sequence[tuple[np.ndarray, int, float]]) -> Groups:
         """From (features [c, F], position of the chosen item, event ts) triples."""
         width = max((len(f) for f, _, _ in examples), default=1)
-        x = np.zeros((len(examples), width, len(FEATURES)), dtype=np.float32)
+        columns = examples[0][0].shape[1] if examples else len(FEATURES)
+        x = np.zeros((len(examples), width, columns), dtype=np.float32)
         mask = np.zeros((len(examples), width), dtype=bool)
         for g, (features, _, _) in enumerate(examples):
             x[g, : len(features)] = features
@@ -219,15 +220,17 @@ class RankerMLP(nn.Module):
     The last layer starts at zero, so a new model ranks exactly as the co-occurrence order does
     (the ``rank`` term is monotone in it) and training moves it away only where the data say so.
     The standardisation is part of the model (buffers), so an artefact is self-contained.
+    ``columns``: `FEATURES`, or more where a benchmark appends features of its own after them.
     """
 
-    def __init__(self, hidden: Sequence[int] = (32, 16)) -> None:
+    def __init__(self, hidden: Sequence[int] = (32, 16), *, columns: int = len(FEATURES)
+                 ) -> None:
         super().__init__()
         self.hidden = tuple(int(h) for h in hidden)
-        self.register_buffer("mean", torch.zeros(len(FEATURES)))
-        self.register_buffer("scale", torch.ones(len(FEATURES)))
+        self.register_buffer("mean", torch.zeros(columns))
+        self.register_buffer("scale", torch.ones(columns))
         layers: list[nn.Module] = []
-        width = len(FEATURES)
+        width = columns
         for h in self.hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
