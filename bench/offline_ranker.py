@@ -44,7 +44,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from bench.offline import PUBLISHED, K, Split, evaluate, print_beyond, print_table
+from bench.offline import PUBLISHED, K, Split, evaluate, print_beyond, print_table, seen_by_user
 from models.cooccurrence import Recommendation
 from models.ranker import FEATURES, Groups, RankerMLP, fine_tune, rerank
 from models.ranker import evaluate as evaluate_groups
@@ -176,11 +176,8 @@ def featurise(ranking: Ranking, items, user: str, history, candidates,  # noqa: 
 def fold_holdout(split: Split, rng: random.Random) -> set[tuple[str, str]]:
     """The (user, item) pairs a fold holds out: a random `FOLD_SHARE` of each user's distinct
     train items, at least one."""
-    by_user: dict[str, set[str]] = {}
-    for r in split.train:
-        by_user.setdefault(r.user_id, set()).add(r.item_id)
     held: set[tuple[str, str]] = set()
-    for user, items in sorted(by_user.items()):
+    for user, items in sorted(seen_by_user(split.train).items()):
         held.update((user, i) for i in rng.sample(
             sorted(items), max(1, round(len(items) * FOLD_SHARE))))
     return held

@@ -726,11 +726,12 @@ class ItemCooccurrence:
             self._ukeys.append(user_key(user_id))
         self._dirty_users.add(user_id)
         old = self._user_items.get(user_id, {})
+        gone = old.keys() - items.keys()
         # only the items whose likers changed are ranked again: this user came, went or
         # liked them at another time
-        self._dirty_items.update(old.keys() - items.keys())
+        self._dirty_items.update(gone)
         self._dirty_items.update(j for j, ts in items.items() if old.get(j) != ts)
-        for item_id in old.keys() - items.keys():
+        for item_id in gone:
             likers = self._likers[item_id]
             likers.pop(user_id, None)
             if not likers:
