@@ -4,9 +4,10 @@ Replays the first ``--events`` ML-100K events to topics of their own, then, in t
 a raw aiokafka consumer reads them (no group, no processing); a Faust app configured as the
 worker's (`streams.app.create_app`: same broker settings, poll size, one agent over the three
 event topics, ``take_events(BATCH_SIZE, within=BATCH_WITHIN_S)``, each event turned into the
-worker's `SourceMessage`) consumes them and does nothing else, then a second such app whose
-agent drains its batches from its channel's queue (`drained_batches`: is the stream's per-event
-iteration the cost?); and, with ``--worker``, the real
+worker's `SourceMessage`) consumes them and does nothing else — once on Faust's own aiokafka
+transport (``kafka://``), once on the worker's (`streams.faust_consumer`) — then a third such
+app whose agent drains its batches from its channel's queue (`drained_batches`: is the stream's
+per-event iteration the cost?); and, with ``--worker``, the real
 worker (``tastemaker worker``) processes them. Prints events/s and CPU per event of each (CPU
 of the child process, from /proc, from its start: Faust's start-up included) and writes
 ``bench/out/faust_ceiling.json``.
@@ -97,9 +98,11 @@ def _ack(events: list[Any], sensors: Any) -> None:
 
 
 
-def null_agent(total: int, out: Path, drain: bool) -> None:
+def null_agent(total: int, out: Path, mode: str) -> None:
     """The child: a Faust app as the worker builds it, whose agent only collects the batches;
-    writes its time to ``total`` events (from the first batch) to ``out`` and exits."""
+    writes its time to ``total`` events (from the first batch) to ``out`` and exits. ``mode``:
+    ``stream`` (the worker's transport and ``take_events``), ``stock`` (Faust's own aiokafka
+    transport, ``kafka://``) or ``drain`` (the worker's transport, `drained_batches`)."""
     import faust
 
     from streams import connections
@@ -107,8 +110,11 @@ def null_agent(total: int, out: Path, drain: bool) -> None:
 
     settings = get_settings()
     (settings.stack_dir / "faust").mkdir(parents=True, exist_ok=True)
+    broker = connections.faust_broker(settings)
+    if mode == "stock":
+        broker = ["kafka://" + url.split("://", 1)[1] for url in broker]
     app = faust.App(
-        settings.app_id, broker=connections.faust_broker(settings),
+        settings.app_id, broker=broker,
         broker_credentials=connections.faust_credentials(settings), store="memory://",
         datadir=str(settings.stack_dir / "faust" / "{conf.id}-data"),
         topic_partitions=settings.topic_partitions, topic_allow_declare=False,
@@ -132,7 +138,7 @@ def null_agent(total: int, out: Path, drain: bool) -> None:
 
     @app.agent(topic, name="null_events", concurrency=1)
     async def null_events(stream):  # noqa: ANN001, ANN202 - a Faust stream
-        if drain:
+        if mode == "drain":
             async for events in drained_batches(app, stream, settings.batch_size,
                                                 settings.batch_within_s):
                 collect(events)
@@ -144,12 +150,12 @@ def null_agent(total: int, out: Path, drain: bool) -> None:
     app.main()
 
 
-def run_null_agent(settings: Settings, total: int, *, drain: bool = False) -> dict[str, Any]:
+def run_null_agent(settings: Settings, total: int, *, mode: str = "stream") -> dict[str, Any]:
     out = OUT_DIR / f"faust_null_{os.getpid()}.json"
     out.unlink(missing_ok=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "bench.faust_ceiling", "--child",
-                             str(total), str(out), "drain" if drain else "stream"],
+                             str(total), str(out), mode],
                             cwd=ROOT, env=settings_env(settings), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     cpu = 0.0
@@ -173,7 +179,7 @@ def run_null_agent(settings: Settings, total: int, *, drain: bool = False) -> di
 
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--child":
-        null_agent(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "drain")
+        null_agent(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -184,6 +190,7 @@ def main() -> None:
     from streams.replay import replay
 
     settings = bench_settings(get_settings())
+    stock = another_worker(settings, "stock")
     null = another_worker(settings, "null")
     drained = another_worker(settings, "drained")
     worker = another_worker(settings, "worker")
@@ -194,9 +201,13 @@ def main() -> None:
         total = report.events
         result["raw_consumer"] = asyncio.run(raw_consume(settings, total))
         print(f"raw aiokafka consumer: {result['raw_consumer']}")
+        result["faust_null_agent_stock"] = run_null_agent(stock, total, mode="stock")
+        print(f"Faust agent doing nothing, Faust's own transport: "
+              f"{result['faust_null_agent_stock']}")
         result["faust_null_agent"] = run_null_agent(null, total)
-        print(f"Faust agent doing nothing: {result['faust_null_agent']}")
-        result["faust_null_agent_drained"] = run_null_agent(drained, total, drain=True)
+        print(f"Faust agent doing nothing, the worker's transport (streams.faust_consumer): "
+              f"{result['faust_null_agent']}")
+        result["faust_null_agent_drained"] = run_null_agent(drained, total, mode="drain")
         print(f"Faust agent doing nothing, batches drained from its queue "
               f"(drained_batches): {result['faust_null_agent_drained']}")
         if args.worker:
@@ -206,7 +217,7 @@ def main() -> None:
             print(f"tastemaker worker: {result['worker']}")
     finally:
         with suppress(Exception):
-            asyncio.run(cleanup([settings, null, drained, worker]))
+            asyncio.run(cleanup([settings, stock, null, drained, worker]))
     result["load_after"] = machine()
     result["command"] = f"python -m bench.faust_ceiling --events {args.events}" + (
         " --worker" if args.worker else "")

@@ -205,7 +205,11 @@ def kafka_admin(settings: Settings, **options: Any) -> AIOKafkaAdminClient:
 
 # --- Faust ------------------------------------------------------------------------------------
 def faust_broker(settings: Settings) -> list[str]:
-    return [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
+    """The Faust app's broker URLs, with the scheme of tastemaker's Faust transport
+    (`streams.faust_consumer`: Faust's aiokafka transport, without four tasks per message)."""
+    from streams.faust_consumer import SCHEME
+
+    return [f"{SCHEME}://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
 
 
 def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:

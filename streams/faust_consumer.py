@@ -1,0 +1,96 @@
+"""Faust's Kafka transport with one change: a message the conductor can hand to the stream at
+once is handed over without four asyncio tasks.
+
+Faust's fetch loop (faust-streaming 0.15.3, `faust.transport.consumer.Consumer._drain_messages`)
+passes every message to the conductor through
+``self.wait_first(callback(message), self.suspend_flow.wait())``. `mode.Service.wait_first`
+wraps both in tasks, adds two more for the service's stopped and crashed events, waits for the
+first to finish and cancels the other three: about half of the CPU a do-nothing Faust agent spends
+per event (``python -m bench.faust_ceiling``). Almost always the callback never waits — flow is
+active, the stream's queue has room, the event is put in it — so all that machinery decides
+nothing.
+
+`EagerWaitFirst.wait_first` runs the first coroutine's first step at once, as the first task
+would have. If the coroutine finishes there, that is the result `wait_first` would have returned
+(the same `WaitResults`). If it has to wait (flow control paused, the queue full, the producer
+buffer full), the suspended coroutine goes on as a task under Faust's own `wait_first`, so a
+rebalance (``suspend_flow``) or a stop interrupts it exactly as before.
+
+The transport is selected by the broker URL's scheme (`SCHEME`, registered with Faust's transport
+registry when this module is imported): `streams.connections.faust_broker` builds such URLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import Any
+
+from faust.transport.drivers import TRANSPORTS
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.services import WaitResults
+
+SCHEME = "tastemaker-kafka"
+
+
+class _Started(Awaitable[Any]):
+    """A coroutine whose first step already ran and yielded ``pending`` (what it waits on): awaiting
+    this goes on from there — what the awaiting task is sent or thrown reaches the coroutine."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any) -> None:
+        self.coro, self.pending = coro, pending
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, step = self.coro, self.pending
+        while True:
+            try:
+                sent = yield step
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - cancellation too: the coroutine decides
+                try:
+                    step = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    step = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
+
+
+class EagerWaitFirst:
+    """`mode.Service.wait_first` with the first coroutine started eagerly (see the module)."""
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
+        if (coros and asyncio.iscoroutine(coros[0]) and not self._stopped.is_set()
+                and not self._crashed.is_set()):
+            first, rest = coros[0], coros[1:]
+            try:
+                pending = first.send(None)
+            except StopIteration as done:
+                for other in rest:  # never started: closed, not left to warn "never awaited"
+                    if asyncio.iscoroutine(other):
+                        other.close()
+                return WaitResults([first], [done.value], False)
+            except BaseException:
+                for other in rest:
+                    if asyncio.iscoroutine(other):
+                        other.close()
+                raise
+            coros = (_Started(first, pending), *rest)
+        return await super().wait_first(*coros, timeout=timeout)  # type: ignore[misc]
+
+
+class Consumer(EagerWaitFirst, faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer with `EagerWaitFirst`."""
+
+
+class Transport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport with this module's `Consumer`."""
+
+    Consumer = Consumer
+
+
+TRANSPORTS.aliases.setdefault(SCHEME, f"{__name__}:Transport")
