@@ -874,9 +874,10 @@ class ItemCooccurrence:
                     self._table.sims, lk_start, lk_len, lk_users, ui_start, ui_count, ui_items,
                     ui_len,
                     self._key[:m], np.array(self._ukeys, dtype=np.int64), n,
-                    recency_half_life, explain_items, similar_users, user_blend, out_items,
-                    out_score, out_item_part, out_user_part, out_users, out_count, out_because,
-                    *scratch)
+                    recency_half_life, explain_items,
+                    np.full(q, -1, dtype=np.int64) if wanted is None else wanted,
+                    similar_users, user_blend, out_items, out_score, out_item_part,
+                    out_user_part, out_users, out_count, out_because, *scratch)
         ids = self._ids
         results = []
         trending: list[tuple[str, float]] | None = None  # one ranking for every backfill

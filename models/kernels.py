@@ -521,7 +521,7 @@ def _top(values, keys, idx, n):
 def score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, mine_n,
                 nb_start, nb_len, nb_ids, nb_sims, lk_start, lk_len, lk_users, ui_start,
                 ui_count, ui_items, ui_len,
-                item_key, user_key, n, recency_half_life, explain_items, similar_users,
+                item_key, user_key, n, recency_half_life, explain_items, wanted, similar_users,
                 user_blend, out_items, out_score, out_item_part, out_user_part, out_users,
                 out_count, out_because, scores, from_users, seen, excluded, position, touched,
                 values, overlap, overlapping, sims):
@@ -531,7 +531,9 @@ def score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, 
     added most to each (ties: smaller item key). Item ``j``'s neighbour list is
     ``nb_ids``/``nb_sims`` from ``nb_start[j]``, ``nb_len[j]`` long; the similar-user index
     alike (``lk_*``: an item's latest likers; ``ui_*``: a user's items, ``ui_len`` how many
-    items the user has, interned or not). Writes the outputs row by row."""
+    items the user has, interned or not). A request with a ``wanted`` item (>= 0) whose full
+    top ``n`` does not hold it gets no explanations (its caller drops it). Writes the outputs
+    row by row."""
     # the scratch arrays (per thread, per item: scores, from_users, seen, excluded,
     # position = -1, touched, values; per indexed user: overlap, overlapping, sims) are the
     # caller's, one row a thread, at least as long as the items and users, zero (position -1)
@@ -542,7 +544,7 @@ def score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, 
         _score_user(q, rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, mine_n,
                     nb_start, nb_len, nb_ids, nb_sims, lk_start, lk_len, lk_users, ui_start,
                     ui_count, ui_items, ui_len, item_key, user_key, n, recency_half_life,
-                    explain_items, similar_users, user_blend, out_items, out_score,
+                    explain_items, wanted, similar_users, user_blend, out_items, out_score,
                     out_item_part, out_user_part, out_users, out_count, out_because,
                     scores[k], from_users[k], seen[k], excluded[k], position[k], touched[k],
                     values[k], overlap[k], overlapping[k], sims[k])
@@ -552,9 +554,10 @@ def score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, 
 def _score_user(q, rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, mine_n,
                 nb_start, nb_len, nb_ids, nb_sims, lk_start, lk_len, lk_users, ui_start,
                 ui_count, ui_items, ui_len, item_key, user_key, n, recency_half_life,
-                explain_items, similar_users, user_blend, out_items, out_score, out_item_part,
-                out_user_part, out_users, out_count, out_because, scores, from_users, seen,
-                excluded, position, touched, values, overlap, overlapping, sims):
+                explain_items, wanted, similar_users, user_blend, out_items, out_score,
+                out_item_part, out_user_part, out_users, out_count, out_because, scores,
+                from_users, seen, excluded, position, touched, values, overlap, overlapping,
+                sims):
     """Request ``q`` of `score_users`."""
     a, b = rec_ptr[q], rec_ptr[q + 1]
     t = 0
@@ -647,7 +650,8 @@ def _score_user(q, rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_use
         out_user_part[q, p] = from_users[k]
         out_users[q, p] = blended and from_users[k] * 2 > total
         position[k] = p
-    if explain_items > 0 and c > 0 and len(top) > 0:
+    dropped = wanted[q] >= 0 and len(top) == n and position[wanted[q]] < 0
+    if explain_items > 0 and c > 0 and len(top) > 0 and not dropped:
         # the contributors in item-key order: among equal rounded additions, the first wins
         cs = np.arange(c)[np.argsort(item_key[contributors[:c]], kind="mergesort")]
         best = np.full((len(top), explain_items), -1, np.int64)

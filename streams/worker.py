@@ -410,8 +410,9 @@ class EventProcessor:
             logger.info("rejected %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc.reason)
 
     async def _send_examples(self, examples: list[dict]) -> None:
-        futures = [await self.producer.send(self.settings.topic_ranker_examples,
-                                            orjson.dumps(e), key=e["user_id"].encode())
+        encode = self.ranking.encode_example
+        futures = [await self.producer.send(self.settings.topic_ranker_examples, encode(e),
+                                            key=e["user_id"].encode())
                    for e in examples]
         await asyncio.gather(*futures)
         RANKER_EXAMPLES.inc(len(examples))
