@@ -5,10 +5,10 @@ a raw aiokafka consumer reads them (no group, no processing); a Faust app config
 worker's (`streams.app.create_app`: same broker settings, poll size, one agent over the three
 event topics, ``take_events(BATCH_SIZE, within=BATCH_WITHIN_S)``, each event turned into the
 worker's `SourceMessage`) consumes them and does nothing else — once on Faust's own aiokafka
-transport (``kafka://``), once on the worker's (`streams.faust_consumer`) — then a third such
-app whose agent drains its batches from its channel's queue (`drained_batches`: is the stream's
-per-event iteration the cost?); and, with ``--worker``, the real
-worker (``tastemaker worker``) processes them. Prints events/s and CPU per event of each (CPU
+transport (``kafka://``) and schema, once on the worker's (`streams.faust_consumer`) — then a
+third such app whose agent drains its batches from its channel's queue (`drained_batches`: is
+the stream's per-event iteration the cost?); and, with ``--worker``, the real worker
+(``tastemaker worker``) processes them. Prints events/s and CPU per event of each (CPU
 of the child process, from /proc, from its start: Faust's start-up included) and writes
 ``bench/out/faust_ceiling.json``.
 
@@ -101,11 +101,12 @@ def _ack(events: list[Any], sensors: Any) -> None:
 def null_agent(total: int, out: Path, mode: str) -> None:
     """The child: a Faust app as the worker builds it, whose agent only collects the batches;
     writes its time to ``total`` events (from the first batch) to ``out`` and exits. ``mode``:
-    ``stream`` (the worker's transport and ``take_events``), ``stock`` (Faust's own aiokafka
-    transport, ``kafka://``) or ``drain`` (the worker's transport, `drained_batches`)."""
+    ``stream`` (the worker's transport, topic and ``take_events``), ``stock`` (Faust's own
+    aiokafka transport, ``kafka://``, and schema) or ``drain`` (the worker's transport and
+    topic, `drained_batches`)."""
     import faust
 
-    from streams import connections
+    from streams import connections, faust_consumer
     from streams.worker import SourceMessage
 
     settings = get_settings()
@@ -122,8 +123,11 @@ def null_agent(total: int, out: Path, mode: str) -> None:
         broker_max_poll_records=max(settings.batch_size, 500),
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 4)
-    topic = app.topic(*settings.event_topics, key_serializer="raw", value_serializer="raw",
-                      allow_empty=True)
+    if mode == "stock":
+        topic = app.topic(*settings.event_topics, key_serializer="raw", value_serializer="raw",
+                          allow_empty=True)
+    else:
+        topic = faust_consumer.event_topic(app, settings.event_topics)
     seen = {"n": 0, "first": 0.0}
 
     def collect(events: list) -> None:  # noqa: ANN001 - Faust events

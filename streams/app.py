@@ -80,6 +80,8 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
     """Build the Faust app with its agent and timers."""
     import faust
 
+    from streams import faust_consumer
+
     faust_dir = settings.stack_dir / "faust"  # Faust's local data, kept out of the cwd
     faust_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -97,8 +99,7 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 4,
     )
-    topic = app.topic(*settings.event_topics, key_serializer="raw", value_serializer="raw",
-                      allow_empty=True)
+    topic = faust_consumer.event_topic(app, settings.event_topics)
     runtime: dict[str, EventProcessor] = {}
 
     async def processor() -> EventProcessor:

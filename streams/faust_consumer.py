@@ -16,6 +16,11 @@ would have. If the coroutine finishes there, that is the result `wait_first` wou
 buffer full), the suspended coroutine goes on as a task under Faust's own `wait_first`, so a
 rebalance (``suspend_flow``) or a stop interrupts it exactly as before.
 
+`RawSchema` is the other per-message cost the worker does not need: the event topics are read
+as raw bytes, so the codec lookups of Faust's schema (key and value through the serializer
+registry, settings read per message) return what they were given. It builds the same event from
+the message directly.
+
 The transport is selected by the broker URL's scheme (`SCHEME`, registered with Faust's transport
 registry when this module is imported): `streams.connections.faust_broker` builds such URLs.
 """
@@ -23,9 +28,10 @@ registry when this module is imported): `streams.connections.faust_broker` build
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Coroutine, Generator, Sequence
 from typing import Any
 
+import faust
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
@@ -91,6 +97,28 @@ class Transport(faust_aiokafka.Transport):
     """Faust's aiokafka transport with this module's `Consumer`."""
 
     Consumer = Consumer
+
+
+class RawSchema(faust.Schema):
+    """Faust's schema for raw keys and values (``allow_empty``: a value may be None) without the
+    codec round trip: the event holds the message's own key and value bytes, as the ``raw``
+    codec would return them."""
+
+    def __init__(self) -> None:
+        super().__init__(key_serializer="raw", value_serializer="raw", allow_empty=True)
+
+    def compile(self, app: faust.types.AppT, **_: Any) -> Any:  # noqa: ANN401 - Faust's type
+        create_event = app.create_event
+
+        async def decode(message: Any, *, propagate: bool = False) -> Any:  # noqa: ANN401
+            return create_event(message.key, message.value, message.headers, message)
+
+        return decode
+
+
+def event_topic(app: faust.App, topics: Sequence[str]) -> faust.TopicT:
+    """The worker's Faust topic over the event topics: raw bytes, `RawSchema`."""
+    return app.topic(*topics, schema=RawSchema())
 
 
 TRANSPORTS.aliases.setdefault(SCHEME, f"{__name__}:Transport")

@@ -1,6 +1,7 @@
 """The worker's Faust transport: `EagerWaitFirst.wait_first` returns what `mode.Service.wait_first`
 returns, without tasks when the first coroutine finishes at once, and a coroutine that has to wait
-is still interrupted by the others (a rebalance's ``suspend_flow``)."""
+is still interrupted by the others (a rebalance's ``suspend_flow``); the raw event topic decodes
+as Faust's own raw topic does."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import inspect
 
 import faust
 import pytest
+from faust.types import Message
 from mode import Service
 from mode.utils.locks import Event
 
 from streams import connections
-from streams.faust_consumer import SCHEME, EagerWaitFirst, Transport
+from streams.faust_consumer import SCHEME, EagerWaitFirst, Transport, event_topic
 from streams.settings import Settings
 
 
@@ -109,3 +111,18 @@ def test_the_worker_app_uses_the_transport() -> None:
     assert brokers == [f"{SCHEME}://a:1", f"{SCHEME}://b:2"]
     app = faust.App("transport-check", broker=brokers)
     assert faust.transport.by_url(app.conf.broker_consumer[0]) is Transport
+
+
+def test_the_raw_schema_makes_the_event_faust_would_make() -> None:
+    app = faust.App("schema-check", broker=f"{SCHEME}://localhost:9092")
+    stock = app.topic("plays", key_serializer="raw", value_serializer="raw", allow_empty=True)
+    raw = event_topic(app, ["plays"])
+    for key, value in ((b"u1", b'{"user_id": "u1"}'), (None, None), (b"k", b"")):
+        message = Message("plays", 0, 7, 1.0, 0, [("h", b"v")], key, value, None)
+
+        async def both(message: Message = message) -> tuple:
+            return (await stock.decode(message), await raw.decode(message))
+
+        want, got = asyncio.run(both())
+        assert (got.key, got.value, got.headers, got.message) == (
+            want.key, want.value, want.headers, want.message)
