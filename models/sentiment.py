@@ -26,8 +26,9 @@ bytes (both stable across processes and platforms; Python's ``hash`` is salted).
 arrays — word counts as ``uint16`` half-counts (halved when one saturates), word weights
 ``float32``, n-gram weights and AdaGrad's sums of squared gradients kept ``float16`` values — so a
 snapshot is bounded (< 2 MB at the default 160,000 word and 170,000 n-gram buckets) and written as
-``.npz`` without pickle. Sums use ``math.fsum`` or one sequential loop: a score does not depend on
-memory alignment, so every process computes the same bits.
+``.npz`` without pickle. Sums are ``math.fsum``'s (its algorithm, compiled: `_fsum`) or one
+sequential loop: a score does not depend on memory alignment, so every process computes the same
+bits.
 
 Chosen by the learning curves of ``python -m bench.sentiment --curve`` (docs/results).
 
@@ -234,19 +235,82 @@ def _ascii_word_buckets(data: np.ndarray, n_buckets: int, special_hashes: np.nda
     return out[:distinct]
 
 
+@njit(cache=True)
+def _ascii_word_buckets_many(data: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                             n_buckets: int, special_hashes: np.ndarray,
+                             special_kinds: np.ndarray, crc_table: np.ndarray
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """`_ascii_word_buckets` of each text ``data[starts[i]:ends[i]]`` in one call: their buckets
+    one text after another, and where each text's begin (``len(starts) + 1`` offsets)."""
+    out = np.empty(len(data), dtype=np.int64)  # a text has at most one token per byte
+    bounds = np.empty(len(starts) + 1, dtype=np.int64)
+    k = 0
+    for i in range(len(starts)):
+        bounds[i] = k
+        buckets = _ascii_word_buckets(data[starts[i]:ends[i]], n_buckets, special_hashes,
+                                      special_kinds, crc_table)
+        out[k:k + len(buckets)] = buckets
+        k += len(buckets)
+    bounds[len(starts)] = k
+    return out[:k], bounds
+
+
+class _Packed(NamedTuple):
+    """Texts' UTF-8, each padded with a space at both ends, one after another: what the compiled
+    passes read in one call each (a padding space is no word byte, so the word pass reads the
+    padded text as the text)."""
+
+    data: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+def _pack(texts: Sequence[str]) -> _Packed:
+    joined = f" {'  '.join(texts)} "
+    if joined.isascii():
+        sizes = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    else:
+        sizes = np.array([len(t) if t.isascii() else len(t.encode()) for t in texts],
+                         dtype=np.int64)
+    ends = np.cumsum(sizes + 2)
+    return _Packed(np.frombuffer(joined.encode(), dtype=np.uint8), ends - (sizes + 2), ends)
+
+
+def _split(values: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    return [values[a:b] for a, b in itertools.pairwise(bounds.tolist())]
+
+
 def hashed_features_many(texts: Sequence[str], *, n_buckets: int = N_BUCKETS) -> list[np.ndarray]:
-    """`hashed_features` of each cleaned text, in one pass of array operations over all their
-    tokens (a review and its sentences cost about what one text does): the same arrays.
+    """`hashed_features` of each cleaned text, ASCII ones in one compiled pass, the others in one
+    pass of array operations over all their tokens (a review and its sentences cost about what
+    one text does): the same arrays.
 
     >>> [a.tolist() == hashed_features(t).tolist() for t, a in zip(
-    ...     ["not good. good", "", "never dull !"],
-    ...     hashed_features_many(["not good. good", "", "never dull !"]))]
-    [True, True, True]
+    ...     ["not good. good", "", "never dull !", "pas génial"],
+    ...     hashed_features_many(["not good. good", "", "never dull !", "pas génial"]))]
+    [True, True, True, True]
     """
-    if all(map(str.isascii, texts)):  # the common case, in one compiled pass per text
-        return [_ascii_word_buckets(np.frombuffer(text.encode(), dtype=np.uint8), n_buckets,
-                                    _SPECIAL_HASHES, _SPECIAL_KINDS, _CRC_TABLE)
-                for text in texts]
+    return _word_buckets(texts, _pack([t if t.isascii() else "" for t in texts]), n_buckets)
+
+
+def _word_buckets(texts: Sequence[str], packed: _Packed, n_buckets: int) -> list[np.ndarray]:
+    """`hashed_features_many` of ``texts``, packed (a non-ASCII text's bytes are not read)."""
+    ascii_ = np.fromiter(map(str.isascii, texts), dtype=bool, count=len(texts))
+    buckets, bounds = _ascii_word_buckets_many(
+        packed.data, packed.starts, np.where(ascii_, packed.ends, packed.starts), n_buckets,
+        _SPECIAL_HASHES, _SPECIAL_KINDS, _CRC_TABLE)
+    out = _split(buckets, bounds)
+    if not ascii_.all():  # the rare text with other scripts, accents or emoji
+        others = np.flatnonzero(~ascii_).tolist()
+        for i, features in zip(others, _array_word_buckets([texts[i] for i in others],
+                                                           n_buckets), strict=True):
+            out[i] = features
+    return out
+
+
+def _array_word_buckets(texts: Sequence[str], n_buckets: int) -> list[np.ndarray]:
+    """`hashed_features_many` of any cleaned texts by regex and array operations over all their
+    tokens at once."""
     token_lists = [(_SCOPED_ASCII if text.isascii() else _SCOPED).findall(text) for text in texts]
     one = len(token_lists) == 1
     lengths = [len(tokens) for tokens in token_lists]
@@ -324,6 +388,24 @@ def _byte_ngrams(data: np.ndarray, n_buckets: int, seen: np.ndarray, shortest: i
     return out[:k]
 
 
+@njit(cache=True)
+def _byte_ngrams_many(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, n_buckets: int,
+                      seen: np.ndarray, shortest: int, longest: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """`_byte_ngrams` of each text ``data[starts[i]:ends[i]]`` in one call: their buckets one text
+    after another, and where each text's begin (``len(starts) + 1`` offsets)."""
+    out = np.empty(max(len(data), 1) * (longest - shortest + 1), dtype=np.int64)
+    bounds = np.empty(len(starts) + 1, dtype=np.int64)
+    k = 0
+    for i in range(len(starts)):
+        bounds[i] = k
+        buckets = _byte_ngrams(data[starts[i]:ends[i]], n_buckets, seen, shortest, longest)
+        out[k:k + len(buckets)] = buckets
+        k += len(buckets)
+    bounds[len(starts)] = k
+    return out[:k], bounds
+
+
 _HALF_MIN = 2.0 ** -14  # the smallest normal float16
 _HALF_MAX = 65504.0  # the largest finite float16
 
@@ -369,6 +451,96 @@ def _adagrad_step(char: np.ndarray, idx: np.ndarray, grad: float, lr: float) -> 
         total = _to_half(max(char[j, 1] + square, _HALF_MIN), value_bits, buffer)
         char[j, 1] = total
         char[j, 0] = _to_half(char[j, 0] - lr * grad / math.sqrt(total), value_bits, buffer)
+
+
+@njit(cache=True)
+def _gather_shares(idx: np.ndarray, pos_counts: np.ndarray, neg_counts: np.ndarray,
+                   weights: np.ndarray, a2: float, pos_norm: float, neg_norm: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The counts and word weights at ``idx``, and naive Bayes' smoothed shares there,
+    ``p = (pos + a2) / pos_norm`` and ``q`` alike: numpy's arithmetic, element by element, in one
+    pass over the buckets."""
+    n = len(idx)
+    pos = np.empty(n, dtype=np.uint16)
+    neg = np.empty(n, dtype=np.uint16)
+    w = np.empty(n, dtype=np.float32)
+    p = np.empty(n, dtype=np.float64)
+    q = np.empty(n, dtype=np.float64)
+    for j in range(n):
+        b = idx[j]
+        pos[j], neg[j], w[j] = pos_counts[b], neg_counts[b], weights[b]
+        p[j] = (np.float64(pos[j]) + a2) / pos_norm
+        q[j] = (np.float64(neg[j]) + a2) / neg_norm
+    return pos, neg, w, p, q
+
+
+@njit(cache=True)
+def _fsum(values: np.ndarray, start: int, end: int, partials: np.ndarray) -> float:
+    """``math.fsum(values[start:end])``, by CPython's own algorithm (Shewchuk's exact partials,
+    then one half-even rounding): the correctly rounded sum, so the same bits. NaN when a value
+    or an intermediate sum is not finite: the caller asks ``math.fsum`` then. ``partials`` is
+    scratch of at least ``end - start`` floats."""
+    n = 0
+    for k in range(start, end):
+        x = values[k]
+        i = 0
+        for j in range(n):
+            y = partials[j]
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                partials[i] = lo
+                i += 1
+            x = hi
+        n = i
+        if x != 0.0:
+            if not math.isfinite(x):
+                return math.nan
+            partials[n] = x
+            n += 1
+    hi = 0.0
+    if n > 0:
+        n -= 1
+        hi = partials[n]
+        lo = 0.0
+        while n > 0:
+            x = hi
+            n -= 1
+            y = partials[n]
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                break
+        if n > 0 and ((lo < 0.0 and partials[n - 1] < 0.0) or (lo > 0.0 and partials[n - 1] > 0.0)):
+            y = lo * 2.0
+            x = hi + y
+            if y == x - hi:
+                hi = x
+    return hi
+
+
+@njit(cache=True)
+def _scaled_ratios(log_p: np.ndarray, log_q: np.ndarray, w: np.ndarray, lengths: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NBSVM's features ``x = (log p - log q) / sqrt(length)`` of texts laid end to end
+    (``lengths`` buckets each), numpy's arithmetic element by element; and each text's
+    ``math.fsum`` of ``x`` and of ``x * w`` (NaN where one needs ``math.fsum`` itself)."""
+    x = np.empty(len(log_p), dtype=np.float64)
+    xw = np.empty(len(log_p), dtype=np.float64)
+    sums = np.empty((len(lengths), 2), dtype=np.float64)
+    partials = np.empty(max(lengths.max(), 1) if len(lengths) else 1, dtype=np.float64)
+    a = 0
+    for t, length in enumerate(lengths):
+        scale = 1.0 / math.sqrt(length) if length else 0.0
+        for j in range(a, a + length):
+            x[j] = (log_p[j] - log_q[j]) * scale
+            xw[j] = x[j] * np.float64(w[j])
+        sums[t, 0] = _fsum(x, a, a + length, partials)
+        sums[t, 1] = _fsum(xw, a, a + length, partials)
+        a += length
+    return x, xw, sums
 
 
 def char_ngram_buckets(text: str, *, n_buckets: int = CHAR_BUCKETS,
@@ -560,11 +732,13 @@ class ReviewSentiment:
         True
         """
         cleaned = [clean_text(t, max_chars=self.max_chars) for t in texts]
-        words = hashed_features_many(cleaned, n_buckets=self.n_buckets)
+        packed = _pack(cleaned)  # each text padded with a space, as `char_ngram_buckets` reads it
+        words = _word_buckets(cleaned, packed, self.n_buckets)
         if not self.char_lr:
             return [Features(w, _NO_BUCKETS) for w in words]
-        return [Features(w, char_ngram_buckets(c, n_buckets=self.char_buckets, seen=self._seen))
-                for w, c in zip(words, cleaned, strict=True)]
+        chars = _split(*_byte_ngrams_many(packed.data, packed.starts, packed.ends,
+                                          self.char_buckets, self._seen, NGRAM_MIN, NGRAM_MAX))
+        return list(map(Features, words, chars))
 
     def score_and_learn(self, features: Sequence[Features], positive: bool | None
                         ) -> list[float]:
@@ -602,23 +776,23 @@ class ReviewSentiment:
             f = features[0].words
             return ([(0.0, self._bias, z) for z, _ in char_logits],
                     (f, np.zeros(0), f, f, f, *chars))
-        pos, neg, w = self._pos[idx], self._neg[idx], self._w[idx]
         # counts are half-counts: alpha is doubled to match; |p|, |q| the same way
         a2 = 2.0 * self.alpha
         vocabulary = max(self._vocabulary, 1)
-        p = (pos + a2) / (self._total_pos + a2 * vocabulary)
-        q = (neg + a2) / (self._total_neg + a2 * vocabulary)
-        r = np.log(p) - np.log(q)
-        if len(lengths) == 1:
-            x = r * (1.0 / math.sqrt(lengths[0]))
-        else:
-            x = r * np.repeat([1.0 / math.sqrt(n) if n else 0.0 for n in lengths], lengths)
-        xs, xws = x.tolist(), (x * w).tolist()
+        pos, neg, w, p, q = _gather_shares(idx, self._pos, self._neg, self._w, a2,
+                                           self._total_pos + a2 * vocabulary,
+                                           self._total_neg + a2 * vocabulary)
+        # the logs are numpy's (its log may differ from the compiled one in the last bit)
+        x, xw, sums = _scaled_ratios(np.log(p), np.log(q), w,
+                                     np.array(lengths, dtype=np.int64))
         logits, a = [], 0
-        for length, (z_char, _) in zip(lengths, char_logits, strict=True):
+        for length, (z_char, _), (z_nb, z_lr) in zip(lengths, char_logits, sums.tolist(),
+                                                       strict=True):
             b = a + length
-            logits.append((math.fsum(xs[a:b]), math.fsum(xws[a:b]) + self._bias, z_char)
-                          if length else (0.0, self._bias, z_char))
+            if z_nb != z_nb or z_lr != z_lr:  # NaN: not all finite; math.fsum decides
+                z_nb, z_lr = math.fsum(x[a:b].tolist()), math.fsum(xw[a:b].tolist())
+            logits.append((z_nb, z_lr + self._bias, z_char) if length
+                          else (0.0, self._bias, z_char))
             a = b
         n = lengths[0]
         return logits, (features[0].words, x[:n], pos[:n], neg[:n], w[:n], *chars)

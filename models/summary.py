@@ -402,6 +402,16 @@ class ItemSummary:
     def render(self) -> dict[str, Any]:
         """The public summary: count, mean, positive share, whether reviewers disagree, the
         chosen sentences (text, side, p) and the key phrases."""
+        share, disagree, sentences = self._chosen()
+        # only phrases surely seen twice are shown: the rest need no sorting
+        shown = [item for item in self.phrases.items() if item[1][0] - item[1][1] >= 2]
+        phrases = [p for p, _ in sorted(shown, key=_phrase_rank)[:SUMMARY_PHRASES]]
+        return {"count": self.count, "mean": round(self.mean, 4),
+                "positive_share": round(share, 4), "disagree": disagree,
+                "sentences": sentences, "phrases": phrases}
+
+    def _chosen(self) -> tuple[float, bool, list[dict[str, Any]]]:
+        """`render`'s positive share, whether reviewers disagree, and its sentences."""
         share = self.positives / self.count if self.count else 0.0
         disagree = (self.count > 1 and DISAGREE_SHARE <= share <= 1 - DISAGREE_SHARE
                     and bool(self.pool["+"]) and bool(self.pool["-"]))
@@ -415,15 +425,11 @@ class ItemSummary:
         for side in ("+", "-"):
             for c in sorted(self.pool[side], key=self._rank_key)[:wanted[side]]:
                 sentences.append({"text": c["text"], "side": side, "p": round(c["p"], 4)})
-        phrases = [p for p, (n, error) in sorted(self.phrases.items(), key=_phrase_rank)
-                   if n - error >= 2][:SUMMARY_PHRASES]
-        return {"count": self.count, "mean": round(self.mean, 4),
-                "positive_share": round(share, 4), "disagree": disagree,
-                "sentences": sentences, "phrases": phrases}
+        return share, disagree, sentences
 
     def sentiment(self) -> float:
         """The summary's own sentiment: the mean P(positive) of its sentences (0.5: none)."""
-        sentences = self.render()["sentences"]
+        sentences = self._chosen()[2]
         return sum(s["p"] for s in sentences) / len(sentences) if sentences else 0.5
 
     # --- state ----------------------------------------------------------------------------------
@@ -440,7 +446,31 @@ class ItemSummary:
         summary.count = int(state["count"])
         summary.p_sum = float(state["p_sum"])
         summary.positives = int(state["positives"])
-        summary.terms = {str(k): [int(v[0]), int(v[1])] for k, v in state["terms"].items()}
-        summary.phrases = {str(k): [int(v[0]), int(v[1])] for k, v in state["phrases"].items()}
+        summary.terms = _tally(state, "terms")
+        summary.phrases = _tally(state, "phrases")
         summary.pool = {side: list(state["pool"].get(side, [])) for side in ("+", "-")}
         return summary
+
+
+def _tally(state: dict[str, Any], name: str) -> dict[str, list[int]]:
+    """A copy of the state's space-saving tally ``name`` (word -> ``[count, error]``), its
+    counts checked to be integers by one sum in C rather than an ``int()`` each (a summary is
+    loaded for every review batch of its item); a malformed one raises `ValueError` naming it.
+
+    >>> _tally({"terms": {"cast": [3, 1]}}, "terms")
+    {'cast': [3, 1]}
+    >>> _tally({"terms": {"cast": ["3", 1]}}, "terms")
+    Traceback (most recent call last):
+    ...
+    ValueError: malformed tastemaker.ItemSummary/1 state: terms must map words to [count, error]
+    """
+    try:
+        copy = {word: [count, error] for word, (count, error) in state[name].items()}
+        # the sum of ints is an int; a float makes it a float, anything else raises TypeError
+        counted = type(sum(itertools.chain.from_iterable(copy.values()))) is int
+    except (AttributeError, TypeError, ValueError):
+        counted = False
+    if not counted:
+        raise ValueError(f"malformed {STATE_FORMAT} state: {name} must map words to "
+                         "[count, error]")
+    return copy
