@@ -1,16 +1,21 @@
 """What Faust itself costs per event: the ceiling of any worker built on a Faust agent.
 
 Replays the first ``--events`` ML-100K events to topics of their own, then, in the same run:
-a raw aiokafka consumer reads them (no group, no processing); a Faust app configured as the
-worker's (`streams.app.create_app`: same broker settings, poll size, one agent over the three
-event topics, ``take_events(BATCH_SIZE, within=BATCH_WITHIN_S)``, each event turned into the
-worker's `SourceMessage`) consumes them and does nothing else — once on Faust's own aiokafka
-transport (``kafka://``) and schema, once on the worker's (`streams.faust_consumer`) — then a
-third such app whose agent drains its batches from its channel's queue (`drained_batches`: is
-the stream's per-event iteration the cost?); and, with ``--worker``, the real worker
-(``tastemaker worker``) processes them. Prints events/s and CPU per event of each (CPU
-of the child process, from /proc, from its start: Faust's start-up included) and writes
-``bench/out/faust_ceiling.json``.
+a raw aiokafka consumer reads them (no group, no processing); then three Faust apps configured
+as the worker's (`streams.app.create_app`: same broker settings, poll size, one agent over the
+three event topics, batches of at most ``BATCH_SIZE`` within ``BATCH_WITHIN_S``, each event
+turned into the worker's `SourceMessage`) consume them and do nothing else:
+
+- ``stock``: Faust's own aiokafka transport (``kafka://``), raw schema and
+  ``stream.take_events`` — a Faust agent as Faust ships it;
+- ``take_events``: the worker's transport and topic (`streams.faust_consumer`), with
+  ``stream.take_events``;
+- ``worker``: the worker's transport, topic and `streams.faust_consumer.batches` — what the
+  worker runs under its computation;
+
+and, with ``--worker``, the real worker (``tastemaker worker``) processes them. Prints events/s
+and CPU per event of each (CPU of the child process, from /proc, from its start: Faust's start-up
+included) and writes ``bench/out/faust_ceiling.json``.
 
     python -m bench.faust_ceiling --events 100000 --worker
 """
@@ -24,7 +29,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -46,64 +50,10 @@ from streams.supervisor import settings_env
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def drained_batches(app: Any, stream: Any, max_: int, within: float
-                          ) -> AsyncIterator[list[Any]]:
-    """Batches of the agent ``stream``'s events (``faust.EventT``), at most ``max_`` each,
-    taken from the queue the conductor fills instead of through the stream's per-event
-    iterator (what ``take_events`` uses), keeping its rules: events of an earlier consumer
-    generation or taken while flow control is off are acknowledged and dropped, kept events
-    are tracked before the batch is handed out and acknowledged when the next is asked for.
-    The second do-nothing agent: does the stream's iteration cost what a Faust agent pays per
-    event?"""
-    channel = aiter(stream.channel)  # subscribes the agent's queue, as iterating the stream does
-    queue = channel.queue
-    consumer = app.consumer
-    sensors = app.sensors
-    acking_topics = app.topics.acking_topics
-    loop = asyncio.get_running_loop()
-    while not stream.should_stop:
-        events = [await channel.__anext__()]
-        deadline = loop.time() + within
-        while len(events) < max_:
-            if not queue.empty():
-                events.append(queue.get_nowait())
-                continue
-            left = deadline - loop.time()
-            if left <= 0:
-                break
-            try:
-                events.append(await asyncio.wait_for(queue.get(), left))
-            except TimeoutError:
-                break
-        kept = []
-        active, generation = app.flow_control.is_active(), app.consumer_generation_id
-        for event in events:
-            message = event.message
-            if not active or message.generation_id != generation:
-                continue  # acknowledged below, as the stream does with what it skips
-            if message.topic in acking_topics and not message.tracked:
-                message.tracked = True
-                consumer.track_message(message)
-            kept.append(event)
-        if kept:
-            yield kept
-        _ack(events, sensors)  # the caller asked for the next batch: this one is done
-
-
-def _ack(events: list[Any], sensors: Any) -> None:
-    for event in events:
-        if event.ack():
-            message = event.message
-            sensors.on_message_out(message.tp, message.offset, message)
-
-
-
 def null_agent(total: int, out: Path, mode: str) -> None:
     """The child: a Faust app as the worker builds it, whose agent only collects the batches;
     writes its time to ``total`` events (from the first batch) to ``out`` and exits. ``mode``:
-    ``stream`` (the worker's transport, topic and ``take_events``), ``stock`` (Faust's own
-    aiokafka transport, ``kafka://``, and schema) or ``drain`` (the worker's transport and
-    topic, `drained_batches`)."""
+    ``stock``, ``take_events`` or ``worker`` (see the module)."""
     import faust
 
     from streams import connections, faust_consumer
@@ -142,9 +92,9 @@ def null_agent(total: int, out: Path, mode: str) -> None:
 
     @app.agent(topic, name="null_events", concurrency=1)
     async def null_events(stream):  # noqa: ANN001, ANN202 - a Faust stream
-        if mode == "drain":
-            async for events in drained_batches(app, stream, settings.batch_size,
-                                                settings.batch_within_s):
+        if mode == "worker":
+            async for events in faust_consumer.batches(app, stream, settings.batch_size,
+                                                       settings.batch_within_s):
                 collect(events)
         async for events in stream.take_events(settings.batch_size,
                                                within=settings.batch_within_s):
@@ -154,7 +104,7 @@ def null_agent(total: int, out: Path, mode: str) -> None:
     app.main()
 
 
-def run_null_agent(settings: Settings, total: int, *, mode: str = "stream") -> dict[str, Any]:
+def run_null_agent(settings: Settings, total: int, *, mode: str) -> dict[str, Any]:
     out = OUT_DIR / f"faust_null_{os.getpid()}.json"
     out.unlink(missing_ok=True)
     t0 = time.perf_counter()
@@ -194,10 +144,9 @@ def main() -> None:
     from streams.replay import replay
 
     settings = bench_settings(get_settings())
-    stock = another_worker(settings, "stock")
-    null = another_worker(settings, "null")
-    drained = another_worker(settings, "drained")
-    worker = another_worker(settings, "worker")
+    modes = {mode: another_worker(settings, mode.replace("_", "-"))
+             for mode in ("stock", "take_events", "worker")}
+    worker = another_worker(settings, "worker-process")
     result: dict[str, Any] = {"load_before": machine()}
     try:
         asyncio.run(create_topics(settings))
@@ -205,15 +154,9 @@ def main() -> None:
         total = report.events
         result["raw_consumer"] = asyncio.run(raw_consume(settings, total))
         print(f"raw aiokafka consumer: {result['raw_consumer']}")
-        result["faust_null_agent_stock"] = run_null_agent(stock, total, mode="stock")
-        print(f"Faust agent doing nothing, Faust's own transport: "
-              f"{result['faust_null_agent_stock']}")
-        result["faust_null_agent"] = run_null_agent(null, total)
-        print(f"Faust agent doing nothing, the worker's transport (streams.faust_consumer): "
-              f"{result['faust_null_agent']}")
-        result["faust_null_agent_drained"] = run_null_agent(drained, total, mode="drain")
-        print(f"Faust agent doing nothing, batches drained from its queue "
-              f"(drained_batches): {result['faust_null_agent_drained']}")
+        for mode, mode_settings in modes.items():
+            result[f"faust_null_agent_{mode}"] = run_null_agent(mode_settings, total, mode=mode)
+            print(f"Faust agent doing nothing ({mode}): {result[f'faust_null_agent_{mode}']}")
         if args.worker:
             run, _ = run_worker_until(worker, total, name="faust-ceiling-worker",
                                       budget_s=600)
@@ -221,7 +164,7 @@ def main() -> None:
             print(f"tastemaker worker: {result['worker']}")
     finally:
         with suppress(Exception):
-            asyncio.run(cleanup([settings, stock, null, drained, worker]))
+            asyncio.run(cleanup([settings, *modes.values(), worker]))
     result["load_after"] = machine()
     result["command"] = f"python -m bench.faust_ceiling --events {args.events}" + (
         " --worker" if args.worker else "")

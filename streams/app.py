@@ -135,8 +135,8 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
     @app.agent(topic, name="track_events", concurrency=1)
     async def track_events(stream):  # noqa: ANN001
         proc = await processor()
-        async for events in stream.take_events(settings.batch_size,
-                                               within=settings.batch_within_s):
+        async for events in faust_consumer.batches(app, stream, settings.batch_size,
+                                                   settings.batch_within_s):
             batch = [SourceMessage.of(e.message) for e in events]
             task = asyncio.ensure_future(proc.process(batch))
             try:

@@ -1,5 +1,7 @@
-"""Faust's Kafka transport with one change: a message the conductor can hand to the stream at
-once is handed over without four asyncio tasks.
+"""Faust's consumer side without the per-message costs the worker does not need.
+
+First, the transport: a message the conductor can hand to the stream at once is handed over
+without four asyncio tasks.
 
 Faust's fetch loop (faust-streaming 0.15.3, `faust.transport.consumer.Consumer._drain_messages`)
 passes every message to the conductor through
@@ -16,10 +18,14 @@ would have. If the coroutine finishes there, that is the result `wait_first` wou
 buffer full), the suspended coroutine goes on as a task under Faust's own `wait_first`, so a
 rebalance (``suspend_flow``) or a stop interrupts it exactly as before.
 
-`RawSchema` is the other per-message cost the worker does not need: the event topics are read
+Second, `RawSchema`: the event topics are read
 as raw bytes, so the codec lookups of Faust's schema (key and value through the serializer
 registry, settings read per message) return what they were given. It builds the same event from
 the message directly.
+
+Third, `batches`: the agent takes its batches straight from the queue the conductor fills,
+instead of through the stream's per-event iterator (``Stream.take_events`` runs a processor, a
+buffer handshake and an ack per event), keeping the stream's rules.
 
 The transport is selected by the broker URL's scheme (`SCHEME`, registered with Faust's transport
 registry when this module is imported): `streams.connections.faust_broker` builds such URLs.
@@ -28,7 +34,7 @@ registry when this module is imported): `streams.connections.faust_broker` build
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Coroutine, Generator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator, Sequence
 from typing import Any
 
 import faust
@@ -114,6 +120,57 @@ class RawSchema(faust.Schema):
             return create_event(message.key, message.value, message.headers, message)
 
         return decode
+
+
+async def batches(app: faust.App, stream: faust.StreamT, max_: int, within: float
+                  ) -> AsyncIterator[list[faust.EventT]]:
+    """Batches of the agent ``stream``'s events, at most ``max_`` each, the first waited for and
+    the rest taken for at most ``within`` seconds, with the rules of the stream's own iterator:
+    events of an earlier consumer generation, or taken while flow control is off (a rebalance),
+    are dropped; kept events are tracked (the consumer's unacked set) before the batch is handed
+    out; every event of a batch, kept or dropped, is acknowledged when the next batch is asked
+    for — so a batch the caller has not finished is never acknowledged. Faust's monitor sees each
+    kept event come in and go out (its stream idle check, its counters)."""
+    channel = aiter(stream.channel)  # subscribes the agent's queue, as iterating the stream does
+    queue = channel.queue
+    consumer, sensors = app.consumer, app.sensors
+    acking_topics = app.topics.acking_topics
+    loop = asyncio.get_running_loop()
+    while not stream.should_stop:
+        events = [await channel.__anext__()]
+        deadline = loop.time() + within
+        while len(events) < max_:
+            if not queue.empty():
+                events.append(queue.get_nowait())
+                continue
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                events.append(await asyncio.wait_for(queue.get(), left))
+            except TimeoutError:
+                break
+        kept, states = [], []
+        active, generation = app.flow_control.is_active(), app.consumer_generation_id
+        for event in events:
+            message = event.message
+            if not active or message.generation_id != generation:
+                continue  # acknowledged below, as the stream acknowledges what it skips
+            if message.topic in acking_topics and not message.tracked:
+                message.tracked = True
+                consumer.track_message(message)
+            kept.append(event)
+            states.append(sensors.on_stream_event_in(message.tp, message.offset, stream,
+                                                     event))
+        if kept:
+            yield kept
+        for event, state in zip(kept, states, strict=True):
+            message = event.message
+            sensors.on_stream_event_out(message.tp, message.offset, stream, event, state)
+        for event in events:
+            if event.ack():
+                message = event.message
+                sensors.on_message_out(message.tp, message.offset, message)
 
 
 def event_topic(app: faust.App, topics: Sequence[str]) -> faust.TopicT:
