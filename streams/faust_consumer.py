@@ -124,8 +124,9 @@ class RawSchema(faust.Schema):
 
 async def batches(app: faust.App, stream: faust.StreamT, max_: int, within: float
                   ) -> AsyncIterator[list[faust.EventT]]:
-    """Batches of the agent ``stream``'s events, at most ``max_`` each, the first waited for and
-    the rest taken for at most ``within`` seconds, with the rules of the stream's own iterator:
+    """Batches of the agent ``stream``'s events, at most ``max_`` each: what came while the last
+    batch was processed, at once; or, when nothing did, the first event to come and what follows
+    it within ``within`` seconds. With the rules of the stream's own iterator:
     events of an earlier consumer generation, or taken while flow control is off (a rebalance),
     are dropped; kept events are tracked (the consumer's unacked set) before the batch is handed
     out; every event of a batch, kept or dropped, is acknowledged when the next batch is asked
@@ -137,6 +138,7 @@ async def batches(app: faust.App, stream: faust.StreamT, max_: int, within: floa
     acking_topics = app.topics.acking_topics
     loop = asyncio.get_running_loop()
     while not stream.should_stop:
+        waited = queue.empty()  # nothing came while the last batch was processed
         events = [await channel.__anext__()]
         deadline = loop.time() + within
         while len(events) < max_:
@@ -144,7 +146,7 @@ async def batches(app: faust.App, stream: faust.StreamT, max_: int, within: floa
                 events.append(queue.get_nowait())
                 continue
             left = deadline - loop.time()
-            if left <= 0:
+            if left <= 0 or not waited:  # behind: waiting for more only adds latency
                 break
             try:
                 events.append(await asyncio.wait_for(queue.get(), left))
