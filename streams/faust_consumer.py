@@ -81,15 +81,12 @@ class EagerWaitFirst:
             first, rest = coros[0], coros[1:]
             try:
                 pending = first.send(None)
-            except StopIteration as done:
+            except BaseException as exc:
                 for other in rest:  # never started: closed, not left to warn "never awaited"
                     if asyncio.iscoroutine(other):
                         other.close()
-                return WaitResults([first], [done.value], False)
-            except BaseException:
-                for other in rest:
-                    if asyncio.iscoroutine(other):
-                        other.close()
+                if isinstance(exc, StopIteration):
+                    return WaitResults([first], [exc.value], False)
                 raise
             coros = (_Started(first, pending), *rest)
         return await super().wait_first(*coros, timeout=timeout)  # type: ignore[misc]
