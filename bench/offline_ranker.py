@@ -49,7 +49,7 @@ from models.cooccurrence import Recommendation
 from models.ranker import FEATURES, Groups, RankerMLP, fine_tune, rerank
 from models.ranker import evaluate as evaluate_groups
 from streams.datasets import movielens_100k
-from streams.ranking import Ranking, sampled
+from streams.ranking import Ranking, choice_id, sampled
 from streams.replay import ENCODINGS, Encoding, play_completion
 from streams.settings import Settings, get_settings
 from streams.worker import reference_recommender
@@ -88,8 +88,7 @@ def learn_and_log(split: Split, settings: Settings, genres: dict[str, tuple[str,
     for r in split.train:
         if objective == "later":
             history = model.histories.get(r.user_id)
-            event_id = f"ml-{r.user_id}-{r.item_id}-play"
-            if history is not None and sampled(event_id, rate):
+            if history is not None and sampled(choice_id(r.user_id, r.item_id, r.ts), rate):
                 candidates = ranking.candidates(model.items, r.user_id, history,
                                                 settings.ranker_candidates)
                 later = remaining[r.user_id]
@@ -104,18 +103,18 @@ def learn_and_log(split: Split, settings: Settings, genres: dict[str, tuple[str,
                 model.learn_one(r.user_id, r.item_id, weight=weight, ts=r.ts)
             continue
 
-        for kind, weight in (
-                ("play", weights.for_play(completion=play_completion(r.rating, encoding))),
-                ("rating", weights.for_rating(r.rating))):
-            event_id = f"ml-{r.user_id}-{r.item_id}-{kind}"
-            history = model.histories.get(r.user_id)
-            if (weight > 0 and history is not None and r.item_id not in history.items
-                    and sampled(event_id, rate)):  # (an item already liked is no candidate)
-                example = ranking.example(model.items, r.user_id, history, item_id=r.item_id,
-                                          ts=r.ts, event_id=event_id)
-                if example is not None:
-                    examples.append((np.asarray(example["features"], dtype=np.float32),
-                                     example["positive"], r.ts))
+        played = weights.for_play(completion=play_completion(r.rating, encoding))
+        rated = weights.for_rating(r.rating)
+        history = model.histories.get(r.user_id)
+        if (max(played, rated) > 0 and history is not None and r.item_id not in history.items
+                and sampled(choice_id(r.user_id, r.item_id, r.ts), rate)):
+            # (one example per choice, as the workers log; an item already liked is no candidate)
+            example = ranking.example(model.items, r.user_id, history, item_id=r.item_id,
+                                      ts=r.ts)
+            if example is not None:
+                examples.append((np.asarray(example["features"], dtype=np.float32),
+                                 example["positive"], r.ts))
+        for weight in (played, rated):
             model.learn_one(r.user_id, r.item_id, weight=weight, ts=r.ts)
     return model, ranking, Groups.of(examples)
 

@@ -30,12 +30,12 @@ import time
 from collections import deque
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.quality import K, Score
 from models.ranker import Groups, RankerMLP, rerank
-from streams.events import parse_event
-from streams.ranking import sampled
+from streams.ranking import choice_id, sampled
 from streams.reference import StreamReplica
 from streams.replay import load_dataset, movielens_events
 from streams.settings import get_settings
@@ -79,25 +79,27 @@ def main() -> None:
     started = time.perf_counter()
     for n, (kind, value) in enumerate(events):
         if kind == "play":
-            user, item = str(value["user_id"]), str(value["item_id"])
+            user, item, ts = str(value["user_id"]), str(value["item_id"]), float(value["ts"])
             history = replica.model.histories.get(user)
             asked = rng.random() < args.eval_share
-            event_id = parse_event(kind, dict(value)).dedup_id()
-            logged = sampled(event_id, settings.ranker_example_rate)
-            if history is not None and (asked or logged):
+            if history is not None and asked:
                 items = replica.model.items
                 candidates = ranking.candidates(items, user, history, settings.ranker_candidates)
                 features = ranking.features(items, history, candidates)
                 ids = [c.item_id for c in candidates]
-                if asked:
-                    baseline.add(ids[:K], item)
-                    ranked.add([r.item_id for r in rerank(model, candidates, features, K)]
-                               if model is not None else ids[:K], item)
-                if logged and item in ids:
-                    example = (features, ids.index(item), float(value["ts"]))
-                    window.append(example)
-                    if args.dump_groups:
-                        everything.append(example)
+                baseline.add(ids[:K], item)
+                ranked.add([r.item_id for r in rerank(model, candidates, features, K)]
+                           if model is not None else ids[:K], item)
+            logged = (history is not None
+                      and sampled(choice_id(user, item, ts), settings.ranker_example_rate)
+                      and ranking.example(replica.model.items, user, history, item_id=item,
+                                          ts=ts))
+            if logged:  # the example a worker logs (`Ranking.example`)
+                example = (np.asarray(logged["features"], dtype=np.float32),
+                           int(logged["positive"]), ts)
+                window.append(example)
+                if args.dump_groups:
+                    everything.append(example)
         replica.learn(kind, value)
         if (n + 1) % every == 0:
             checkpoints.append([n + 1, baseline.evaluated, baseline.hits,

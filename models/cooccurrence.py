@@ -203,8 +203,10 @@ class PackedDeltas:
 
 @dataclass(frozen=True, slots=True)
 class Snapshots:
-    """Users' histories just before some events (`CooccurrenceRecommender.observe_many`):
-    snapshot ``k`` is ``item``/``s``/``t`` from ``start[k]``, ``size[k]`` entries."""
+    """Users' histories as of just before some events (`CooccurrenceRecommender.observe_many`):
+    snapshot ``k`` is ``item``/``s``/``t`` from ``start[k]``, ``size[k]`` entries. Only entries
+    last touched before the event's time are in it (`UserHistory.before`), so a snapshot does not
+    depend on the order in which events of the same time, or of later times, arrived."""
 
     item: np.ndarray
     s: np.ndarray
@@ -231,6 +233,17 @@ class UserHistory:
     def __init__(self, items: dict[str, list[float]] | None = None) -> None:
         self.items: dict[str, list[float]] = {} if items is None else items
         self._latest: tuple[tuple[str, float], ...] | None = None  # derived: latest_liked
+
+    def before(self, ts: float) -> UserHistory:
+        """The entries last touched before ``ts``: the history as of just before an event at
+        ``ts``, whatever the order in which events of that time or later arrived (a play, its
+        rating and its review share a time and come on three unordered topics).
+
+        >>> h = UserHistory({"a": [1.0, 10.0, 1.0], "b": [0.0, 20.0, 1.0]})
+        >>> list(h.before(20.0).items)
+        ['a']
+        """
+        return UserHistory({j: v for j, v in self.items.items() if v[1] < ts})
 
     def latest_liked(self, limit: int) -> tuple[tuple[str, float], ...]:
         """The ``limit`` latest liked items with their time, newest first (ties by id)."""
@@ -1159,8 +1172,9 @@ class CooccurrenceRecommender:
         """Update the histories with the events, as `learn_many` does, but return the changes
         to the item statistics as `PackedDeltas` instead of applying them (the stream workers
         commit them first, then every worker applies them: `ItemCooccurrence.apply_packed`).
-        With ``snapshot``, the histories just before the events flagged in it are returned
-        too (a training example is drawn from the history before its event).
+        With ``snapshot``, the histories as of just before the events flagged in it are
+        returned too (`Snapshots`; a training example is drawn from the history before its
+        event).
 
         >>> a, b = CooccurrenceRecommender(), CooccurrenceRecommender()
         >>> events = [("ann", "x", 1.0, 1e9), ("ann", "y", 1.0, 1e9), ("bob", "x", 1.0, 1e9)]

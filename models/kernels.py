@@ -359,10 +359,11 @@ def observe_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garba
     statistics at once (`apply_delta`); without, they are appended to the ``out_*`` arrays
     (delta ``d``: item ``out_item[d]``, pairs up to ``out_end[d]`` in ``out_other``/``out_inc``,
     norm, popularity and like mass in ``out_stat[d]``; counts in ``out_n[0]``, ``out_n[1]``)
-    and the statistics are left as they were. Before an event with ``ev_snap[e]`` set, its
-    user's history (item, feedback sum, time) is copied to the ``snap_*`` arrays (snapshot
-    ``k`` ends at ``snap_end[k]``; count in ``out_n[2]``). Counts the co-occurrence pairs in
-    ``pairs[0]``. Returns the history and row arenas (new arrays when they had to grow)."""
+    and the statistics are left as they were. Before an event with ``ev_snap[e]`` set, the
+    entries of its user's history (item, feedback sum, time) last touched before the event's
+    time are copied to the ``snap_*`` arrays (snapshot ``k`` ends at ``snap_end[k]``; count in
+    ``out_n[2]``). Counts the co-occurrence pairs in ``pairs[0]``. Returns the history and row
+    arenas (new arrays when they had to grow)."""
     others = np.empty(history_cap + 1, np.int32)
     incs = np.empty(history_cap + 1)
     for e in range(len(ev_user)):
@@ -370,10 +371,13 @@ def observe_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garba
         hs, n = h_start[u], h_size[u]
         if ev_snap[e]:
             k, z = out_n[2], (snap_end[out_n[2] - 1] if out_n[2] > 0 else 0)
-            snap_item[z:z + n] = h_item[hs:hs + n]
-            snap_s[z:z + n] = h_s[hs:hs + n]
-            snap_t[z:z + n] = h_t[hs:hs + n]
-            snap_end[k] = z + n
+            for q in range(hs, hs + n):
+                if h_t[q] < ts:  # as of just before the event's time (see `Snapshots`)
+                    snap_item[z] = h_item[q]
+                    snap_s[z] = h_s[q]
+                    snap_t[z] = h_t[q]
+                    z += 1
+            snap_end[k] = z
             out_n[2] = k + 1
         p = -1
         for q in range(hs, hs + n):

@@ -10,10 +10,12 @@ benchmark, so all three rank — and featurise — the same way:
   ``rerank_pool`` of that order by the popularity-bias and diversity controls (`models.rerank`).
 
 A training example is the candidate list the user would be served at the moment of one of their
-positive events (their history just before it), with the features of every candidate and the
-position of the item they chose; events whose item is not among the candidates give none (the
-ranker can only re-order candidates). A seeded hash of the event id picks ``ranker_example_rate``
-of the positive events, so the same events are logged on every worker and replay.
+positive events (their history as of just before its time: `UserHistory.before`), with the
+features of every candidate and the position of the item they chose; events whose item is not
+among the candidates give none (the ranker can only re-order candidates). Its id is the choice —
+user, item and time — not the event: a play, its rating and its review are one choice and give
+one example, whichever of their three topics arrives first. A hash of that id picks
+``ranker_example_rate`` of the choices, so the same ones are logged on every worker and replay.
 
 >>> from streams.settings import load_settings
 >>> from streams.reference import StreamReplica
@@ -21,10 +23,9 @@ of the positive events, so the same events are logged on every worker and replay
 >>> for user, item in [("ann", "a"), ("ann", "b"), ("bob", "a"), ("bob", "b"), ("cy", "a")]:
 ...     _ = replica.learn("play", {"user_id": user, "item_id": item, "ts": 1e9})
 >>> history = replica.model.histories["cy"]
->>> example = replica.ranking.example(replica.model.items, "cy", history, item_id="b", ts=1e9,
-...                                   event_id="e1")
->>> example["items"], example["positive"]
-(['b'], 0)
+>>> example = replica.ranking.example(replica.model.items, "cy", history, item_id="b", ts=2e9)
+>>> example["id"], example["items"], example["positive"]
+('cy|b|2000000000.0', ['b'], 0)
 """
 
 from __future__ import annotations
@@ -50,12 +51,21 @@ from models.ranker import FEATURE_VERSION, RankerMLP, UserContext, featurise, re
 from streams.settings import Settings
 
 
-def sampled(event_id: str, rate: float) -> bool:
-    """Whether an event is among the ``rate`` share logged as training examples (by a hash of
-    its id, so every worker and replay picks the same events)."""
+def choice_id(user_id: str, item_id: str, ts: float) -> str:
+    """The id of the training example of a user's choice of an item at a time.
+
+    >>> choice_id("ann", "m1", 874965758.0)
+    'ann|m1|874965758.0'
+    """
+    return f"{user_id}|{item_id}|{ts!r}"
+
+
+def sampled(example_id: str, rate: float) -> bool:
+    """Whether a choice is among the ``rate`` share logged as training examples (by a hash of
+    its `choice_id`, so every worker and replay picks the same ones)."""
     if rate >= 1.0:
         return True
-    return zlib.crc32(event_id.encode()) / 2**32 < rate
+    return zlib.crc32(example_id.encode()) / 2**32 < rate
 
 
 @dataclass(slots=True)
@@ -150,24 +160,25 @@ class Ranking:
                                beta=s.popularity_penalty, lam=s.diversity)
 
     def example(self, items: ItemCooccurrence, user_id: str, history: UserHistory, *,
-                item_id: str, ts: float, event_id: str) -> dict | None:
-        """The training example of a positive event (call before the event is learned), or None
-        when the chosen item is not among the candidates."""
+                item_id: str, ts: float) -> dict | None:
+        """The training example of a positive event on ``item_id`` at ``ts``, drawn from
+        ``history`` as of just before ``ts``; None when the chosen item is not among the
+        candidates."""
+        history = history.before(ts)
         candidates = self.candidates(items, user_id, history, self.settings.ranker_candidates)
         user = UserContext.of(history, self.catalogue, recent_items=self.settings.recent_items)
-        return self._example(items, user_id, user, candidates, item_id=item_id, ts=ts,
-                             event_id=event_id)
+        return self._example(items, user_id, user, candidates, item_id=item_id, ts=ts)
 
     def examples(self, model: CooccurrenceRecommender, snapshots: Snapshots,
-                 events: Sequence[tuple[str, str, float, str]]) -> list[dict]:
-        """`example` of many events at once: ``events`` are (user, item, ts, event id), and
-        snapshot ``k`` is the history of ``events[k]``'s user just before it
+                 events: Sequence[tuple[str, str, float]]) -> list[dict]:
+        """`example` of many events at once: ``events`` are (user, item, ts), and snapshot
+        ``k`` is the history of ``events[k]``'s user as of just before it
         (`CooccurrenceRecommender.observe_many`); their candidates are scored in one pass."""
         scored = model.score_snapshots(snapshots, [e[0] for e in events],
                                        [e[1] for e in events], self.settings.ranker_candidates)
         times = snapshots.t
         out = []
-        for k, ((user_id, item_id, ts, event_id), hit) in enumerate(
+        for k, ((user_id, item_id, ts), hit) in enumerate(
                 zip(events, scored, strict=True)):
             if hit is None:  # the chosen item is not among the candidates: no example
                 continue
@@ -176,14 +187,14 @@ class Ranking:
             now = float(times[a:a + size].max()) if size else 0.0
             user = UserContext.from_recent(recent, size, now, self.catalogue)
             example = self._example(model.items, user_id, user, candidates, item_id=item_id,
-                                    ts=ts, event_id=event_id)
+                                    ts=ts)
             if example is not None:
                 out.append(example)
         return out
 
     def _example(self, items: ItemCooccurrence, user_id: str, user: UserContext,
-                 candidates: Sequence[Recommendation], *, item_id: str, ts: float,
-                 event_id: str) -> dict | None:
+                 candidates: Sequence[Recommendation], *, item_id: str, ts: float
+                 ) -> dict | None:
         ids = [c.item_id for c in candidates]
         if item_id not in ids:
             return None
@@ -191,7 +202,7 @@ class Ranking:
         features = featurise(candidates, user, items, self.catalogue,
                              recency_half_life=s.recency_half_life,
                              half_life_s=s.half_life_days * DAY_S, decay_epoch=s.decay_epoch)
-        return {"id": f"{user_id}|{event_id}", "user_id": user_id, "ts": ts,
+        return {"id": choice_id(user_id, item_id, ts), "user_id": user_id, "ts": ts,
                 "feature_version": FEATURE_VERSION, "items": ids,
                 "positive": ids.index(item_id), "features": features}
 

@@ -68,7 +68,7 @@ from streams.metrics import (
     REJECTS,
 )
 from streams.model_store import ModelStore
-from streams.ranking import Ranking, sampled
+from streams.ranking import Ranking, choice_id, sampled
 from streams.sentiment import ReviewSentiments
 from streams.settings import ReviewFeedback, Settings
 from streams.state import (
@@ -342,7 +342,8 @@ class EventProcessor:
         out = Learned(batch_model(self.settings, self.state.items, users))
         learned: list[tuple[str, str, float, float]] = []
         snapshot: list[bool] = []
-        chosen: list[tuple[str, str, float, str]] = []
+        chosen: list[tuple[str, str, float]] = []
+        choices: set[str] = set()  # a play, its rating and its review: one choice, one example
         seen = {u: set(state.seen) for u, state in users.items()}
         for m, event in events:
             user = users[event.user_id]
@@ -367,10 +368,13 @@ class EventProcessor:
                 agg[3] += g
             weight = event_feedback(event, self.weights, p_positive=p_positive,
                                     review_feedback=s.review_feedback)
-            sample = weight > 0 and s.ranker_example_rate > 0 and sampled(
-                event_id, s.ranker_example_rate)
-            if sample:
-                chosen.append((event.user_id, event.item_id, event.ts, event_id))
+            sample = False
+            if weight > 0 and s.ranker_example_rate > 0:
+                choice = choice_id(event.user_id, event.item_id, event.ts)
+                sample = choice not in choices and sampled(choice, s.ranker_example_rate)
+                if sample:
+                    choices.add(choice)
+                    chosen.append((event.user_id, event.item_id, event.ts))
             learned.append((event.user_id, event.item_id, weight, event.ts))
             snapshot.append(sample)
             out.dirty[(m.topic, m.partition)].add(event.user_id)

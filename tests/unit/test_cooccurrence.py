@@ -223,7 +223,7 @@ def test_observed_deltas_committed_per_batch_equal_learning(events, batch):
     """What a stream worker does — load the batch's users into a model over shared statistics,
     observe the batch, apply the packed deltas, keep the histories — equals `learn_many`, to
     the bit: the same deltas in the same order; and each snapshot is the history just before
-    its event."""
+    its event, as of its time (`UserHistory.before`)."""
     params = {"history_cap": 4, "row_cap": 6, "neighbour_cap": 3}
     whole = CooccurrenceRecommender(**params)
     whole.learn_many(events)
@@ -246,7 +246,8 @@ def test_observed_deltas_committed_per_batch_equal_learning(events, batch):
                 got = {model.items._ids[j]: (s, t) for j, s, t in zip(
                     snaps.item[a:a + size].tolist(), snaps.s[a:a + size].tolist(),
                     snaps.t[a:a + size].tolist(), strict=True)}
-                assert got == {j: (v[0], v[1]) for j, v in before[user].items()}
+                want = UserHistory({j: list(v) for j, v in before[user].items()}).before(ts)
+                assert got == {j: (v[0], v[1]) for j, v in want.items.items()}
                 k += 1
             UserHistory.observe(h := UserHistory({j: list(v) for j, v in before[user].items()}),
                                 item, weight, ts, cap=4, g=decay_factor(

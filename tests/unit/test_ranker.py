@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.cooccurrence import CooccurrenceRecommender
 from models.ranker import (
     FEATURES,
     ArtefactError,
@@ -171,12 +172,12 @@ def test_the_worker_example_record_parses_and_malformed_ones_are_refused():
     history = replica.model.histories["u3"]
     ids, _ = _features(replica, "u3")
     example = replica.ranking.example(replica.model.items, "u3", history, item_id=ids[2],
-                                      ts=2e9, event_id="e")
+                                      ts=2e9)
     raw = replica.ranking.encode_example(example)
     example_id, (features, positive, ts) = parse_example(raw)
     assert (features == example["features"]).all()  # float32 written exactly
     example["features"] = example["features"].tolist()
-    assert (example_id, positive, ts) == ("u3|e", 2, 2e9)
+    assert (example_id, positive, ts) == (f"u3|{ids[2]}|2000000000.0", 2, 2e9)
     assert features.shape == (len(ids), len(FEATURES))
     for bad in (b"", b"{}", b"[1]", json.dumps({**example, "positive": 999}).encode(),
                 json.dumps({**example, "feature_version": "0"}).encode(),
@@ -204,7 +205,7 @@ def test_a_batch_logs_the_examples_the_events_would_log_one_by_one():
     each sampled event, scored in one pass (`Ranking.examples`); they equal `Ranking.example`
     called before each event is observed, one event at a time (the item statistics, in both, as
     they were before the batch: a worker applies a batch's deltas after it commits)."""
-    from models.cooccurrence import CooccurrenceRecommender, UserHistory
+    from models.cooccurrence import UserHistory
     from streams.worker import model_params
 
     settings = load_settings(ranker_example_rate=1.0)
@@ -220,17 +221,52 @@ def test_a_batch_logs_the_examples_the_events_would_log_one_by_one():
         return model
 
     one_by_one, want = batch_model(), []
-    for n, (user, item, ts) in enumerate(batch):
+    for user, item, ts in batch:
         history = one_by_one.histories.get(user, UserHistory())  # a new user's: empty
-        example = replica.ranking.example(items, user, history, item_id=item, ts=ts,
-                                          event_id=f"e{n}")
+        example = replica.ranking.example(items, user, history, item_id=item, ts=ts)
         if example is not None:
             want.append(example)
         one_by_one.observe_many([(user, item, 1.0, ts)])
     model = batch_model()
     _, snapshots = model.observe_many([(u, i, 1.0, ts) for u, i, ts in batch],
                                       [True] * len(batch))
-    got = replica.ranking.examples(model, snapshots, [(u, i, ts, f"e{n}") for n, (u, i, ts)
-                                                      in enumerate(batch)])
+    got = replica.ranking.examples(model, snapshots, batch)
     encode = replica.ranking.encode_example
     assert len(want) > 20 and [encode(e) for e in got] == [encode(e) for e in want]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_batchs_examples_do_not_depend_on_the_order_its_topics_arrived_in(seed):
+    """A play, its rating and its review share a time and come on three unordered topics; a
+    user may choose several items in the same second. Whatever order they arrive in, each
+    choice gives the same example (the snapshot holds only entries older than the event), and
+    a rating that arrives first (weight 0 here) does not hide its play's item from the list."""
+    from streams.worker import model_params
+
+    settings = load_settings(ranker_example_rate=1.0)
+    replica = _replica(PLAYS[:160], ranker_example_rate=1.0)
+    items = replica.model.items
+    events = []  # (user, item, weight, ts): play 1.0, rating 0.0, review 0.6 of one choice
+    for u in range(20, 30):
+        ts = 3e9 + u
+        for item in (f"i{(u * 5) % 40}", f"i{(u * 5 + 11) % 40}"):  # two choices, one second
+            events += [(f"u{u}", item, 1.0, ts), (f"u{u}", item, 0.0, ts),
+                       (f"u{u}", item, 0.6, ts)]
+
+    def logged(order):
+        model = CooccurrenceRecommender.sharing(items, **model_params(settings))
+        for user in {e[0] for e in order}:
+            if user in replica.model.histories:
+                model.set_history(user, replica.model.histories[user])
+        positive = [e for e in order if e[2] > 0]
+        _, snapshots = model.observe_many(order, [e[2] > 0 for e in order])
+        got = replica.ranking.examples(model, snapshots, [(u, i, ts) for u, i, _, ts in positive])
+        encode = replica.ranking.encode_example
+        return {e["id"]: encode(e) for e in got}
+
+    in_order = logged(events)
+    shuffled = list(events)
+    random.Random(seed).shuffle(shuffled)
+    ratings_first = sorted(events, key=lambda e: e[2] != 0.0)  # stable: each rating first
+    assert len(in_order) >= 10
+    assert logged(shuffled) == in_order and logged(ratings_first) == in_order
