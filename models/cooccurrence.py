@@ -39,7 +39,7 @@ import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numba
 import numpy as np
@@ -64,7 +64,8 @@ MIN_SIMILARITY = 1e-9  # below this a similarity is rounding residue of added-th
 # rounding residue of terms that cancelled (the item's last liker evicted it, or was erased): 0
 CANCELLED = 1e-12
 
-Source = Literal["items", "trending"]
+Source = Literal["items", "users", "trending"]
+SOURCES: tuple[Source, ...] = ("items", "users", "trending")  # `RankedLists.source` codes
 
 
 def decay_factor(ts: float, *, half_life_s: float, epoch: float) -> float:
@@ -386,6 +387,33 @@ class Recommendation(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class RankedLists:
+    """Ranked lists as flat arrays (`ItemCooccurrence.rank_arrays`), nothing built per item:
+    list ``r`` is rows ``ptr[r]:ptr[r + 1]`` — each an item (interned index) with its score, its
+    co-occurrence and similar-user parts, its source (a `SOURCES` code) and the items that
+    explain it (``because``, -1 padded) — or empty with ``listed[r]`` False when the list was
+    not wanted (its wanted item was not among its candidates)."""
+
+    ptr: np.ndarray
+    item: np.ndarray
+    score: np.ndarray
+    item_part: np.ndarray
+    user_part: np.ndarray
+    source: np.ndarray
+    because: np.ndarray  # [rows, explain_items]
+    listed: np.ndarray
+
+    def select(self, keep: np.ndarray) -> RankedLists:
+        """The lists ``keep`` marks, in order."""
+        rows = np.repeat(keep, np.diff(self.ptr))
+        ptr = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
+        np.cumsum(np.diff(self.ptr)[keep], out=ptr[1:])
+        return RankedLists(ptr, self.item[rows], self.score[rows], self.item_part[rows],
+                           self.user_part[rows], self.source[rows], self.because[rows],
+                           self.listed[keep])
+
+
+@dataclass(frozen=True, slots=True)
 class ScoreRequest:
     """One user to score: their liked items, newest first, with affinity; the items to leave
     out; their id (for similar users)."""
@@ -685,11 +713,15 @@ class ItemCooccurrence:
     def item_stats(self, item_ids: Iterable[str]) -> np.ndarray:
         """Per item: decayed popularity, like mass, review count, review P(positive) sum (rows
         of zeros for unknown items)."""
-        index = [self._index.get(i, -1) for i in item_ids]
+        index = self._index.get
+        return self.item_stats_at(np.array([index(i, -1) for i in item_ids], dtype=np.int64))
+
+    def item_stats_at(self, index: np.ndarray) -> np.ndarray:
+        """`item_stats` by interned index (-1: unknown)."""
         out = np.zeros((len(index), 4))
-        known = np.array([k >= 0 for k in index], dtype=bool)
+        known = index >= 0
         if known.any():
-            k = np.array(index)[known]
+            k = index[known]
             out[known, 0] = self._popularity[k]
             out[known, 1] = self._mass[k]
             out[known, 2:] = self._reviews[k]
@@ -861,15 +893,32 @@ class ItemCooccurrence:
             explain_items=explain_items, fresh=fresh, backfill=backfill,
             similar_users=use_users, user_blend=user_blend)
 
-    def _score_arrays(self, rec_ptr: np.ndarray, rec_items: np.ndarray,
-                      rec_affinity: np.ndarray, exc_ptr: np.ndarray, exc_items: np.ndarray,
-                      own: np.ndarray, mine_n: np.ndarray, n: int, *,
-                      recency_half_life: float, explain_items: int, fresh: bool,
-                      backfill: bool, similar_users: int, user_blend: float,
-                      wanted: np.ndarray | None = None) -> list[list[Recommendation] | None]:
-        """`score_many` from arrays. With ``wanted`` (an item per query, -1: none), a query
-        whose wanted item is not among its co-occurrence candidates (and whose list needs no
-        trending items) gets None instead of its list: nothing is built for it."""
+    def _score_arrays(self, *args: np.ndarray, **options: Any
+                      ) -> list[list[Recommendation] | None]:
+        """`score_many` from arrays (`rank_arrays`' arguments): the lists as `Recommendation`
+        objects, None for a list not wanted."""
+        return self.recommendations(self.rank_arrays(*args, **options))
+
+    def recommendations(self, lists: RankedLists) -> list[list[Recommendation] | None]:
+        """`RankedLists` as lists of `Recommendation` (None: not listed)."""
+        ids = self._ids
+        names = [ids[k] for k in lists.item.tolist()]
+        because = [tuple([ids[c] for c in why if c >= 0]) for why in lists.because.tolist()]
+        source = [SOURCES[c] for c in lists.source.tolist()]
+        recs = list(map(Recommendation, names, lists.score.tolist(), because, source,
+                        lists.item_part.tolist(), lists.user_part.tolist()))
+        bounds = lists.ptr.tolist()
+        return [recs[bounds[r]:bounds[r + 1]] if listed else None
+                for r, listed in enumerate(lists.listed.tolist())]
+
+    def rank_arrays(self, rec_ptr: np.ndarray, rec_items: np.ndarray, rec_affinity: np.ndarray,
+                    exc_ptr: np.ndarray, exc_items: np.ndarray, own: np.ndarray,
+                    mine_n: np.ndarray, n: int, *, recency_half_life: float,
+                    explain_items: int, fresh: bool, backfill: bool, similar_users: int,
+                    user_blend: float, wanted: np.ndarray | None = None) -> RankedLists:
+        """`score_many` from arrays, as `RankedLists`. With ``wanted`` (an item per query, -1:
+        none), a query whose wanted item is not among its co-occurrence candidates (and whose
+        list needs no trending items) is not listed: nothing is kept of it."""
         self._refresh_lists(rec_items, fresh=fresh)
         lk_start, lk_len, lk_users, ui_start, ui_count, ui_items, ui_len = (
             self._user_index_arrays())
@@ -891,37 +940,48 @@ class ItemCooccurrence:
                     np.full(q, -1, dtype=np.int64) if wanted is None else wanted,
                     similar_users, user_blend, out_items, out_score, out_item_part,
                     out_user_part, out_users, out_count, out_because, *scratch)
-        ids = self._ids
-        results = []
-        trending: list[tuple[str, float]] | None = None  # one ranking for every backfill
-        hits = (None if wanted is None else
-                ((out_items == wanted[:, None]).any(axis=1) | (out_count < n)).tolist())
+        listed = (np.ones(q, dtype=np.bool_) if wanted is None else
+                  (out_items == wanted[:, None]).any(axis=1) | (out_count < n))
+        kept = listed[:, None] & (np.arange(n)[None, :] < out_count[:, None])
+        short = listed & (out_count < n) if backfill else np.zeros(q, dtype=np.bool_)
+        source = out_users.astype(np.int8)  # SOURCES: 0 items, 1 users
+        width = max(explain_items, 0)
+        if not short.any():
+            ptr = np.zeros(q + 1, dtype=np.int64)
+            np.cumsum(kept.sum(axis=1), out=ptr[1:])
+            return RankedLists(ptr, out_items[kept], out_score[kept], out_item_part[kept],
+                               out_user_part[kept], source[kept],
+                               out_because[kept][:, :width], listed)
+        # trending items fill the short lists, scored below every co-occurrence candidate so
+        # that a sorted set keeps their order
+        trending = [self._index[i] for i, _ in self.trending(
+            2 * n + int(np.diff(exc_ptr).max(initial=0)))]  # outside any user's exclusions
+        columns: list[list[np.ndarray]] = [[], [], [], [], [], []]
+        ptr = np.zeros(q + 1, dtype=np.int64)
         for r in range(q):
-            if hits is not None and not hits[r]:
-                results.append(None)
-                continue
-            count = int(out_count[r])
-            because = [tuple([ids[c] for c in why if c >= 0])
-                       for why in out_because[r, :count, :explain_items].tolist()]
-            source = ["users" if users else "items" for users in out_users[r, :count].tolist()]
-            out = list(map(Recommendation, [ids[k] for k in out_items[r, :count].tolist()],
-                           out_score[r, :count].tolist(), because, source,
-                           out_item_part[r, :count].tolist(), out_user_part[r, :count].tolist()))
-            if backfill and len(out) < n:
-                # trending items fill the list, scored below every co-occurrence candidate so
-                # that a sorted set keeps their order
-                excluded = {ids[k] for k in exc_items[exc_ptr[r]:exc_ptr[r + 1]].tolist()
-                            if k >= 0}
-                taken = excluded | {x.item_id for x in out}
-                floor = out[-1].score if out else 1.0
-                if trending is None:  # the first n items outside any user's exclusions
-                    trending = self.trending(2 * n + int(np.diff(exc_ptr).max(initial=0)))
-                fill = itertools.islice((i for i, _ in trending if i not in taken),
-                                        n - len(out))
-                out += [Recommendation(item_id, floor * 0.5 ** (rank + 1), (), "trending")
-                        for rank, item_id in enumerate(fill)]
-            results.append(out)
-        return results
+            row = kept[r]
+            parts = [out_items[r, row], out_score[r, row], out_item_part[r, row],
+                     out_user_part[r, row], source[r, row], out_because[r, row, :width]]
+            if short[r]:
+                count = int(out_count[r])
+                taken = set(exc_items[exc_ptr[r]:exc_ptr[r + 1]].tolist())
+                taken.update(out_items[r, :count].tolist())
+                fill = list(itertools.islice((k for k in trending if k not in taken),
+                                             n - count))
+                floor = float(out_score[r, count - 1]) if count else 1.0
+                parts = [np.concatenate([a, b]) for a, b in zip(parts, [
+                    np.array(fill, dtype=np.int64),
+                    np.array([floor * 0.5 ** (rank + 1) for rank in range(len(fill))]),
+                    np.zeros(len(fill)), np.zeros(len(fill)),
+                    np.full(len(fill), SOURCES.index("trending"), dtype=np.int8),
+                    np.full((len(fill), width), -1, dtype=np.int64)], strict=True)]
+            for column, part in zip(columns, parts, strict=True):
+                column.append(part)
+            ptr[r + 1] = ptr[r] + len(parts[0])
+        item, score, item_part, user_part, sources, because = (
+            np.concatenate(c) for c in columns)
+        return RankedLists(ptr, item, score, item_part, user_part, sources,
+                           because.reshape(len(item), width), listed)
 
     def _scratch(self, m: int, n_users: int) -> tuple[np.ndarray, ...]:
         """The scoring kernel's scratch arrays, one row per numba thread, kept between calls
@@ -949,20 +1009,24 @@ class ItemCooccurrence:
         if len(self._user_sizes) < len(self._uids):
             self._user_sizes = np.concatenate([self._user_sizes, np.zeros(
                 max(len(self._uids), 2 * len(self._user_sizes)), dtype=np.int64)])
+        rows, likers = [], []
         for item_id in self._dirty_items:
             i = self._index.get(item_id)
             if i is None:
                 continue
             who = self._likers.get(item_id, {})
             ranked = sorted(who.items(), key=lambda x: (-x[1], keys[self._uindex[x[0]]]))
-            self._likers_table.put(i, np.array([self._uindex[u] for u, _ in
-                                                ranked[: self.likers_cap]], dtype=np.int64))
+            rows.append(i)
+            likers.append([self._uindex[u] for u, _ in ranked[: self.likers_cap]])
+        self._likers_table.put_lists(rows, likers)
+        rows, liked = [], []
         for user_id in self._dirty_users:
             u = self._uindex[user_id]
             items = self._user_items.get(user_id, {})
-            self._items_table.put(u, np.array([self._index.get(j, -1) for j in items],
-                                              dtype=np.int64))
+            rows.append(u)
+            liked.append([self._index.get(j, -1) for j in items])
             self._user_sizes[u] = len(items)
+        self._items_table.put_lists(rows, liked)
         self._dirty_items.clear()
         self._dirty_users.clear()
         n_users = len(self._uids)
@@ -1357,16 +1421,14 @@ class CooccurrenceRecommender:
         out.update(zip(known, lists, strict=True))
         return out
 
-    def score_snapshots(self, snapshots: Snapshots, user_ids: Sequence[str],
-                        chosen: Sequence[str], n: int
-                        ) -> list[tuple[list[Recommendation], list[tuple[str, float]]] | None]:
+    def rank_snapshots(self, snapshots: Snapshots, user_ids: Sequence[str],
+                       chosen: Sequence[str], n: int
+                       ) -> tuple[RankedLists, np.ndarray, np.ndarray, np.ndarray]:
         """`recommend` for histories as they were at some point (`observe_many`'s snapshots,
-        snapshot ``k`` of user ``user_ids[k]``), in one pass of the kernel: per snapshot, the
-        top ``n`` and the liked items it was scored from (newest first, with affinity) — or
-        None when the item ``chosen[k]`` is not among that top ``n`` (a training example is
-        drawn only from a list that holds the chosen item)."""
-        if not len(user_ids):
-            return []
+        snapshot ``k`` of user ``user_ids[k]``), in one pass of the kernel: the top ``n`` of
+        each as `RankedLists`, listed only when it holds the item ``chosen[k]`` (a training
+        example is drawn only from a list that holds the chosen item), and the liked items each
+        was scored from, newest first, with affinity (``ptr``, item indices, affinities)."""
         items = self.items
         rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items = recent_items(
             snapshots.item, snapshots.s, snapshots.t, snapshots.start, snapshots.size,
@@ -1375,21 +1437,18 @@ class CooccurrenceRecommender:
         own = np.array([items._uindex.get(u, -1) for u in user_ids], dtype=np.int64)
         mine_n = np.minimum(np.diff(rec_ptr), items.user_items_cap)
         wanted = np.array([items._index.get(i, -1) for i in chosen], dtype=np.int64)
-        lists = items._score_arrays(
+        lists = items.rank_arrays(
             rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own, mine_n, n,
             recency_half_life=self.recency_half_life, explain_items=self.explain_items,
             fresh=False, backfill=True, similar_users=self.similar_users,
             user_blend=self.user_blend, wanted=wanted)
-        bounds = rec_ptr.tolist()
-        out: list[tuple[list[Recommendation], list[tuple[str, float]]] | None] = []
-        for k, ranked in enumerate(lists):
-            if ranked is None or chosen[k] not in {r.item_id for r in ranked}:
-                out.append(None)
-                continue
-            a, b = bounds[k], bounds[k + 1]
-            out.append((ranked, list(zip(items.names(rec_items[a:b]),
-                                         rec_affinity[a:b].tolist(), strict=True))))
-        return out
+        holds = np.zeros(len(user_ids), dtype=np.bool_)
+        list_of = np.repeat(np.arange(len(user_ids)), np.diff(lists.ptr))
+        holds[list_of[lists.item == wanted[list_of]]] = True
+        lists = RankedLists(lists.ptr, lists.item, lists.score, lists.item_part,
+                            lists.user_part, lists.source, lists.because,
+                            lists.listed & holds)
+        return lists, rec_ptr, rec_items, rec_affinity
 
     def cold_start(self, n: int) -> list[Recommendation]:
         return self.items.score([], n)
@@ -1410,7 +1469,7 @@ def warm_up() -> None:
     model.items.similarity_matrix(["x", "q"], ["y", "z"])
     deltas, snapshots = model.observe_many([("b", "z", 1.0, 1e9)], [True])
     model.items.apply_packed(deltas)
-    model.score_snapshots(snapshots, ["b"], ["z"], 3)
+    model.rank_snapshots(snapshots, ["b"], ["z"], 3)
     copy = ItemCooccurrence(row_cap=2, neighbour_cap=2, max_items=1)
     copy.load_bytes(model.items.to_bytes())
     copy.apply_many([Delta("v", ("x",), (1.0,), 1.0, 1.0)])  # over the cap: evicts

@@ -37,7 +37,14 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from models.cooccurrence import ItemCooccurrence, Recommendation, UserHistory, round12
+from models.cooccurrence import (
+    SOURCES,
+    ItemCooccurrence,
+    RankedLists,
+    Recommendation,
+    UserHistory,
+    round12,
+)
 
 FEATURES: tuple[str, ...] = (
     "item_score",  # co-occurrence part of the candidate score, / the user's best candidate's
@@ -93,6 +100,48 @@ class UserContext:
                    {g: v / norm for g, v in sorted(profile.items())} if norm > 0 else {})
 
 
+@dataclass(frozen=True, slots=True)
+class CandidateLists:
+    """Candidate lists as flat columns, what `featurise_lists` reads: list ``g`` is rows
+    ``ptr[g]:ptr[g + 1]``, each a candidate (id, interned index or -1), its co-occurrence and
+    similar-user score parts, whether it only back-fills (trending) and the item that explains
+    it best (None: none)."""
+
+    ptr: np.ndarray
+    item_ids: list[str]
+    index: np.ndarray
+    item_score: np.ndarray
+    user_score: np.ndarray
+    trending: np.ndarray
+    because: list[str | None]
+
+    @classmethod
+    def of(cls, lists: Sequence[Sequence[Recommendation]], items: ItemCooccurrence
+           ) -> CandidateLists:
+        rows = [c for candidates in lists for c in candidates]
+        ptr = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum([len(candidates) for candidates in lists], out=ptr[1:])
+        ids = [c.item_id for c in rows]
+        index = items._index.get
+        return cls(ptr, ids, np.array([index(i, -1) for i in ids], dtype=np.int64),
+                   np.array([c.item_score for c in rows], dtype=np.float64),
+                   np.array([c.user_score for c in rows], dtype=np.float64),
+                   np.array([c.source == "trending" for c in rows], dtype=np.bool_),
+                   [c.because[0] if c.because else None for c in rows])
+
+    @classmethod
+    def ranked(cls, lists: RankedLists, items: ItemCooccurrence) -> CandidateLists:
+        """The listed lists of a `RankedLists` (``items``' interning), no object per row."""
+        if not lists.listed.all():
+            lists = lists.select(lists.listed)
+        first = (lists.because[:, 0] if lists.because.shape[1] else
+                 np.full(len(lists.item), -1, dtype=np.int64))
+        because = [name if k >= 0 else None for name, k in zip(
+            items.names(np.maximum(first, 0)), first.tolist(), strict=True)]
+        return cls(lists.ptr, items.names(lists.item), lists.item, lists.item_part,
+                   lists.user_part, lists.source == SOURCES.index("trending"), because)
+
+
 def featurise(candidates: Sequence[Recommendation], user: UserContext, items: ItemCooccurrence,
               catalogue: Mapping[str, Sequence[str]], *, recency_half_life: float,
               half_life_s: float, decay_epoch: float) -> np.ndarray:
@@ -101,7 +150,21 @@ def featurise(candidates: Sequence[Recommendation], user: UserContext, items: It
     A pure function of its arguments. Values are rounded to 12 significant digits first, so that
     statistics summed in another order (another worker, a replay) give the same features.
     """
-    n = len(candidates)
+    return featurise_lists(CandidateLists.of([candidates], items), [user], items, catalogue,
+                           recency_half_life=recency_half_life, half_life_s=half_life_s,
+                           decay_epoch=decay_epoch)
+
+
+def featurise_lists(lists: CandidateLists, users: Sequence[UserContext],
+                    items: ItemCooccurrence, catalogue: Mapping[str, Sequence[str]], *,
+                    recency_half_life: float, half_life_s: float, decay_epoch: float
+                    ) -> np.ndarray:
+    """`featurise` of many candidate lists in one pass, list ``g`` for ``users[g]``: one
+    float32 matrix whose rows ``lists.ptr[g]:lists.ptr[g + 1]`` are list ``g``'s features —
+    the same values `featurise` gives each list alone."""
+    ptr = lists.ptr
+    sizes = np.diff(ptr)
+    n = int(ptr[-1])
     out = np.zeros((n, len(FEATURES)))
     if n == 0:
         return out.astype(np.float32)
@@ -109,16 +172,19 @@ def featurise(candidates: Sequence[Recommendation], user: UserContext, items: It
     def put(name: str, values: object) -> None:
         out[:, COLUMN[name]] = values
 
-    ids = [c.item_id for c in candidates]
-    item_scores = np.array([c.item_score for c in candidates])
-    user_scores = np.array([c.user_score for c in candidates])
-    put("item_score", item_scores / item_scores.max() if item_scores.max() > 0 else 0.0)
-    put("user_score", user_scores / user_scores.max() if user_scores.max() > 0 else 0.0)
-    put("rank", 1.0 / np.log2(2.0 + np.arange(n)))
-    put("trending", [c.source == "trending" for c in candidates])
-    popularity, mass, n_reviews, positive = round12(items.item_stats(ids)).T
+    group = np.repeat(np.arange(len(sizes)), sizes)  # each row's list
+    starts = ptr[:-1][sizes > 0]
+    for name, scores in (("item_score", lists.item_score), ("user_score", lists.user_score)):
+        best = np.zeros(len(sizes))
+        best[sizes > 0] = np.maximum.reduceat(scores, starts)
+        best = best[group]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            put(name, np.where(best > 0, scores / best, 0.0))
+    put("rank", 1.0 / np.log2(2.0 + (np.arange(n) - ptr[group])))
+    put("trending", lists.trending)
+    popularity, mass, n_reviews, positive = round12(items.item_stats_at(lists.index)).T
     top = round12(np.array([items.max_popularity]))[0]
-    now_exponent = (user.now_ts - decay_epoch) / half_life_s
+    now_exponent = (np.array([u.now_ts for u in users])[group] - decay_epoch) / half_life_s
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.log(popularity / top) if top > 0 else np.zeros(n)
         put("popularity", np.clip(np.where(popularity > 0, ratio, -20.0), -20.0, 0.0))
@@ -126,20 +192,24 @@ def featurise(candidates: Sequence[Recommendation], user: UserContext, items: It
         put("like_age", np.clip(np.where((popularity > 0) & (mass > 0), age, 20.0), -2.0, 20.0))
         put("sentiment", np.where(n_reviews > 0, positive / n_reviews, 0.5))
     put("reviews", np.log1p(np.maximum(n_reviews, 0.0)))
-    position = {item_id: rank for rank, (item_id, _) in enumerate(user.recent)}
-    put("because_recency", [0.5 ** (position[c.because[0]] / recency_half_life)
-                            if c.because and c.because[0] in position else 0.0
-                            for c in candidates])
-    recent = [item_id for item_id, _ in user.recent[:RECENT]]
-    if recent:
-        near = items.similarity_matrix(recent, ids)
-        put("last_similarity", near[0])
-        put("recent_similarity", near.mean(axis=0))
-    put("user_activity", math.log1p(user.n_items))
-    if user.genres:
-        put("genre_match", [
-            sum(user.genres.get(g, 0.0) for g in catalogue.get(i, ())) / math.sqrt(
-                len(catalogue[i])) if catalogue.get(i) else 0.0 for i in ids])
+    because, recency, genre_match = lists.because, [], []
+    for k, user in enumerate(users):
+        position = {item_id: rank for rank, (item_id, _) in enumerate(user.recent)}
+        a, b = int(ptr[k]), int(ptr[k + 1])
+        recency += [0.5 ** (position[why] / recency_half_life)
+                    if why is not None and why in position else 0.0 for why in because[a:b]]
+        recent = [item_id for item_id, _ in user.recent[:RECENT]]
+        if recent and b > a:
+            near = items.similarity_matrix(recent, lists.item_ids[a:b])
+            out[a:b, COLUMN["last_similarity"]] = near[0]
+            out[a:b, COLUMN["recent_similarity"]] = near.mean(axis=0)
+        genre_match += ([
+            sum(user.genres.get(genre, 0.0) for genre in catalogue.get(i, ())) / math.sqrt(
+                len(catalogue[i])) if catalogue.get(i) else 0.0 for i in lists.item_ids[a:b]]
+            if user.genres else [0.0] * (b - a))
+    put("because_recency", recency)
+    put("user_activity", np.array([math.log1p(u.n_items) for u in users])[group])
+    put("genre_match", genre_match)
     return round12(out).astype(np.float32)
 
 

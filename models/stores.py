@@ -13,6 +13,9 @@ that update them).
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
 import numpy as np
 
 from models.kernels import (
@@ -179,10 +182,15 @@ class RowTable:
         self.length = np.zeros(64, dtype=np.int64)
         self.top = 0
 
-    def put(self, i: int, ids: np.ndarray, sims: np.ndarray | None = None) -> None:
-        """Row ``i`` is now ``ids`` (with ``sims``, or zeros)."""
-        self.put_many(np.array([i]), np.array([0, len(ids)]), ids,
-                      np.zeros(len(ids)) if sims is None else sims)
+    def put_lists(self, rows: Sequence[int], lists: Sequence[Sequence[int]]) -> None:
+        """Rows ``rows[k]`` are now ``lists[k]`` (values zero), in one `put_many`."""
+        if not rows:
+            return
+        ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(x) for x in lists], out=ptr[1:])
+        ids = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64,
+                          count=int(ptr[-1]))
+        self.put_many(np.array(rows, dtype=np.int64), ptr, ids, np.zeros(len(ids)))
 
     def put_many(self, rows: np.ndarray, ptr: np.ndarray, ids: np.ndarray,
                   sims: np.ndarray) -> None:

@@ -47,7 +47,15 @@ from models.cooccurrence import (
     Snapshots,
     UserHistory,
 )
-from models.ranker import FEATURE_VERSION, RankerMLP, UserContext, featurise, rerank
+from models.ranker import (
+    FEATURE_VERSION,
+    CandidateLists,
+    RankerMLP,
+    UserContext,
+    featurise,
+    featurise_lists,
+    rerank,
+)
 from streams.settings import Settings
 
 
@@ -174,22 +182,33 @@ class Ranking:
         """`example` of many events at once: ``events`` are (user, item, ts), and snapshot
         ``k`` is the history of ``events[k]``'s user as of just before it
         (`CooccurrenceRecommender.observe_many`); their candidates are scored in one pass."""
-        scored = model.score_snapshots(snapshots, [e[0] for e in events],
-                                       [e[1] for e in events], self.settings.ranker_candidates)
-        times = snapshots.t
-        out = []
-        for k, ((user_id, item_id, ts), hit) in enumerate(
-                zip(events, scored, strict=True)):
-            if hit is None:  # the chosen item is not among the candidates: no example
-                continue
-            candidates, recent = hit
+        if not events:
+            return []
+        s = self.settings
+        lists, rec_ptr, rec_items, rec_affinity = model.rank_snapshots(
+            snapshots, [e[0] for e in events], [e[1] for e in events], s.ranker_candidates)
+        chosen = np.flatnonzero(lists.listed).tolist()  # the others give no example
+        if not chosen:
+            return []
+        items, times, bounds = model.items, snapshots.t, rec_ptr.tolist()
+        users = []
+        for k in chosen:
             a, size = int(snapshots.start[k]), int(snapshots.size[k])
             now = float(times[a:a + size].max()) if size else 0.0
-            user = UserContext.from_recent(recent, size, now, self.catalogue)
-            example = self._example(model.items, user_id, user, candidates, item_id=item_id,
-                                    ts=ts)
-            if example is not None:
-                out.append(example)
+            recent = list(zip(items.names(rec_items[bounds[k]:bounds[k + 1]]),
+                              rec_affinity[bounds[k]:bounds[k + 1]].tolist(), strict=True))
+            users.append(UserContext.from_recent(recent, size, now, self.catalogue))
+        candidates = CandidateLists.ranked(lists, items)
+        features = featurise_lists(candidates, users, items, self.catalogue,
+                                   recency_half_life=s.recency_half_life,
+                                   half_life_s=s.half_life_days * DAY_S,
+                                   decay_epoch=s.decay_epoch)
+        ptr = candidates.ptr.tolist()
+        out = []
+        for g, k in enumerate(chosen):
+            user_id, item_id, ts = events[k]
+            ids = candidates.item_ids[ptr[g]:ptr[g + 1]]
+            out.append(self._record(user_id, item_id, ts, ids, features[ptr[g]:ptr[g + 1]]))
         return out
 
     def _example(self, items: ItemCooccurrence, user_id: str, user: UserContext,
@@ -202,6 +221,11 @@ class Ranking:
         features = featurise(candidates, user, items, self.catalogue,
                              recency_half_life=s.recency_half_life,
                              half_life_s=s.half_life_days * DAY_S, decay_epoch=s.decay_epoch)
+        return self._record(user_id, item_id, ts, ids, features)
+
+    @staticmethod
+    def _record(user_id: str, item_id: str, ts: float, ids: list[str], features: np.ndarray
+                ) -> dict:
         return {"id": choice_id(user_id, item_id, ts), "user_id": user_id, "ts": ts,
                 "feature_version": FEATURE_VERSION, "items": ids,
                 "positive": ids.index(item_id), "features": features}
