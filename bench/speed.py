@@ -22,7 +22,7 @@ reported: the previous implementation measured in the same run.
 Needs a running stack for ``e2e`` (``tastemaker up``); topics and keys it makes are deleted at the
 end. Writes ``bench/out/speed.json``.
 
-    python -m bench.speed                        # core + e2e (full replay, batch size 500)
+    python -m bench.speed                        # core + e2e (full replay, the batch setting)
     python -m bench.speed --part core
     python -m bench.speed --part e2e --limit 50000 --batch-sizes 500 2000
     python -m bench.speed --part e2e --baseline f0c576b --budget 300
@@ -50,7 +50,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,15 +390,17 @@ def baseline_checkout(ref: str) -> Path:
     return path
 
 
-def bench_e2e(base: Settings, *, batch_sizes: Iterable[int], limit: int | None,
-              budget_s: float, baseline: str | None = None) -> dict[str, Any]:
+def bench_e2e(base: Settings, *, batch_sizes: Sequence[int], limit: int | None,
+              budget_s: float, baseline: str | None = None,
+              baseline_batch_size: int | None = None) -> dict[str, Any]:
     """The worker against a raw consumer (and, with ``baseline``, against the worker of that
-    git revision) on the same topics in the same run."""
+    git revision, with batches of ``baseline_batch_size`` — by default the first of
+    ``batch_sizes``) on the same topics in the same run."""
     from streams.replay import replay
 
     settings = bench_settings(base)
     runs = [another_worker(settings, f"b{b}", batch_size=b) for b in batch_sizes]
-    peer = another_worker(settings, "base", batch_size=settings.batch_size)
+    peer = another_worker(settings, "base", batch_size=baseline_batch_size or batch_sizes[0])
     out: dict[str, Any] = {"partitions": settings.topic_partitions, "load_before": machine()}
     try:
         asyncio.run(create_topics(settings))
@@ -533,7 +535,12 @@ def main() -> None:
     parser.add_argument("--configs", type=parse_config, nargs="+",
                         default=[parse_config(c) for c in ("6x1", "6x2", "6x3", "1x1", "3x1")],
                         help="scaling: PARTITIONSxWORKERS per run (default 6x1 6x2 6x3 1x1 3x1)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[500])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                        help="e2e: one worker run per batch size (default: the setting)")
+    parser.add_argument("--baseline-batch-size", type=int, default=None,
+                        help="e2e: the baseline worker's batch size (default: the first of "
+                             "--batch-sizes; give the revision's own default to compare "
+                             "defaults)")
     parser.add_argument("--budget", type=float, default=240.0,
                         help="seconds per worker run at most (then its rate is over a prefix)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N events")
@@ -577,8 +584,10 @@ def main() -> None:
             print("   ", line)
     if args.part in ("all", "e2e"):
         print("e2e: produce, raw consumer, worker ...")
-        result["e2e"] = bench_e2e(settings, batch_sizes=args.batch_sizes, limit=args.limit,
-                                  budget_s=args.budget, baseline=args.baseline)
+        result["e2e"] = bench_e2e(settings, batch_sizes=args.batch_sizes or [settings.batch_size],
+                                  limit=args.limit, budget_s=args.budget,
+                                  baseline=args.baseline,
+                                  baseline_batch_size=args.baseline_batch_size)
     if args.part == "scaling":
         print(f"scaling: {args.limit or 'all'} replay events per run ...")
         result["scaling"] = bench_scaling(settings, args.configs, limit=args.limit,
