@@ -75,7 +75,7 @@ def demo_settings(base: Settings, name: str = "demo") -> Settings:
 
 
 # --- what the trainer's log says ------------------------------------------------------------------
-ATTEMPT = re.compile(r"(fitting on|only) \d+ examples \((\d+) read\)")
+ATTEMPT = re.compile(r"(fitting on|only|no fit:) \d+ examples \((\d+) read\)")
 DECISION = re.compile(r"guard (published|refused): held-out nDCG@10 ([\d.]+) \(fine-tuned\) vs "
                       r"([\d.]+) \(([^)]*)\) on (\d+) groups")
 
@@ -95,7 +95,7 @@ class TrainerLog:
     then) and the guard's decisions, in order."""
 
     fits_started: int = 0
-    attempts: tuple[int, ...] = ()  # records read at each attempt (a fit, or too few examples)
+    attempts: tuple[int, ...] = ()  # records read at each fit or non-fit (too few, none new)
     decisions: tuple[Decision, ...] = ()
 
     @classmethod
@@ -104,11 +104,13 @@ class TrainerLog:
         >>> log = TrainerLog.parse('''x only 12 examples (12 read): not fitting yet
         ... x fitting on 900 examples (950 read)
         ... x guard refused: held-out nDCG@10 0.12 (fine-tuned) vs 0.13 (version 1) on 180 groups
-        ... x fitting on 2000 examples (2100 read)''')
+        ... x fitting on 2000 examples (2100 read)
+        ... x guard published: held-out nDCG@10 0.14 (fine-tuned) vs 0.13 (version 1) on 400 groups
+        ... x no fit: 2000 examples (2150 read), none new since the last fit''')
         >>> log.attempts, log.fits_started, [d.published for d in log.decisions]
-        ((12, 950, 2100), 2, [False])
-        >>> log.caught_up(2100), log.caught_up(12)  # a fit is in flight
-        (False, False)
+        ((12, 950, 2100, 2150), 2, [False, True])
+        >>> log.caught_up(2150), log.caught_up(2200)  # the last 50 records read were repeats
+        (True, False)
         """
         started, attempts, decisions = 0, [], []
         for line in text.splitlines():

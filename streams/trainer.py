@@ -195,14 +195,20 @@ class Trainer:
             if once:
                 await self._read_to_end(consumer)
                 return await self.fit(producer)
-            last_fit = time.monotonic()
+            last_fit, reported = time.monotonic(), 0
             while True:
                 self._add_batch(await consumer.getmany(timeout_ms=1000, max_records=5000))
                 due = time.monotonic() - last_fit >= s.trainer_interval_s
                 if self.new_since_fit >= s.trainer_min_new_examples or (
                         due and self.new_since_fit > 0):
                     await self.fit(producer)
-                    last_fit = time.monotonic()
+                    last_fit, reported = time.monotonic(), self.read
+                elif due and self.read > reported:
+                    # records read since the last fit, all repeats: said, for whoever waits on
+                    # the trainer having seen every record (the demo)
+                    logger.info("no fit: %d examples (%d read), none new since the last fit",
+                                len(self.window), self.read)
+                    last_fit, reported = time.monotonic(), self.read
         finally:
             await consumer.stop()
             await producer.stop()

@@ -537,7 +537,7 @@ class EventProcessor:
                 return 0
             if backlog is not None and await backlog():
                 return 0
-            marker = (self.last_batch_at, self.state.last_delta_id)
+            marker = self._settle_marker()
             users: list[str] = []
             if users_due:
                 await self._refresh_catalogue(())
@@ -548,14 +548,14 @@ class EventProcessor:
                 users = await self._retrying(self._active_users, assigned)
         for start in range(0, len(users), SETTLE_USERS_PER_STEP):
             async with self.lock:
-                if (self.last_batch_at, self.state.last_delta_id) != marker:
-                    return start  # a batch came in: the next quiet moment starts again
+                if self._settle_marker() != marker:  # a batch or a ranker swap came in:
+                    return start  # the next quiet moment starts again
                 states = await self._retrying(
                     self.state.user_states, users[start:start + SETTLE_USERS_PER_STEP])
                 model = batch_model(self.settings, self.state.items, states)
                 await self._retrying(self._write_recommendations, model, states)
         async with self.lock:
-            if (self.last_batch_at, self.state.last_delta_id) != marker:
+            if self._settle_marker() != marker:
                 return len(users)
             if users_due:
                 self.settled_at = (marker[1], assigned)
@@ -572,6 +572,11 @@ class EventProcessor:
                 await self._retrying(self.client.hset, self.keys.settled, None, None, {
                     offset_field(t, p): marker[1] for t, p in assigned})
         return len(users)
+
+    def _settle_marker(self) -> tuple[float, str, int]:
+        """What a settle pass's lists depend on besides the statistics' entries: a pass that
+        sees it change before it ends (a batch, a ranker swap) leaves the users unsettled."""
+        return self.last_batch_at, self.state.last_delta_id, self.ranking.version
 
     async def _active_users(self, assigned: list[tuple[str, int]]) -> list[str]:
         """The users of these partitions with an event within ``settle_window_s``; the older

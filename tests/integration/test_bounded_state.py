@@ -16,7 +16,12 @@ import pytest
 from streams import connections
 from streams.keys import Keys
 from streams.settings import Settings, load_settings
-from streams.worker import COMPACT_MIN_ITEMS, EventProcessor, SourceMessage
+from streams.worker import (
+    COMPACT_MIN_ITEMS,
+    SETTLE_USERS_PER_STEP,
+    EventProcessor,
+    SourceMessage,
+)
 from tests.integration.harness import (
     assert_equal_to_reference,
     client,
@@ -81,6 +86,50 @@ def test_the_settle_pass_covers_the_window_and_recommendations_expire(unique_top
             for key in (keys.recs("u9"), keys.explain("u9"), keys.recs_meta("u9")):
                 assert 0 < r.pttl(key) <= 60_000, key
             assert r.exists(keys.history("u0"))  # state never expires
+        finally:
+            await _close(proc)
+
+    asyncio.run(run())
+
+
+def test_a_ranker_swap_during_a_settle_pass_leaves_the_users_unsettled(
+        unique_topics: Settings, monkeypatch: pytest.MonkeyPatch):
+    """The settle pass writes its users in steps, releasing the worker lock in between; a
+    ranker swap that comes in meanwhile must not be marked settled by the pass's end (users
+    written before it would keep the old version until their next event): the next pass
+    re-ranks every user with the new version."""
+    from models.ranker import RankerMLP, toy_groups
+
+    settings = load_settings(**{**unique_topics.model_dump(), "settle_after_s": 0.001,
+                                "ranker_example_rate": 0.0})
+    n_users = SETTLE_USERS_PER_STEP + 20  # two steps
+    events = [{"user_id": f"u{k % n_users}", "item_id": f"i{k % 13}", "ts": TS + k,
+               "event_id": f"e{k}"} for k in range(3 * n_users)]
+    partition = [(settings.topic_plays, 0)]
+    keys, r = Keys(settings.key_prefix), client(settings)
+    write, swaps = EventProcessor._write_recommendations, []
+
+    async def write_then_swap(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        await write(self, *args, **kwargs)
+        if not swaps:  # the swap waits for the lock while the pass is in its first step
+            swaps.append(asyncio.ensure_future(self.maybe_swap()))
+
+    async def run() -> None:
+        proc = await _processor(settings)
+        try:
+            await proc.process(_messages(settings, events))
+            model = RankerMLP()
+            model.fit_scaler(toy_groups(n_groups=40, seed=1))
+            version = await proc.store.publish(model, {})
+            monkeypatch.setattr(EventProcessor, "_write_recommendations", write_then_swap)
+            await asyncio.sleep(0.01)
+            await proc.settle(partition, writes_items=False)
+            await swaps[0]
+            assert proc.ranking.version == version
+            await asyncio.sleep(0.01)
+            assert await proc.settle(partition, writes_items=False) == n_users
+            served = {r.hget(keys.recs_meta(f"u{k}"), "model") for k in range(n_users)}
+            assert served == {str(version).encode()}
         finally:
             await _close(proc)
 
