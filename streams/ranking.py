@@ -146,10 +146,21 @@ class Ranking:
         s = self.settings
         adjusting = self.adjusting
         pool = max(n, s.rerank_pool) if adjusting else n
+        if self.model is not None and candidates:
+            # every user's candidates featurised in one pass, each list scored on its own
+            users = list(candidates)
+            contexts = [UserContext.of(history_of(u) or UserHistory(), self.catalogue,
+                                       recent_items=s.recent_items) for u in users]
+            lists = CandidateLists.of([candidates[u] for u in users], items)
+            features = featurise_lists(lists, contexts, items, self.catalogue,
+                                       recency_half_life=s.recency_half_life,
+                                       half_life_s=s.half_life_days * DAY_S,
+                                       decay_epoch=s.decay_epoch)
+            bounds = lists.ptr.tolist()
+            for k, user_id in enumerate(users):
+                candidates[user_id] = rerank(self.model, candidates[user_id],
+                                             features[bounds[k]:bounds[k + 1]], pool)
         for user_id, ranked in candidates.items():
-            if self.model is not None:
-                history = history_of(user_id) or UserHistory()
-                ranked = rerank(self.model, ranked, self.features(items, history, ranked), pool)
             candidates[user_id] = self.adjust(items, ranked, n) if adjusting else ranked[:n]
         return candidates
 
