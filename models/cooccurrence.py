@@ -39,7 +39,7 @@ import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import numba
 import numpy as np
@@ -885,22 +885,17 @@ class ItemCooccurrence:
             own.append(-1 if request.user_id is None else
                        self._uindex.get(request.user_id, -1))
         use_users = similar_users if all(r.user_id is not None for r in requests) else 0
-        return self._score_arrays(
+        return self.recommendations(self.rank_arrays(
             np.array(rec_ptr, dtype=np.int64), np.array(rec_items, dtype=np.int64),
             np.array(rec_affinity, dtype=np.float64), np.array(exc_ptr, dtype=np.int64),
             np.array(exc_items, dtype=np.int64), np.array(own, dtype=np.int64),
             np.array(mine_n, dtype=np.int64), n, recency_half_life=recency_half_life,
             explain_items=explain_items, fresh=fresh, backfill=backfill,
-            similar_users=use_users, user_blend=user_blend)
-
-    def _score_arrays(self, *args: np.ndarray, **options: Any
-                      ) -> list[list[Recommendation] | None]:
-        """`score_many` from arrays (`rank_arrays`' arguments): the lists as `Recommendation`
-        objects, None for a list not wanted."""
-        return self.recommendations(self.rank_arrays(*args, **options))
+            similar_users=use_users, user_blend=user_blend))
 
     def recommendations(self, lists: RankedLists) -> list[list[Recommendation] | None]:
-        """`RankedLists` as lists of `Recommendation` (None: not listed)."""
+        """`RankedLists` as lists of `Recommendation` (None: not listed): what `score_many`
+        and `CooccurrenceRecommender.recommend_many` return."""
         ids = self._ids
         names = [ids[k] for k in lists.item.tolist()]
         because = [tuple([ids[c] for c in why if c >= 0]) for why in lists.because.tolist()]
@@ -1413,11 +1408,11 @@ class CooccurrenceRecommender:
             self.exclude_seen)
         own = np.array([items._uindex.get(u, -1) for u in known], dtype=np.int64)
         mine_n = np.minimum(np.diff(rec_ptr), items.user_items_cap)
-        lists = items._score_arrays(
+        lists = items.recommendations(items.rank_arrays(
             rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own, mine_n, n,
             recency_half_life=self.recency_half_life,
             explain_items=self.explain_items if explain else 0, fresh=fresh, backfill=True,
-            similar_users=self.similar_users, user_blend=self.user_blend)
+            similar_users=self.similar_users, user_blend=self.user_blend))
         out.update(zip(known, lists, strict=True))
         return out
 
@@ -1445,10 +1440,8 @@ class CooccurrenceRecommender:
         holds = np.zeros(len(user_ids), dtype=np.bool_)
         list_of = np.repeat(np.arange(len(user_ids)), np.diff(lists.ptr))
         holds[list_of[lists.item == wanted[list_of]]] = True
-        lists = RankedLists(lists.ptr, lists.item, lists.score, lists.item_part,
-                            lists.user_part, lists.source, lists.because,
-                            lists.listed & holds)
-        return lists, rec_ptr, rec_items, rec_affinity
+        return (dataclasses.replace(lists, listed=lists.listed & holds), rec_ptr, rec_items,
+                rec_affinity)
 
     def cold_start(self, n: int) -> list[Recommendation]:
         return self.items.score([], n)

@@ -2,7 +2,8 @@
 
 The co-occurrence model proposes candidates in its own order (`models.cooccurrence`); the ranker
 re-orders them with an MLP over per-(user, candidate) features. Training and serving call the
-same `featurise`, so what the model learns on is what it is served (no training/serving skew).
+same `featurise_lists`, so what the model learns on is what it is served (no training/serving
+skew).
 
 Training data are *groups*: the candidates the user would have been served just before one of
 their positive events, with the item they then chose. The loss is listwise (softmax cross-entropy
@@ -142,26 +143,17 @@ class CandidateLists:
                    lists.user_part, lists.source == SOURCES.index("trending"), because)
 
 
-def featurise(candidates: Sequence[Recommendation], user: UserContext, items: ItemCooccurrence,
-              catalogue: Mapping[str, Sequence[str]], *, recency_half_life: float,
-              half_life_s: float, decay_epoch: float) -> np.ndarray:
-    """The feature matrix (one row per candidate, columns as `FEATURES`), float32.
-
-    A pure function of its arguments. Values are rounded to 12 significant digits first, so that
-    statistics summed in another order (another worker, a replay) give the same features.
-    """
-    return featurise_lists(CandidateLists.of([candidates], items), [user], items, catalogue,
-                           recency_half_life=recency_half_life, half_life_s=half_life_s,
-                           decay_epoch=decay_epoch)
-
-
 def featurise_lists(lists: CandidateLists, users: Sequence[UserContext],
                     items: ItemCooccurrence, catalogue: Mapping[str, Sequence[str]], *,
                     recency_half_life: float, half_life_s: float, decay_epoch: float
                     ) -> np.ndarray:
-    """`featurise` of many candidate lists in one pass, list ``g`` for ``users[g]``: one
-    float32 matrix whose rows ``lists.ptr[g]:lists.ptr[g + 1]`` are list ``g``'s features —
-    the same values `featurise` gives each list alone."""
+    """The features of candidate lists (columns as `FEATURES`), list ``g`` for ``users[g]``,
+    in one pass: one float32 matrix whose rows ``lists.ptr[g]:lists.ptr[g + 1]`` are list
+    ``g``'s — the same values whether the list is featurised with others or alone.
+
+    A pure function of its arguments. Values are rounded to 12 significant digits first, so that
+    statistics summed in another order (another worker, a replay) give the same features.
+    """
     ptr = lists.ptr
     sizes = np.diff(ptr)
     n = int(ptr[-1])

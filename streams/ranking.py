@@ -52,7 +52,6 @@ from models.ranker import (
     CandidateLists,
     RankerMLP,
     UserContext,
-    featurise,
     featurise_lists,
     rerank,
 )
@@ -101,11 +100,17 @@ class Ranking:
 
     def features(self, items: ItemCooccurrence, history: UserHistory,
                  candidates: Sequence[Recommendation]) -> np.ndarray:
+        user = UserContext.of(history, self.catalogue, recent_items=self.settings.recent_items)
+        return self._features(items, CandidateLists.of([candidates], items), [user])
+
+    def _features(self, items: ItemCooccurrence, lists: CandidateLists,
+                  users: Sequence[UserContext]) -> np.ndarray:
+        """`featurise_lists` with the settings' recency and decay: every feature the workers
+        log or serve from is computed here."""
         s = self.settings
-        user = UserContext.of(history, self.catalogue, recent_items=s.recent_items)
-        return featurise(candidates, user, items, self.catalogue,
-                         recency_half_life=s.recency_half_life,
-                         half_life_s=s.half_life_days * DAY_S, decay_epoch=s.decay_epoch)
+        return featurise_lists(lists, users, items, self.catalogue,
+                               recency_half_life=s.recency_half_life,
+                               half_life_s=s.half_life_days * DAY_S, decay_epoch=s.decay_epoch)
 
     def recommend(self, items: ItemCooccurrence, user_id: str, history: UserHistory
                   ) -> list[Recommendation]:
@@ -152,10 +157,7 @@ class Ranking:
             contexts = [UserContext.of(history_of(u) or UserHistory(), self.catalogue,
                                        recent_items=s.recent_items) for u in users]
             lists = CandidateLists.of([candidates[u] for u in users], items)
-            features = featurise_lists(lists, contexts, items, self.catalogue,
-                                       recency_half_life=s.recency_half_life,
-                                       half_life_s=s.half_life_days * DAY_S,
-                                       decay_epoch=s.decay_epoch)
+            features = self._features(items, lists, contexts)
             bounds = lists.ptr.tolist()
             for k, user_id in enumerate(users):
                 candidates[user_id] = rerank(self.model, candidates[user_id],
@@ -210,10 +212,7 @@ class Ranking:
                               rec_affinity[bounds[k]:bounds[k + 1]].tolist(), strict=True))
             users.append(UserContext.from_recent(recent, size, now, self.catalogue))
         candidates = CandidateLists.ranked(lists, items)
-        features = featurise_lists(candidates, users, items, self.catalogue,
-                                   recency_half_life=s.recency_half_life,
-                                   half_life_s=s.half_life_days * DAY_S,
-                                   decay_epoch=s.decay_epoch)
+        features = self._features(items, candidates, users)
         ptr = candidates.ptr.tolist()
         out = []
         for g, k in enumerate(chosen):
@@ -228,10 +227,7 @@ class Ranking:
         ids = [c.item_id for c in candidates]
         if item_id not in ids:
             return None
-        s = self.settings
-        features = featurise(candidates, user, items, self.catalogue,
-                             recency_half_life=s.recency_half_life,
-                             half_life_s=s.half_life_days * DAY_S, decay_epoch=s.decay_epoch)
+        features = self._features(items, CandidateLists.of([candidates], items), [user])
         return self._record(user_id, item_id, ts, ids, features)
 
     @staticmethod
