@@ -16,12 +16,15 @@ deployment would have logged while learning the train split:
    user's train items, learns the rest as a stream and logs, per user, the candidates of that
    end state with each held-out candidate as a positive (what the protocol asks: a random
    share of a user's items, ranked at the end of the stream); the fit/holdout cut is then by
-   user, not by time; the objective ``fold+factors`` (also by default) adds a feature the
-   product lacks, a latent-factor score (`Factors`, implicit ALS fitted on the same ratings as
-   the state it scores): what a user model beyond item neighbourhoods would bring;
+   user, not by time; the objective ``fold+factors`` (also by default) fills the feature
+   ``factor_score`` as the trainer does (`models.factors`: implicit ALS item factors fitted on
+   the same ratings as the state the examples come from, each user folded in from their liked
+   items), where ``fold`` leaves it 0, as a deployment with ``RANKER_FACTORS=0`` would;
 3. each test user's list is the top ``ranker_candidates`` co-occurrence candidates of the final
    state, re-ordered by the ranker, train items removed, top 10: the same lists the workers would
-   serve. The co-occurrence order of the same candidates is the baseline row.
+   serve (with ``fold+factors``, the ranker carries item factors fitted on the whole train
+   split, and the lists are featurised as a worker serving that artefact does). The
+   co-occurrence order of the same candidates is the baseline row.
 
     python -m bench.offline_ranker                       # bench/out/offline_ranker.json
     python -m bench.offline_ranker --example-rate 0.5    # more examples, slower
@@ -37,7 +40,6 @@ import random
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,8 +47,8 @@ import numpy as np
 import torch
 
 from bench.offline import PUBLISHED, K, Split, evaluate, print_beyond, print_table, seen_by_user
-from models.cooccurrence import Recommendation
-from models.ranker import FEATURES, Groups, RankerMLP, fine_tune, rerank
+from models.factors import ItemFactors
+from models.ranker import FACTOR, Groups, RankerMLP, fine_tune, rerank
 from models.ranker import evaluate as evaluate_groups
 from streams.datasets import movielens_100k
 from streams.ranking import Ranking, choice_id, sampled
@@ -58,10 +60,8 @@ Objective = Literal["next", "later", "fold", "fold+factors"]
 POSITIVES = 5  # per logged event, with objective "later"
 FOLD_SHARE = 0.25  # of each user's train items held out in a fold, as the protocol holds out
 OBJECTIVE_NAMES = {"next": ", next item", "later": ", later train items",
-                   "fold": ", held-out fold items",
-                   "fold+factors": ", held-out fold items, + latent-factor feature"}
-# implicit ALS of the objective "fold+factors" (set once, not tuned on the test split)
-FACTORS, FACTOR_REG, FACTOR_ALPHA, FACTOR_ITERATIONS = 32, 0.1, 10.0, 12
+                   "fold": ", held-out fold items, no item factors",
+                   "fold+factors": ", held-out fold items, item factors"}
 # published nDCG@10 on ML-100K with this protocol (MS Recommenders' benchmark table)
 PUBLISHED_NDCG = {"SAR": 0.382, "NCF": 0.396, "LightGCN": 0.420, "BPR": 0.442, "BiVAE": 0.475}
 
@@ -119,57 +119,14 @@ def learn_and_log(split: Split, settings: Settings, genres: dict[str, tuple[str,
     return model, ranking, Groups.of(examples)
 
 
-@dataclass(frozen=True, slots=True)
-class Factors:
-    """Implicit-feedback matrix factorisation (Hu, Koren & Volinsky, ICDM 2008: alternating
-    least squares, confidence ``1 + ALPHA`` on a rated item) of a set of ratings: the
-    latent-factor score of the objective ``fold+factors``, a feature the product does not have
-    (the workers and trainer hold no factors). Batch, numpy, a few seconds on ML-100K."""
-
-    users: dict[str, int]
-    items: dict[str, int]
-    u: np.ndarray
-    v: np.ndarray
-
-    @classmethod
-    def fit(cls, ratings: list, *, seed: int) -> Factors:  # noqa: ANN001 - bench Ratings
-        users = {u: k for k, u in enumerate(sorted({r.user_id for r in ratings}))}
-        items = {i: k for k, i in enumerate(sorted({r.item_id for r in ratings}))}
-        p = np.zeros((len(users), len(items)))
-        for r in ratings:
-            p[users[r.user_id], items[r.item_id]] = 1.0
-        c = 1.0 + FACTOR_ALPHA * p
-        rng = np.random.default_rng(seed)
-        u = rng.normal(0.0, 0.1, (len(users), FACTORS))
-        v = rng.normal(0.0, 0.1, (len(items), FACTORS))
-        reg = FACTOR_REG * np.eye(FACTORS)
-        for _ in range(FACTOR_ITERATIONS):
-            for x, y, conf, pref in ((u, v, c, p), (v, u, c.T, p.T)):
-                yty = y.T @ y
-                for k in range(len(x)):
-                    weighted = y.T * conf[k]
-                    x[k] = np.linalg.solve(yty + (weighted - y.T) @ y + reg, weighted @ pref[k])
-        return cls(users, items, u, v)
-
-    def column(self, user: str, candidates: Sequence[Recommendation]) -> np.ndarray:
-        """The candidates' scores for ``user``, over the largest in absolute value (0 for an
-        unknown user or item)."""
-        k = self.users.get(user)
-        if k is None or not candidates:
-            return np.zeros(len(candidates))
-        idx = np.array([self.items.get(c.item_id, -1) for c in candidates])
-        scores = np.where(idx >= 0, self.v[np.maximum(idx, 0)] @ self.u[k], 0.0)
-        top = np.abs(scores).max()
-        return scores / top if top > 0 else scores
-
-
-def featurise(ranking: Ranking, items, user: str, history, candidates,  # noqa: ANN001
-              factors: Factors | None) -> np.ndarray:
-    """The workers' features, with the latent-factor score appended when ``factors``."""
-    features = ranking.features(items, history, candidates)
-    if factors is None:
-        return features
-    return np.hstack([features, factors.column(user, candidates)[:, None].astype(np.float32)])
+def fit_factors(ratings: Sequence, settings: Settings) -> ItemFactors:  # noqa: ANN001
+    """The trainer's item factors (`models.factors`, ``ranker_factors`` of them) of a set of
+    ratings: each user's basket the items they rated."""
+    baskets: dict[str, list[str]] = {}
+    for r in ratings:
+        baskets.setdefault(r.user_id, []).append(r.item_id)
+    return ItemFactors.fit(baskets, factors=settings.ranker_factors, seed=settings.trainer_seed,
+                           max_items=settings.ranker_factor_items)
 
 
 def fold_holdout(split: Split, rng: random.Random) -> set[tuple[str, str]]:
@@ -189,15 +146,17 @@ def fold_examples(split: Split, settings: Settings, genres: dict[str, tuple[str,
     every user with held-out items among their ``ranker_candidates`` candidates of that end
     state, one group per such item (same features, that item the positive). Only train ratings
     are used. A group's "time" is a seeded random number per user, so `Groups.split` cuts by
-    user: a user's groups are all on one side. ``factors``: with the latent-factor score of the
-    same ratings (`Factors`) as a last column."""
+    user: a user's groups are all on one side. ``factors``: ``factor_score`` filled as the
+    trainer fills it (`Groups.with_factor_scores`), from item factors of the same ratings
+    (`fit_factors`); 0 otherwise, as the workers log it."""
     rng = random.Random(seed)
     held = fold_holdout(split, rng)
     rest = Split([r for r in split.train if (r.user_id, r.item_id) not in held], {}, {})
-    fitted = Factors.fit(rest.train, seed=seed) if factors else None
     model, ranking, _ = learn_and_log(rest, settings, genres, encoding=encoding, rate=0.0)
     model.items.refresh()
     examples: list[tuple[np.ndarray, int, float]] = []
+    candidate_ids: list[list[str]] = []
+    liked: list[list[str]] = []
     for user in sorted({user for user, _ in held}):
         history = model.histories.get(user)
         if history is None:
@@ -205,10 +164,25 @@ def fold_examples(split: Split, settings: Settings, genres: dict[str, tuple[str,
         candidates = ranking.candidates(model.items, user, history, settings.ranker_candidates)
         positives = [k for k, c in enumerate(candidates) if (user, c.item_id) in held]
         if positives:
-            features = featurise(ranking, model.items, user, history, candidates, fitted)
+            features = ranking.features(model.items, history, candidates)
             when = rng.random()
             examples += [(features, k, when) for k in positives]
+            ids = [c.item_id for c in candidates]
+            mine = [item for item, _ in history.recent(settings.recent_items)]
+            candidate_ids += [ids] * len(positives)
+            liked += [mine] * len(positives)
+    if factors and examples:
+        filled = Groups.of(examples).with_factor_scores(fit_factors(rest.train, settings),
+                                                        candidate_ids, liked)
+        examples = [(filled.x[g, :len(f)], k, t) for g, (f, k, t) in enumerate(examples)]
     return examples
+
+
+def without_factors(features: np.ndarray) -> np.ndarray:
+    """``features`` with ``factor_score`` 0, as a deployment without item factors has it."""
+    out = features.copy()
+    out[:, FACTOR] = 0.0
+    return out
 
 
 def train(groups: Groups, settings: Settings, *, loss: str, max_epochs: int
@@ -236,11 +210,11 @@ def train(groups: Groups, settings: Settings, *, loss: str, max_epochs: int
     return best_model, info
 
 
-def ranked_lists(model, ranking: Ranking, ranker: RankerMLP | None,  # noqa: ANN001, ANN201
-                 factors: Factors | None = None):
-    """The `bench.offline.Ranker` of the served lists: candidates re-ordered by ``ranker``
-    (fed the latent-factor score too, when ``factors``)."""
+def ranked_lists(model, ranking: Ranking, ranker: RankerMLP | None):  # noqa: ANN001, ANN201
+    """The `bench.offline.Ranker` of the served lists: candidates re-ordered by ``ranker`` as
+    a worker serving it would (its item factors, if any, giving ``factor_score``)."""
     s = ranking.settings
+    serving = Ranking(s, ranking.catalogue, model=ranker)
     model.items.refresh()
 
     def rank(user: str, seen: frozenset[str]) -> list[str]:
@@ -252,8 +226,8 @@ def ranked_lists(model, ranking: Ranking, ranker: RankerMLP | None,  # noqa: ANN
                                         s.ranker_candidates + evicted)
         if ranker is not None:
             candidates = rerank(ranker, candidates,
-                                featurise(ranking, model.items, user, history, candidates,
-                                          factors), len(candidates))
+                                serving.features(model.items, history, candidates),
+                                len(candidates))
         return [c.item_id for c in candidates if c.item_id not in seen][:K]
 
     return rank
@@ -300,10 +274,10 @@ def main() -> None:
             split, settings, genres, encoding=args.encoding, seed=args.fold_seed + k,
             factors="fold+factors" in folds)]
         if "fold" in folds:
-            groups["fold"] = Groups.of([(f[:, :len(FEATURES)], k, t) for f, k, t in examples])
+            groups["fold"] = Groups.of([(without_factors(f), k, t) for f, k, t in examples])
         if "fold+factors" in folds:
             groups["fold+factors"] = Groups.of(examples)
-    factors = (Factors.fit(split.train, seed=args.fold_seed)
+    factors = (fit_factors(split.train, settings)
                if "fold+factors" in args.objectives else None)
     learn_s = time.perf_counter() - started
     print(f"learned {len(split.train):,} train ratings, logged "
@@ -318,14 +292,15 @@ def main() -> None:
         for loss in args.losses:
             t0 = time.perf_counter()
             ranker, info = train(objective_groups, settings, loss=loss, max_epochs=args.epochs)
+            if ranker is not None and objective == "fold+factors":
+                ranker.factors = factors  # published with the MLP, as the trainer does
             info["fit_seconds"] = round(time.perf_counter() - t0, 1)
             fits[f"{objective}, {loss}"] = info
             name = (f"tastemaker + MLP ranker ({loss}"
                     f"{', MSE' if loss == 'pointwise' else ''}{OBJECTIVE_NAMES[objective]})"
                     f"{'' if ranker else ' [guard: no fit beat the co-occurrence order]'}")
             table[name] = evaluate(
-                ranked_lists(model, ranking, ranker,
-                             factors if objective == "fold+factors" else None),
+                ranked_lists(model, ranking, ranker),
                 split.train_seen, split.relevant, yardstick=yardstick)
             print(f"{objective}, {loss}: {info}", flush=True)
     print_table(table, "this run (python -m bench.offline_ranker)")

@@ -9,9 +9,10 @@ One pass over the replay's events (plays, ratings, reviews with real texts) thro
 - at ``ranker_example_rate`` of the positive events the training example is logged, as workers
   do;
 - every ``--train-every`` events the trainer's step runs (`streams.trainer.train_step`): it
-  fine-tunes the current model on the latest ``trainer_window`` examples less the newest
-  ``trainer_holdout`` share, and publishes only if its held-out nDCG@10 is not worse than the
-  current version's (the co-occurrence order when none).
+  fits item factors and fine-tunes the current model on the latest ``trainer_window`` examples
+  less the newest ``trainer_holdout`` share, and publishes only if its held-out nDCG@10 is not
+  worse than the current version's (the co-occurrence order when none); the published model
+  is then served (its item factors too).
 
 Both orders are scored on the same events in the same run; the lift is their ratio. Also reported:
 trainer throughput (examples/s, on the device used), guard decisions.
@@ -39,7 +40,7 @@ from streams.ranking import choice_id, sampled
 from streams.reference import StreamReplica
 from streams.replay import load_dataset, movielens_events
 from streams.settings import get_settings
-from streams.trainer import train_step
+from streams.trainer import Example, train_step
 
 
 def main() -> None:
@@ -95,11 +96,12 @@ def main() -> None:
                       and ranking.example(replica.model.items, user, history, item_id=item,
                                           ts=ts))
             if logged:  # the example a worker logs (`Ranking.example`)
-                example = (np.asarray(logged["features"], dtype=np.float32),
-                           int(logged["positive"]), ts)
+                example = Example(user, np.asarray(logged["features"], dtype=np.float32),
+                                  int(logged["positive"]), ts, tuple(logged["items"]),
+                                  tuple(logged["liked"]))
                 window.append(example)
                 if args.dump_groups:
-                    everything.append(example)
+                    everything.append((example.features, example.positive, ts))
         replica.learn(kind, value)
         if (n + 1) % every == 0:
             checkpoints.append([n + 1, baseline.evaluated, baseline.hits,
@@ -107,8 +109,9 @@ def main() -> None:
         since_fit += 1
         if since_fit >= args.train_every and len(window) >= 500:
             since_fit = 0
-            result = train_step(model, Groups.of(list(window)), settings)
+            result = train_step(model, list(window), settings)
             model = result.model if result.published else model
+            ranking.model = model  # served: its item factors give factor_score
             fits.append(result.as_dict() | {"at_event": n + 1})
             print(f"event {n + 1:>7}: fit on {result.train_groups} groups in "
                   f"{result.fit.seconds:.1f} s ({result.fit.examples_per_s:,.0f} examples/s); "

@@ -46,6 +46,7 @@ from models.cooccurrence import (
     UserHistory,
     round12,
 )
+from models.factors import ItemFactors, factor_scores
 
 FEATURES: tuple[str, ...] = (
     "item_score",  # co-occurrence part of the candidate score, / the user's best candidate's
@@ -61,9 +62,11 @@ FEATURES: tuple[str, ...] = (
     "recent_similarity",  # mean similarity to the user's ``RECENT`` latest liked items
     "user_activity",  # log(1 + items in the user's history)
     "genre_match",  # cosine of the candidate's genres and the user's affinity-weighted genres
+    "factor_score",  # latent-factor preference, / the list's largest (`models.factors`)
 )
 COLUMN = {name: column for column, name in enumerate(FEATURES)}
-FEATURE_VERSION = "1"
+FACTOR = COLUMN["factor_score"]
+FEATURE_VERSION = "2"
 K = 10  # nDCG@K within a group
 RECENT = 10
 Device = Literal["auto", "cpu", "cuda"]
@@ -145,11 +148,13 @@ class CandidateLists:
 
 def featurise_lists(lists: CandidateLists, users: Sequence[UserContext],
                     items: ItemCooccurrence, catalogue: Mapping[str, Sequence[str]], *,
-                    recency_half_life: float, half_life_s: float, decay_epoch: float
-                    ) -> np.ndarray:
+                    recency_half_life: float, half_life_s: float, decay_epoch: float,
+                    factors: ItemFactors | None = None) -> np.ndarray:
     """The features of candidate lists (columns as `FEATURES`), list ``g`` for ``users[g]``,
     in one pass: one float32 matrix whose rows ``lists.ptr[g]:lists.ptr[g + 1]`` are list
     ``g``'s — the same values whether the list is featurised with others or alone.
+    ``factor_score`` is 0 without ``factors`` (the trainer fills it in:
+    `Groups.with_factor_scores`).
 
     A pure function of its arguments. Values are rounded to 12 significant digits first, so that
     statistics summed in another order (another worker, a replay) give the same features.
@@ -202,6 +207,8 @@ def featurise_lists(lists: CandidateLists, users: Sequence[UserContext],
     put("because_recency", recency)
     put("user_activity", np.array([math.log1p(u.n_items) for u in users])[group])
     put("genre_match", genre_match)
+    put("factor_score", factor_scores(factors, ptr, lists.item_ids, [
+        [item_id for item_id, _ in user.recent] for user in users]))
     return round12(out).astype(np.float32)
 
 
@@ -236,16 +243,45 @@ class Groups:
     def split(self, holdout: float) -> tuple[Groups, Groups]:
         """The oldest ``1 - holdout`` share for training, the most recent for evaluation; groups
         of one time are never cut apart (the cut moves earlier, unless all are of one time)."""
+        fit, held = self.split_index(holdout)
+        return self.take(fit), self.take(held)
+
+    def split_index(self, holdout: float) -> tuple[np.ndarray, np.ndarray]:
+        """The indices of `split`'s two parts."""
         order = np.argsort(self.ts, kind="stable")
         cut = len(order) - max(1, int(round(len(order) * holdout)))
         tie = cut
         while 0 < tie < len(order) and self.ts[order[tie - 1]] == self.ts[order[tie]]:
             tie -= 1
         cut = tie or cut
-        return self._take(order[:cut]), self._take(order[cut:])
+        return order[:cut], order[cut:]
 
-    def _take(self, index: np.ndarray) -> Groups:
+    @classmethod
+    def concat(cls, parts: Sequence[Groups]) -> Groups:
+        """Groups of one padded width, one after another."""
+        return cls(np.concatenate([p.x for p in parts]), np.concatenate([p.mask for p in parts]),
+                   np.concatenate([p.positive for p in parts]),
+                   np.concatenate([p.ts for p in parts]))
+
+    def take(self, index: np.ndarray) -> Groups:
+        """The groups at ``index``, in that order."""
         return Groups(self.x[index], self.mask[index], self.positive[index], self.ts[index])
+
+    def with_factor_scores(self, factors: ItemFactors | None,
+                           candidates: Sequence[Sequence[str]], liked: Sequence[Sequence[str]]
+                           ) -> Groups:
+        """These groups with ``factor_score`` computed from ``factors`` as `featurise_lists`
+        computes it: group ``g``'s candidates are the items ``candidates[g]``, its user liked
+        ``liked[g]``."""
+        sizes = self.mask.sum(axis=1)
+        ptr = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=ptr[1:])
+        ids = [item for group in candidates for item in group]
+        if len(ids) != ptr[-1]:
+            raise ValueError(f"{len(ids)} candidate ids for {ptr[-1]} candidates")
+        x = self.x.copy()
+        x[self.mask, FACTOR] = round12(factor_scores(factors, ptr, ids, liked))
+        return Groups(x, self.mask, self.positive, self.ts)
 
     def to_npz(self) -> bytes:
         buffer = io.BytesIO()
@@ -281,7 +317,9 @@ class RankerMLP(nn.Module):
 
     The last layer starts at zero, so a new model ranks exactly as the co-occurrence order does
     (the ``rank`` term is monotone in it) and training moves it away only where the data say so.
-    The standardisation is part of the model (buffers), so an artefact is self-contained.
+    The standardisation is part of the model (buffers), and so are the item factors that
+    ``factor_score`` is computed from (`factors`: fitted by the trainer, None before), so an
+    artefact is self-contained.
     ``columns``: `FEATURES`, or more where a benchmark appends features of its own after them.
     """
 
@@ -302,6 +340,7 @@ class RankerMLP(nn.Module):
         layers.append(last)
         self.net = nn.Sequential(*layers)
         self.prior = nn.Parameter(torch.tensor(10.0))  # weight of the co-occurrence order
+        self.factors: ItemFactors | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.scale).squeeze(-1) + self.prior * x[..., RANK]
@@ -438,6 +477,10 @@ def rerank(model: RankerMLP, candidates: Sequence[Recommendation], features: np.
 
 
 # --- artefacts ----------------------------------------------------------------------------------
+FACTORS_TENSOR = "item_factors"  # the artefact's item vectors; their ids: metadata "factor_items"
+MAX_FACTORS = 256
+
+
 class ArtefactError(ValueError):
     """A ranker artefact that cannot be served: corrupt, too large or incompatible."""
 
@@ -448,6 +491,9 @@ def to_artefact(model: RankerMLP, *, version: int, metrics: Mapping[str, object]
                 "features": ",".join(FEATURES), "feature_version": FEATURE_VERSION,
                 "hidden": ",".join(map(str, model.hidden)), "metrics": json.dumps(metrics)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if model.factors is not None:
+        tensors[FACTORS_TENSOR] = torch.from_numpy(np.ascontiguousarray(model.factors.vectors))
+        metadata["factor_items"] = json.dumps(list(model.factors.ids))
     return save_safetensors(tensors, metadata=metadata)
 
 
@@ -475,6 +521,7 @@ def from_artefact(data: bytes, *, max_bytes: int) -> tuple[RankerMLP, dict[str, 
     except (KeyError, ValueError):
         raise ArtefactError(f"bad hidden sizes {metadata.get('hidden')!r}") from None
     model = RankerMLP(hidden)
+    model.factors = _factors(tensors.pop(FACTORS_TENSOR, None), metadata.get("factor_items"))
     expected = model.state_dict()
     if set(tensors) != set(expected):
         raise ArtefactError(f"tensors {sorted(tensors)} do not match the model's "
@@ -488,6 +535,24 @@ def from_artefact(data: bytes, *, max_bytes: int) -> tuple[RankerMLP, dict[str, 
     model.load_state_dict(tensors)
     model.eval()
     return model, metadata
+
+
+def _factors(vectors: torch.Tensor | None, ids: str | None) -> ItemFactors | None:
+    """An artefact's item factors, checked: None when it has none."""
+    if vectors is None and ids is None:
+        return None
+    try:
+        names = json.loads(ids or "null")
+        if not isinstance(names, list) or not all(isinstance(i, str) for i in names):
+            raise ValueError("factor_items is not a list of item ids")
+        if vectors is None or vectors.dtype != torch.float32 or vectors.ndim != 2 or not (
+                1 <= vectors.shape[1] <= MAX_FACTORS):
+            raise ValueError(f"{FACTORS_TENSOR} must be float32 [items, 1..{MAX_FACTORS}]")
+        if not torch.isfinite(vectors).all():
+            raise ValueError(f"{FACTORS_TENSOR} has NaN or infinite values")
+        return ItemFactors(tuple(names), vectors.numpy())
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ArtefactError(f"bad item factors: {exc}") from None
 
 
 def _safetensors_metadata(data: bytes) -> dict[str, str]:

@@ -100,17 +100,24 @@ class Ranking:
 
     def features(self, items: ItemCooccurrence, history: UserHistory,
                  candidates: Sequence[Recommendation]) -> np.ndarray:
+        """The features the served model would score ``candidates`` on."""
         user = UserContext.of(history, self.catalogue, recent_items=self.settings.recent_items)
-        return self._features(items, CandidateLists.of([candidates], items), [user])
+        return self._features(items, CandidateLists.of([candidates], items), [user],
+                              serving=True)
 
     def _features(self, items: ItemCooccurrence, lists: CandidateLists,
-                  users: Sequence[UserContext]) -> np.ndarray:
+                  users: Sequence[UserContext], *, serving: bool) -> np.ndarray:
         """`featurise_lists` with the settings' recency and decay: every feature the workers
-        log or serve from is computed here."""
+        log or serve from is computed here. Served lists get ``factor_score`` from the served
+        model's item factors; logged examples get 0 there, and the trainer computes it from the
+        factors it fits (`models.ranker.Groups.with_factor_scores`), from the example's
+        ``liked`` items."""
         s = self.settings
+        factors = self.model.factors if serving and self.model is not None else None
         return featurise_lists(lists, users, items, self.catalogue,
                                recency_half_life=s.recency_half_life,
-                               half_life_s=s.half_life_days * DAY_S, decay_epoch=s.decay_epoch)
+                               half_life_s=s.half_life_days * DAY_S, decay_epoch=s.decay_epoch,
+                               factors=factors)
 
     def recommend(self, items: ItemCooccurrence, user_id: str, history: UserHistory
                   ) -> list[Recommendation]:
@@ -157,7 +164,7 @@ class Ranking:
             contexts = [UserContext.of(history_of(u) or UserHistory(), self.catalogue,
                                        recent_items=s.recent_items) for u in users]
             lists = CandidateLists.of([candidates[u] for u in users], items)
-            features = self._features(items, lists, contexts)
+            features = self._features(items, lists, contexts, serving=True)
             bounds = lists.ptr.tolist()
             for k, user_id in enumerate(users):
                 candidates[user_id] = rerank(self.model, candidates[user_id],
@@ -212,13 +219,14 @@ class Ranking:
                               rec_affinity[bounds[k]:bounds[k + 1]].tolist(), strict=True))
             users.append(UserContext.from_recent(recent, size, now, self.catalogue))
         candidates = CandidateLists.ranked(lists, items)
-        features = self._features(items, candidates, users)
+        features = self._features(items, candidates, users, serving=False)
         ptr = candidates.ptr.tolist()
         out = []
         for g, k in enumerate(chosen):
             user_id, item_id, ts = events[k]
             ids = candidates.item_ids[ptr[g]:ptr[g + 1]]
-            out.append(self._record(user_id, item_id, ts, ids, features[ptr[g]:ptr[g + 1]]))
+            out.append(self._record(user_id, item_id, ts, ids, features[ptr[g]:ptr[g + 1]],
+                                    users[g]))
         return out
 
     def _example(self, items: ItemCooccurrence, user_id: str, user: UserContext,
@@ -227,15 +235,17 @@ class Ranking:
         ids = [c.item_id for c in candidates]
         if item_id not in ids:
             return None
-        features = self._features(items, CandidateLists.of([candidates], items), [user])
-        return self._record(user_id, item_id, ts, ids, features)
+        features = self._features(items, CandidateLists.of([candidates], items), [user],
+                                  serving=False)
+        return self._record(user_id, item_id, ts, ids, features, user)
 
     @staticmethod
-    def _record(user_id: str, item_id: str, ts: float, ids: list[str], features: np.ndarray
-                ) -> dict:
+    def _record(user_id: str, item_id: str, ts: float, ids: list[str], features: np.ndarray,
+                user: UserContext) -> dict:
         return {"id": choice_id(user_id, item_id, ts), "user_id": user_id, "ts": ts,
                 "feature_version": FEATURE_VERSION, "items": ids,
-                "positive": ids.index(item_id), "features": features}
+                "positive": ids.index(item_id), "features": features,
+                "liked": [item for item, _ in user.recent]}
 
     @staticmethod
     def encode_example(example: dict) -> bytes:

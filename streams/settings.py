@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     ranker_examples_retention_ms: Positive = 7 * 86_400_000  # the examples topic is bounded ...
     ranker_examples_retention_bytes: Positive = 256 * 1024 * 1024  # ... per partition
     ranker_max_artefact_bytes: Positive = 4 * 1024 * 1024  # larger artefacts are refused
+    ranker_factors: Annotated[int, Field(ge=0, le=256)] = 32  # item factors fitted by the
+    # trainer for the feature factor_score (0: none, the feature stays 0)
+    ranker_factor_items: Positive = 20_000  # items with a factor, the most liked (artefact size)
     ranker_keep_versions: Positive = 5  # published versions kept (the current one always)
     ranker_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.25  # workers check for a new version
     trainer_interval_s: Annotated[float, Field(gt=0)] = 300.0  # fine-tune at least this often ...
@@ -161,6 +164,8 @@ class Settings(BaseSettings):
     trainer_window: Positive = 50_000  # the most recent examples trained and evaluated on
     trainer_holdout: Annotated[float, Field(gt=0, lt=1)] = 0.2  # newest share held out
     trainer_epochs: Positive = 20
+    trainer_factor_chunks: Annotated[int, Field(ge=2, le=64)] = 4  # time chunks: each one's
+    # factor_score from factors of the older ones (the first is not trained on)
     trainer_lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
     trainer_device: Literal["auto", "cpu", "cuda"] = "auto"
     trainer_threads: Annotated[int, Field(ge=0)] = 0  # torch CPU threads; 0: torch's default

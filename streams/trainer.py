@@ -3,11 +3,17 @@
 It reads the training examples the workers log to ``ranker-examples`` (bounded by the topic's
 retention; it keeps the latest ``trainer_window`` of them, deduplicated by example id since
 logging is at-least-once), and every ``trainer_interval_s`` — or as soon as
-``trainer_min_new_examples`` new ones arrived — runs `train_step`: fine-tune the current version
-on the window less its newest ``trainer_holdout`` share, on CUDA when torch sees one, and publish
-only if the held-out nDCG@10 is not worse than the current version's (the co-occurrence order
-when none is published). Both figures are logged with the decision. Publishing stores an
-immutable artefact (`streams.model_store`) and announces it on ``model-updates``.
+``trainer_min_new_examples`` new ones arrived — runs `train_step`: fit item factors on the liked
+items of the window's users (`models.factors`, ``ranker_factors`` of them), fine-tune the current
+version on the window less its newest ``trainer_holdout`` share, on CUDA when torch sees one, and
+publish only if the held-out nDCG@10 is not worse than the current version's (the co-occurrence
+order when none is published). Both figures are logged with the decision. Publishing stores an
+immutable artefact (the MLP with its item factors: `streams.model_store`) and announces it on
+``model-updates``.
+
+Item factors score only examples newer than what they were fitted on (`train_step`), and the
+published ones are fitted on the training share alone, so the held-out choices the guard scores
+were not seen by them either.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import signal
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +32,7 @@ import orjson
 import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from models.factors import ItemFactors
 from models.ranker import (
     FEATURE_VERSION,
     FEATURES,
@@ -64,29 +72,27 @@ class TrainResult:
                 "train_loss": round(self.fit.train_loss, 5)}
 
 
-def train_step(current: RankerMLP | None, groups: Groups, settings: Settings) -> TrainResult:
-    """Fine-tune a copy of ``current`` (a fresh model when None) and decide whether to publish."""
-    train, holdout = groups.split(settings.trainer_holdout)
-    if current is not None:
-        candidate = copy.deepcopy(current)
-    else:
-        torch.manual_seed(settings.trainer_seed)
-        candidate = RankerMLP()
-        candidate.fit_scaler(train)
-    fit = fine_tune(candidate, train, epochs=settings.trainer_epochs, lr=settings.trainer_lr,
-                    device=settings.trainer_device, seed=settings.trainer_seed)
-    ours, theirs = evaluate(candidate, holdout), evaluate(current, holdout)
-    published = not_worse(ours, theirs)
-    return TrainResult(candidate, published, ours, theirs, fit, len(train), len(holdout))
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One logged training example: the candidate list (item ids and features) served to a
+    user just before they chose ``items[positive]`` at ``ts``, and the items they liked then."""
+
+    user_id: str
+    features: np.ndarray
+    positive: int
+    ts: float
+    items: tuple[str, ...]
+    liked: tuple[str, ...]
 
 
-def parse_example(raw: bytes) -> tuple[str, tuple[np.ndarray, int, float]]:
-    """An example record's id and (features, positive, ts); ValueError when malformed."""
+def parse_example(raw: bytes) -> tuple[str, Example]:
+    """An example record's id and contents; ValueError when malformed."""
     try:
         record = orjson.loads(raw)
         features = np.asarray(record["features"], dtype=np.float32)
         positive, ts, example_id = int(record["positive"]), float(record["ts"]), str(record["id"])
-        version = record["feature_version"]
+        version, user_id = record["feature_version"], str(record["user_id"])
+        items, liked = record["items"], record["liked"]
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed example: {exc}") from None
     if version != FEATURE_VERSION:
@@ -95,7 +101,68 @@ def parse_example(raw: bytes) -> tuple[str, tuple[np.ndarray, int, float]]:
         raise ValueError(f"features of shape {features.shape}, expected (n, {len(FEATURES)})")
     if not 0 <= positive < len(features) or not np.isfinite(features).all():
         raise ValueError("positive out of range or non-finite features")
-    return example_id, (features, positive, ts)
+    if not (isinstance(items, list) and isinstance(liked, list) and len(items) == len(features)
+            and all(isinstance(i, str) for i in items) and all(isinstance(i, str) for i in liked)):
+        raise ValueError("items must be one id per candidate and liked a list of ids")
+    return example_id, Example(user_id, features, positive, ts, tuple(items), tuple(liked))
+
+
+def fit_factors(examples: Sequence[Example], settings: Settings) -> ItemFactors | None:
+    """Item factors of the examples' users, each user's basket their liked and chosen items
+    over all their examples (None when ``ranker_factors`` is 0)."""
+    if settings.ranker_factors == 0:
+        return None
+    baskets: dict[str, set[str]] = {}
+    for e in examples:
+        basket = baskets.setdefault(e.user_id, set())
+        basket.update(e.liked)
+        basket.add(e.items[e.positive])
+    return ItemFactors.fit({user: sorted(items) for user, items in baskets.items()},
+                           factors=settings.ranker_factors, seed=settings.trainer_seed,
+                           max_items=settings.ranker_factor_items)
+
+
+def train_step(current: RankerMLP | None, examples: Sequence[Example], settings: Settings
+               ) -> TrainResult:
+    """Fit item factors, fine-tune a copy of ``current`` (a fresh model when None) with them,
+    and decide whether to publish.
+
+    Every example's ``factor_score`` comes from factors fitted on older examples only, as
+    served lists get theirs from factors fitted before their users chose: the training share is
+    cut by time into ``trainer_factor_chunks``; chunk ``k``'s scores come from factors of the
+    chunks before it (the first chunk, with none before it, is not trained on), the held-out
+    share's from factors of the whole training share — the factors published. Factors fitted on
+    the examples they score would have seen each chosen item and flattered the feature (one
+    prequential run: nDCG@10 lift +13.5% that way against +20.0% without factors)."""
+    groups = Groups.of([(e.features, e.positive, e.ts) for e in examples])
+    train_index, holdout_index = groups.split_index(settings.trainer_holdout)
+    factors = fit_factors([examples[k] for k in train_index], settings)
+
+    def scored(index: np.ndarray, with_factors: ItemFactors | None) -> Groups:
+        return groups.take(index).with_factor_scores(
+            with_factors, [examples[k].items for k in index], [examples[k].liked for k in index])
+
+    if factors is None:
+        train = groups.take(train_index)
+    else:
+        chunks = np.array_split(train_index, settings.trainer_factor_chunks)
+        train = Groups.concat([scored(chunk, fit_factors(
+            [examples[k] for k in np.concatenate(chunks[:n])], settings))
+            for n, chunk in enumerate(chunks) if n > 0])
+    holdout = scored(holdout_index, factors)
+    if current is not None:
+        candidate = copy.deepcopy(current)
+    else:
+        torch.manual_seed(settings.trainer_seed)
+        candidate = RankerMLP()
+        candidate.fit_scaler(train)
+    candidate.factors = factors
+    fit = fine_tune(candidate, train, epochs=settings.trainer_epochs, lr=settings.trainer_lr,
+                    device=settings.trainer_device, seed=settings.trainer_seed)
+    theirs_holdout = scored(holdout_index, current.factors) if current is not None else holdout
+    ours, theirs = evaluate(candidate, holdout), evaluate(current, theirs_holdout)
+    published = not_worse(ours, theirs)
+    return TrainResult(candidate, published, ours, theirs, fit, len(train), len(holdout))
 
 
 class Trainer:
@@ -110,7 +177,7 @@ class Trainer:
         self.store = ModelStore(self.client, self.keys,
                                 max_bytes=settings.ranker_max_artefact_bytes,
                                 keep=settings.ranker_keep_versions)
-        self.window: OrderedDict[str, tuple[np.ndarray, int, float]] = OrderedDict()
+        self.window: OrderedDict[str, Example] = OrderedDict()
         self.new_since_fit = 0
         self.read = 0  # example records consumed, valid or not (the topic's records so far)
         self.current: RankerMLP | None = None
@@ -155,19 +222,21 @@ class Trainer:
         await self._load_current()
         # "(N read)": how far into the topic this fit is, for whoever waits on the trainer (demo)
         logger.info("fitting on %d examples (%d read)", len(self.window), self.read)
-        groups = Groups.of(list(self.window.values()))
+        examples = list(self.window.values())
         self.new_since_fit = 0
-        result = await asyncio.to_thread(train_step, self.current, groups, self.settings)
+        result = await asyncio.to_thread(train_step, self.current, examples, self.settings)
         TRAINER_LOSS.labels("train").set(result.fit.train_loss)
         TRAINER_LOSS.labels("holdout").set(result.candidate["loss"])
         decision = "published" if result.published else "refused"
         TRAINER_GUARD.labels(decision).inc()
+        factors = result.model.factors
         logger.info("guard %s: held-out nDCG@10 %.4f (fine-tuned) vs %.4f (%s) on %d groups; "
-                    "fit %d groups x %d epochs on %s in %.2f s", decision,
+                    "fit %d groups x %d epochs on %s in %.2f s; item factors: %s", decision,
                     result.candidate["ndcg@10"], result.current["ndcg@10"],
                     f"version {self.current_version}" if self.current is not None
                     else "co-occurrence order", result.holdout_groups, result.train_groups,
-                    self.settings.trainer_epochs, result.fit.device, result.fit.seconds)
+                    self.settings.trainer_epochs, result.fit.device, result.fit.seconds,
+                    f"{len(factors.ids)} x {factors.rank}" if factors is not None else "none")
         if result.published:
             version = await self.store.publish(result.model, {
                 "holdout": result.candidate, "previous": result.current,

@@ -55,7 +55,8 @@ def _toy_examples(settings: Settings) -> list[tuple[str, bytes, bytes]]:
     for g in range(len(groups)):
         record = {"id": f"toy|{g}", "user_id": f"toy{g}", "ts": 3e9 + g,
                   "feature_version": FEATURE_VERSION, "items": [f"t{k}" for k in range(20)],
-                  "positive": int(groups.positive[g]), "features": groups.x[g].tolist()}
+                  "positive": int(groups.positive[g]), "features": groups.x[g].tolist(),
+                  "liked": []}
         out.append((settings.topic_ranker_examples, f"toy{g}".encode(), orjson.dumps(record)))
     return out
 
@@ -132,6 +133,9 @@ def test_trainer_publishes_and_a_running_worker_swaps_without_losing_or_repeatin
         # the settled state: every user ranked by version 1, equal to the reference
         model, _ = from_artefact(r.get(keys.ranker_artefact(1)),
                                  max_bytes=settings.ranker_max_artefact_bytes)
+        # fitted on the workers' examples' liked items: the lists below use factor_score
+        assert model.factors is not None and "i0" in model.factors.index
+        assert "item factors: " in trained.stderr
         replica_model = reference(settings, events)
         replica_model.items.refresh()
         ranking = Ranking(settings, model=model, version=1)

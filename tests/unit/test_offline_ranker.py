@@ -1,7 +1,6 @@
 """The fold examples of `bench.offline_ranker` (the ranker's objective for the offline protocol):
 only train ratings, a share of each user's items held out, a user's groups on one side of the
-fit/holdout cut, the same groups for the same seed; the latent-factor feature of
-``fold+factors``."""
+fit/holdout cut, the same groups for the same seed; the ``factor_score`` of ``fold+factors``."""
 
 from __future__ import annotations
 
@@ -10,9 +9,15 @@ import random
 import numpy as np
 
 from bench.offline import Split
-from bench.offline_ranker import FOLD_SHARE, Factors, fold_examples, fold_holdout
-from models.cooccurrence import Recommendation
-from models.ranker import Groups
+from bench.offline_ranker import (
+    FOLD_SHARE,
+    fit_factors,
+    fold_examples,
+    fold_holdout,
+    without_factors,
+)
+from models.factors import factor_scores
+from models.ranker import FACTOR, Groups
 from streams.datasets import Rating
 from streams.settings import load_settings
 
@@ -54,31 +59,33 @@ def test_fold_examples_are_deterministic_and_cut_by_user():
 
 
 def test_latent_factors_score_a_users_own_cluster_higher():
-    split = toy_split()
+    split, settings = toy_split(), load_settings()
     held = fold_holdout(split, random.Random(2))
-    rest = [r for r in split.train if (r.user_id, r.item_id) not in held]
-    factors = Factors.fit(rest, seed=0)
+    factors = fit_factors([r for r in split.train if (r.user_id, r.item_id) not in held],
+                          settings)
+    liked: dict[str, list[str]] = {}
+    for r in split.train:
+        if (r.user_id, r.item_id) not in held:
+            liked.setdefault(r.user_id, []).append(r.item_id)
     mine = other = 0
     for user, item in sorted(held):
         cluster = int(user[1:]) % 2
         stranger = f"i{15 * (1 - cluster)}"  # an item of the other cluster
-        pair = [Recommendation(item, 1.0, (), "items"),
-                Recommendation(stranger, 1.0, (), "items")]
-        scores = factors.column(user, pair)
+        scores = factor_scores(factors, np.array([0, 2]), [item, stranger], [liked[user]])
         assert np.abs(scores).max() <= 1.0
         mine += scores[0] > scores[1]
         other += scores[0] <= scores[1]
-    # held-out items of the user's own cluster mostly score higher (74% here; 50% by chance:
-    # 32 factors nearly memorise a 40 x 30 toy)
+    # held-out items of the user's own cluster mostly score higher (50% by chance: 32 factors
+    # nearly memorise a 40 x 30 toy)
     assert mine > 2 * other
-    assert not factors.column("nobody", pair).any()
 
 
-def test_fold_examples_with_factors_have_one_more_column():
+def test_fold_examples_with_factors_differ_only_in_the_factor_column():
     split, settings = toy_split(), load_settings()
     plain = fold_examples(split, settings, {}, encoding="completion", seed=5)
     more = fold_examples(split, settings, {}, encoding="completion", seed=5, factors=True)
     assert [k for _, k, _ in plain] == [k for _, k, _ in more]
-    assert all(np.array_equal(a, b[:, :-1]) for (a, _, _), (b, _, _) in zip(plain, more,
-                                                                           strict=True))
-    assert Groups.of(more).x.shape[2] == Groups.of(plain).x.shape[2] + 1
+    assert all(np.array_equal(a, without_factors(b))
+               for (a, _, _), (b, _, _) in zip(plain, more, strict=True))
+    assert not any(a[:, FACTOR].any() for a, _, _ in plain)
+    assert all(b[:, FACTOR].any() for b, _, _ in more)

@@ -25,7 +25,7 @@ from models.ranker import (
 )
 from streams.reference import StreamReplica
 from streams.settings import load_settings
-from streams.trainer import parse_example, train_step
+from streams.trainer import Example, parse_example, train_step
 
 PLAYS = [(f"u{u}", f"i{(u * 7 + k * 3) % 40}", 1e9 + 3600 * (u * 10 + k))
          for u in range(30) for k in range(8)]
@@ -66,6 +66,14 @@ def test_featurisation_is_deterministic_and_independent_of_user_arrival_order():
         assert set(np.unique(x_a[:, FEATURES.index("genre_match")])) - {0.0}  # genres used
 
 
+def _examples(groups: Groups) -> list[Example]:
+    """Toy groups as logged examples: candidate ``c`` is item ``i{c}``; 20 users who liked
+    nothing (so the trainer's factors give them no ``factor_score``)."""
+    width = groups.x.shape[1]
+    return [Example(f"u{g % 20}", groups.x[g], int(groups.positive[g]), float(groups.ts[g]),
+                    tuple(f"i{c}" for c in range(width)), ()) for g in range(len(groups))]
+
+
 def test_fine_tune_on_a_learnable_toy_set_lowers_held_out_loss_and_beats_the_baseline_order():
     train, holdout = toy_groups(n_groups=400, seed=2).split(0.25)
     model = RankerMLP()
@@ -87,7 +95,7 @@ def test_the_guard_refuses_a_fine_tune_that_is_worse_on_the_held_out_slice():
     positive[:400] = np.random.default_rng(6).integers(0, noisy.x.shape[1], 400)
     groups = Groups(noisy.x, noisy.mask, positive, noisy.ts)
     settings = load_settings(trainer_epochs=15, trainer_lr=0.01, trainer_device="cpu")
-    result = train_step(current, groups, settings)
+    result = train_step(current, _examples(groups), settings)
     assert result.candidate["ndcg@10"] < result.current["ndcg@10"]
     assert not result.published
     assert not not_worse(result.candidate, result.current)
@@ -95,10 +103,11 @@ def test_the_guard_refuses_a_fine_tune_that_is_worse_on_the_held_out_slice():
 
 
 def test_a_first_model_is_judged_against_the_cooccurrence_order():
-    result = train_step(None, toy_groups(n_groups=400, seed=8),
+    groups = toy_groups(n_groups=400, seed=8)
+    result = train_step(None, _examples(groups),
                         load_settings(trainer_epochs=15, trainer_device="cpu"))
-    assert result.current["ndcg@10"] == pytest.approx(
-        evaluate(None, toy_groups(n_groups=400, seed=8).split(0.2)[1])["ndcg@10"])
+    baseline = evaluate(None, groups.split(0.2)[1])
+    assert result.current["ndcg@10"] == pytest.approx(baseline["ndcg@10"])
     assert result.published and result.candidate["ndcg@10"] > result.current["ndcg@10"]
 
 
@@ -174,14 +183,20 @@ def test_the_worker_example_record_parses_and_malformed_ones_are_refused():
     example = replica.ranking.example(replica.model.items, "u3", history, item_id=ids[2],
                                       ts=2e9)
     raw = replica.ranking.encode_example(example)
-    example_id, (features, positive, ts) = parse_example(raw)
-    assert (features == example["features"]).all()  # float32 written exactly
+    example_id, parsed = parse_example(raw)
+    assert (parsed.features == example["features"]).all()  # float32 written exactly
     example["features"] = example["features"].tolist()
-    assert (example_id, positive, ts) == (f"u3|{ids[2]}|2000000000.0", 2, 2e9)
-    assert features.shape == (len(ids), len(FEATURES))
+    assert (example_id, parsed.positive, parsed.ts) == (f"u3|{ids[2]}|2000000000.0", 2, 2e9)
+    assert parsed.features.shape == (len(ids), len(FEATURES))
+    assert parsed.user_id == "u3" and list(parsed.items) == ids
+    assert set(parsed.liked) == {i for i, (s, _, _) in history.items.items() if s > 0}
+    assert not parsed.features[:, FEATURES.index("factor_score")].any()  # the trainer's column
     for bad in (b"", b"{}", b"[1]", json.dumps({**example, "positive": 999}).encode(),
                 json.dumps({**example, "feature_version": "0"}).encode(),
-                json.dumps({**example, "features": [[1.0, 2.0]]}).encode()):
+                json.dumps({**example, "features": [[1.0, 2.0]]}).encode(),
+                json.dumps({**example, "items": ids[:-1]}).encode(),
+                json.dumps({**example, "liked": [1, 2]}).encode(),
+                json.dumps({k: v for k, v in example.items() if k != "liked"}).encode()):
         with pytest.raises(ValueError):
             parse_example(bad)
 
