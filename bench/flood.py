@@ -70,7 +70,8 @@ def flood(settings: Settings, first: int, n: int, users: int, run: int
     process measured holds what a worker holds, not the whole flood."""
     return [SourceMessage(settings.topic_plays, 0, k, orjson.dumps({
         "user_id": f"u{k // run % users}", "item_id": f"fresh-{k}", "ts": TS + k,
-        "event_id": f"e{k}"}), TS + k) for k in range(first, first + n)]
+        "event_id": f"e{k}"}), TS + k, f"u{k // run % users}".encode())
+        for k in range(first, first + n)]
 
 
 async def run(settings: Settings, n: int, users: int, run_length: int) -> dict[str, Any]:

@@ -60,7 +60,8 @@ def replay_messages(settings: Settings, limit: int) -> list[SourceMessage]:
         if len(out) >= limit:
             break
         topic = topics[kind]
-        out.append(SourceMessage(topic, 0, offsets[topic], orjson.dumps(obj), time.time()))
+        out.append(SourceMessage(topic, 0, offsets[topic], orjson.dumps(obj), time.time(),
+                                 str(obj["user_id"]).encode()))
         offsets[topic] += 1
     return out
 

@@ -258,6 +258,27 @@ def check_event_time(event: Event, *, not_after: float) -> Event:
     return event
 
 
+def check_event_key(event: Event, key: bytes | None) -> Event:
+    """``event``, or `RejectedEvent` (``key_mismatch``) when the record's key is not its user id
+    (UTF-8): Kafka partitions by key, and each user's events must stay on one partition, so
+    that one worker at a time updates their history.
+
+    >>> play = Play(user_id="u1", item_id="i", ts=1.0)
+    >>> check_event_key(play, b"u1").user_id
+    'u1'
+    >>> try:
+    ...     check_event_key(play, None)
+    ... except RejectedEvent as e:
+    ...     print(e.code, "-", e.reason)
+    key_mismatch - key: none, expected the event's user_id 'u1'
+    """
+    if key is None or key != event.user_id.encode():
+        shown = "none" if key is None else repr(key.decode(errors="replace")[:80])
+        raise RejectedEvent(f"key: {shown}, expected the event's user_id {event.user_id!r}",
+                            code="key_mismatch")
+    return event
+
+
 def decode_event(topic_kind: EventKind | str, raw: bytes | None, *, max_bytes: int = 1_000_000,
                  not_after: float | None = None) -> Event:
     """Decode and validate one message value. ``topic_kind`` is ``play``/``rating``/``review`` or

@@ -49,7 +49,13 @@ from aiokafka.errors import OffsetOutOfRangeError
 from models.sentiment import ReviewSentiment, SnapshotFormatError, label_from_rating
 from models.summary import ReviewDigest, author_tag, digest_reading, read_review
 from streams.connections import kafka_consumer
-from streams.events import RejectedEvent, Review, decode_event, latest_event_ts
+from streams.events import (
+    RejectedEvent,
+    Review,
+    check_event_key,
+    decode_event,
+    latest_event_ts,
+)
 from streams.keys import Keys
 from streams.settings import Settings
 from streams.state import SnapshotTooLarge
@@ -223,6 +229,8 @@ class ReviewSentiments:
                                   not_after=latest_event_ts(
                                       (message.timestamp or 0) / 1000.0,
                                       max_future_s=self.settings.max_event_future_s))
+            if self.settings.key_guard:
+                check_event_key(review, message.key)
         except RejectedEvent:
             return 0
         label = label_from_rating(review.rating)  # type: ignore[union-attr]

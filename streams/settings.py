@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # an event whose ts is later than its Kafka record's timestamp plus this goes to the
     # dead-letter topic (ts_out_of_range): see streams.events.latest_event_ts
     max_event_future_s: Annotated[float, Field(ge=0, le=365 * 86_400)] = MAX_EVENT_FUTURE_S
+    # events whose Kafka key is not their user_id go to events-dlq (key_mismatch); false accepts
+    # any key, and then two workers may update one user's history at once (the later wins)
+    key_guard: bool = True
 
     # --- worker ---------------------------------------------------------------------------------
     app_id: str = "tastemaker"

@@ -52,6 +52,7 @@ from streams.events import (
     Rating,
     RejectedEvent,
     Review,
+    check_event_key,
     decode_event,
     kind_of_topic,
     latest_event_ts,
@@ -109,12 +110,13 @@ class SourceMessage:
     offset: int
     value: bytes | None
     timestamp: float = 0.0  # Kafka record timestamp, seconds
+    key: bytes | None = None
 
     @classmethod
     def of(cls, message: object) -> SourceMessage:
         ts = getattr(message, "timestamp", None) or 0.0
         return cls(message.topic, message.partition, message.offset,  # type: ignore[attr-defined]
-                   message.value, float(ts))  # type: ignore[attr-defined]
+                   message.value, float(ts), message.key)  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)
@@ -315,6 +317,8 @@ class EventProcessor:
                                      not_after=latest_event_ts(
                                          m.timestamp,
                                          max_future_s=self.settings.max_event_future_s))
+                if self.settings.key_guard:
+                    check_event_key(event, m.key)
             except RejectedEvent as exc:
                 out.rejected.append((m, exc))
                 event = None

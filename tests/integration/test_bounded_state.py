@@ -35,8 +35,8 @@ TS = 1.7e9
 
 
 def _messages(settings: Settings, events: list[dict], first: int = 0) -> list[SourceMessage]:
-    return [SourceMessage(settings.topic_plays, 0, first + k, orjson.dumps(e), TS)
-            for k, e in enumerate(events)]
+    return [SourceMessage(settings.topic_plays, 0, first + k, orjson.dumps(e), TS,
+                          e["user_id"].encode()) for k, e in enumerate(events)]
 
 
 async def _processor(settings: Settings) -> EventProcessor:

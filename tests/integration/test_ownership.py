@@ -33,8 +33,8 @@ def _stream(n: int) -> list[tuple[str, dict]]:
 
 
 def _messages(settings: Settings, stream: list[tuple[str, dict]]) -> list[SourceMessage]:
-    return [SourceMessage(settings.topic_plays, 0, k, orjson.dumps(v), TS + k)
-            for k, (_, v) in enumerate(stream)]
+    return [SourceMessage(settings.topic_plays, 0, k, orjson.dumps(v), TS + k,
+                          v["user_id"].encode()) for k, (_, v) in enumerate(stream)]
 
 
 class Paused:

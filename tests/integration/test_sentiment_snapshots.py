@@ -89,7 +89,7 @@ async def _produce_and_truncate(settings: Settings, n: int, delete_before: int) 
             text, rating = _review(i)
             await producer.send_and_wait(settings.topic_reviews, orjson.dumps(
                 {"user_id": f"u{i}", "item_id": "i1", "ts": 1.7e9 + i, "text": text,
-                 "rating": rating}), partition=0)
+                 "rating": rating}), key=f"u{i}".encode(), partition=0)
     finally:
         await producer.stop()
     admin = kafka_admin(settings)
@@ -156,7 +156,7 @@ def test_a_transaction_marker_before_the_committed_offset_does_not_stall(
                     text, rating = _review(i)
                     await producer.send(settings.topic_reviews, orjson.dumps(
                         {"user_id": f"u{i}", "item_id": "i1", "ts": 1.7e9 + i, "text": text,
-                         "rating": rating}), partition=0)
+                         "rating": rating}), key=f"u{i}".encode(), partition=0)
         finally:
             await producer.stop()
 

@@ -282,3 +282,36 @@ def test_kill_minus_9_three_times_gives_the_uninterrupted_result(unique_topics: 
     users = {e["user_id"] for _, e in events}
     assert kills == 3
     assert assert_equal_to_reference(settings, reference(settings, events), users) > 0
+
+
+def test_events_keyed_by_another_user_go_to_the_dlq_with_two_workers(unique_topics: Settings,
+                                                                      worker):
+    """Kafka partitions by key: an event keyed by something other than its user id (or by
+    nothing) would land on another partition, where another worker could update the same
+    history at the same time. Such events go to ``events-dlq`` (``key_mismatch``) and change
+    nothing; the correctly keyed ones are processed exactly once."""
+    settings = unique_topics
+    valid = [("play", {"user_id": f"u{n % 20}", "item_id": f"i{n % 37}", "ts": 1e9 + n,
+                       "event_id": f"v{n}"}) for n in range(600)]
+    miskeyed = [(settings.topic_plays, key, orjson.dumps(
+        {"user_id": f"u{n % 20}", "item_id": f"x{n}", "ts": 1e9 + n, "event_id": f"m{n}"}))
+        for n, key in enumerate([f"u{(n + 7) % 20}".encode() if n % 3 else None
+                                 for n in range(60)])]
+    workers = [worker(0), worker(1)]
+    for w in workers:
+        w.wait_ready()
+    mixed = list(as_messages(settings, valid)) + miskeyed
+    random.Random(5).shuffle(mixed)
+    asyncio.run(send_raw(settings, mixed))
+    wait_processed(settings, len(mixed), workers)
+
+    letters = [parse_dead_letter(v) for _, _, v in asyncio.run(
+        read_topic(settings, settings.topic_dlq, len(miskeyed), idle_s=30))]
+    assert len(letters) == len(miskeyed)
+    assert {d["code"] for d in letters} == {"key_mismatch"}
+    assert sorted(orjson.loads(d["raw"])["event_id"] for d in letters) == sorted(
+        orjson.loads(v)["event_id"] for _, _, v in miskeyed)
+    r, keys = client(settings), Keys(settings.key_prefix)
+    seen = [e for n in range(20) for e in UserState.from_bytes(r.get(keys.history(f"u{n}"))).seen]
+    assert sorted(seen) == sorted(e["event_id"] for _, e in valid)
+    assert all(w.alive() for w in workers)

@@ -24,6 +24,7 @@ from streams.events import (
     Rating,
     RejectedEvent,
     Review,
+    check_event_key,
     decode_event,
     decode_events,
     encode_event,
@@ -519,3 +520,16 @@ def test_decode_events_is_decode_event_per_message() -> None:
     assert len({id(r) for r in unknown}) == 5
     with pytest.raises(ValueError, match="not_after"):
         decode_events("rating", raws, not_after=[1.0])
+
+
+@pytest.mark.parametrize(("key", "ok"), [
+    (b"7", True), (b"u7", False), (None, False), (b"", False), (b"7 ", False),
+    ("7".encode("utf-16"), False)])
+def test_an_event_must_be_keyed_by_its_user_id(key: bytes | None, ok: bool) -> None:
+    event = decode_event("ratings", b'{"user_id": 7, "item_id": "i", "rating": 4, "ts": 9}')
+    if ok:
+        assert check_event_key(event, key) is event  # integer ids compare as their text
+    else:
+        with pytest.raises(RejectedEvent, match="key: .*expected the event's user_id '7'") as e:
+            check_event_key(event, key)
+        assert e.value.code == "key_mismatch"

@@ -53,6 +53,7 @@ class Message(NamedTuple):
     offset: int
     value: bytes
     timestamp: int
+    key: bytes = b"u"  # the user id of `message`
 
 
 class FakeLog:
