@@ -565,6 +565,11 @@ class ItemCooccurrence:
         intern = self._intern
         return np.fromiter((intern(i) for i in item_ids), dtype=np.int64, count=len(item_ids))
 
+    def indices(self, item_ids: Sequence[str]) -> np.ndarray:
+        """The interned indices of ``item_ids``, -1 for an item not interned (none interned)."""
+        index = self._index.get
+        return np.fromiter((index(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
     def names(self, indices: np.ndarray) -> list[str]:
         """The item ids of interned indices."""
         ids = self._ids
@@ -713,8 +718,7 @@ class ItemCooccurrence:
     def item_stats(self, item_ids: Iterable[str]) -> np.ndarray:
         """Per item: decayed popularity, like mass, review count, review P(positive) sum (rows
         of zeros for unknown items)."""
-        index = self._index.get
-        return self.item_stats_at(np.array([index(i, -1) for i in item_ids], dtype=np.int64))
+        return self.item_stats_at(self.indices(list(item_ids)))
 
     def item_stats_at(self, index: np.ndarray) -> np.ndarray:
         """`item_stats` by interned index (-1: unknown)."""

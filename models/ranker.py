@@ -126,8 +126,7 @@ class CandidateLists:
         ptr = np.zeros(len(lists) + 1, dtype=np.int64)
         np.cumsum([len(candidates) for candidates in lists], out=ptr[1:])
         ids = [c.item_id for c in rows]
-        index = items._index.get
-        return cls(ptr, ids, np.array([index(i, -1) for i in ids], dtype=np.int64),
+        return cls(ptr, ids, items.indices(ids),
                    np.array([c.item_score for c in rows], dtype=np.float64),
                    np.array([c.user_score for c in rows], dtype=np.float64),
                    np.array([c.source == "trending" for c in rows], dtype=np.bool_),
