@@ -238,6 +238,20 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _factors_fit_in_an_artefact(self) -> Settings:
+        """The item factors travel in the ranker artefact: their float32 vectors may take at
+        most three quarters of ``ranker_max_artefact_bytes`` (the rest: the MLP and the ids)."""
+        p = ENV_PREFIX
+        size = self.ranker_factor_items * self.ranker_factors * 4
+        if size > self.ranker_max_artefact_bytes * 3 // 4:
+            raise ValueError(
+                f"{p}RANKER_FACTOR_ITEMS={self.ranker_factor_items} x {p}RANKER_FACTORS="
+                f"{self.ranker_factors} float32 vectors take {size} bytes, over three quarters "
+                f"of {p}RANKER_MAX_ARTEFACT_BYTES={self.ranker_max_artefact_bytes}: lower one "
+                f"or raise the limit")
+        return self
+
+    @model_validator(mode="after")
     def _recs_outlive_the_settle_window(self) -> Settings:
         p = ENV_PREFIX
         if 0 < self.recs_ttl_s < self.settle_window_s:

@@ -168,3 +168,13 @@ def test_a_worker_serving_factors_ranks_a_batch_as_it_ranks_each_user_alone():
         assert np.abs(column).max() == pytest.approx(1.0, abs=1e-6)
     replica.ranking.model = _trained()  # the same MLP without factors orders differently
     assert replica.ranking.top_model(model, users) != batched
+
+
+def test_item_factors_too_large_for_an_artefact_fail_at_start():
+    from streams.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="TASTEMAKER_RANKER_FACTOR_ITEMS.*TASTEMAKER_RANKER_"
+                                            "FACTORS.*TASTEMAKER_RANKER_MAX_ARTEFACT_BYTES"):
+        load_settings(ranker_factor_items=100_000)  # 12.8 MB of vectors for a 4 MiB artefact
+    assert load_settings(ranker_factor_items=100_000,
+                         ranker_max_artefact_bytes=32 << 20).ranker_factor_items == 100_000
