@@ -136,12 +136,13 @@ async def run(settings: Settings, messages: list[SourceMessage], cprofile: int
 
 
 def one_run(events: int, root: Path | None = None) -> dict[str, float]:
-    """This harness in a fresh process, over the code at ``root`` (this checkout by default)."""
+    """This harness in a fresh process, over the code at ``root`` (this checkout by default):
+    that revision's own copy of it, which builds its messages as that code reads them."""
     root = root or Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     out = OUT_DIR / f"profile_worker_{os.getpid()}.json"
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--events", str(events),
-                    "--json", str(out)], cwd=root,
+    subprocess.run([sys.executable, str(root / "bench" / "profile_worker.py"), "--events",
+                    str(events), "--json", str(out)], cwd=root,
                    env=env, check=True, stdout=subprocess.DEVNULL)
     result = json.loads(out.read_text())
     out.unlink()

@@ -206,8 +206,9 @@ def featurise_lists(lists: CandidateLists, users: Sequence[UserContext],
     put("because_recency", recency)
     put("user_activity", np.array([math.log1p(u.n_items) for u in users])[group])
     put("genre_match", genre_match)
-    put("factor_score", factor_scores(factors, ptr, lists.item_ids, [
-        [item_id for item_id, _ in user.recent] for user in users]))
+    if factors is not None:
+        put("factor_score", factor_scores(factors, ptr, lists.item_ids, [
+            [item_id for item_id, _ in user.recent] for user in users]))
     return round12(out).astype(np.float32)
 
 
