@@ -54,6 +54,7 @@ from streams.datasets import movielens_100k
 from streams.ranking import Ranking, choice_id, sampled
 from streams.replay import ENCODINGS, Encoding, play_completion
 from streams.settings import Settings, get_settings
+from streams.trainer import factors_of_baskets
 from streams.worker import reference_recommender
 
 Objective = Literal["next", "later", "fold", "fold+factors"]
@@ -119,14 +120,13 @@ def learn_and_log(split: Split, settings: Settings, genres: dict[str, tuple[str,
     return model, ranking, Groups.of(examples)
 
 
-def fit_factors(ratings: Sequence, settings: Settings) -> ItemFactors:  # noqa: ANN001
-    """The trainer's item factors (`models.factors`, ``ranker_factors`` of them) of a set of
-    ratings: each user's basket the items they rated."""
-    baskets: dict[str, list[str]] = {}
+def fit_factors(ratings: Sequence, settings: Settings) -> ItemFactors | None:  # noqa: ANN001
+    """The trainer's item factors (`streams.trainer.factors_of_baskets`) of a set of ratings:
+    each user's basket the items they rated."""
+    baskets: dict[str, set[str]] = {}
     for r in ratings:
-        baskets.setdefault(r.user_id, []).append(r.item_id)
-    return ItemFactors.fit(baskets, factors=settings.ranker_factors, seed=settings.trainer_seed,
-                           max_items=settings.ranker_factor_items)
+        baskets.setdefault(r.user_id, set()).add(r.item_id)
+    return factors_of_baskets(baskets, settings)
 
 
 def fold_holdout(split: Split, rng: random.Random) -> set[tuple[str, str]]:

@@ -24,7 +24,7 @@ import logging
 import signal
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,13 +112,20 @@ def parse_example(raw: bytes) -> tuple[str, Example]:
 def fit_factors(examples: Sequence[Example], settings: Settings) -> ItemFactors | None:
     """Item factors of the examples' users, each user's basket their liked and chosen items
     over all their examples (None when ``ranker_factors`` is 0)."""
-    if settings.ranker_factors == 0:
-        return None
     baskets: dict[str, set[str]] = {}
     for e in examples:
         basket = baskets.setdefault(e.user_id, set())
         basket.update(e.liked)
         basket.add(e.items[e.positive])
+    return factors_of_baskets(baskets, settings)
+
+
+def factors_of_baskets(baskets: Mapping[str, Collection[str]], settings: Settings
+                       ) -> ItemFactors | None:
+    """The trainer's item factors of users' baskets (user -> liked item ids), with the
+    settings' size and seed; None when ``ranker_factors`` is 0."""
+    if settings.ranker_factors == 0:
+        return None
     return ItemFactors.fit({user: sorted(items) for user, items in baskets.items()},
                            factors=settings.ranker_factors, seed=settings.trainer_seed,
                            max_items=settings.ranker_factor_items)
