@@ -29,13 +29,36 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import get_thread_id, njit, prange
+from llvmlite import ir
+from numba import get_thread_id, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 EMPTY = -1
 MIN_SLAB = 8  # slots of a new item row
 MIN_HISTORY_SLAB = 4
 MAX_LOAD = 0.9
 CANCELLED = 1e-12  # see models.cooccurrence._cancel
+PREFETCH_AHEAD = 8  # pairs (`_add_pairs`): 4 to 16 measured alike
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Ask the CPU to bring ``array[index]`` into cache for writing (LLVM's ``prefetch``; a
+    hint, no effect on any result): the pair loop touches a random row per pair, and issuing
+    those loads ahead overlaps their cache misses."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        byte_ptr = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        # (address, 1 = for a write, 3 = keep in all cache levels, 1 = data)
+        builder.call(fn, [builder.bitcast(builder.gep(data, [args[1]]), byte_ptr),
+                          ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.none(array, index), codegen
+
 
 @njit(cache=True, inline="always")
 def _home(j, cap):
@@ -150,7 +173,15 @@ def _add_pairs(cols, vals, start, cap, size, top, garbage, churn, i, others, inc
     caller made room for every row to move to a larger slab). A row grows by half, but not
     past ``full_cap`` slots while those hold one entry more than the row cap: a row is pruned
     there, so more room would stay empty."""
-    for p in range(n):
+    for ahead in range(n + PREFETCH_AHEAD):
+        if ahead < n:  # the slot of C[j][i], PREFETCH_AHEAD pairs before it is updated
+            j = others[ahead]
+            slot = start[j] + _home(i, cap[j])
+            _prefetch(cols, slot)
+            _prefetch(vals, slot)
+        p = ahead - PREFETCH_AHEAD
+        if p < 0:
+            continue
         j = others[p]
         inc = incs[p]
         for side in range(2):
@@ -562,7 +593,8 @@ def _score_user(q, rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_use
                 out_item_part, out_user_part, out_users, out_count, out_because, scores,
                 from_users, seen, excluded, position, touched, values, overlap, overlapping,
                 sims):
-    """Request ``q`` of `score_users`."""
+    """Request ``q`` of `score_users`. Explanations are found once the top items are known
+    (`_explain_top`), and not for a request that is dropped."""
     a, b = rec_ptr[q], rec_ptr[q + 1]
     t = 0
     contributors = np.empty(b - a, np.int64)
@@ -656,29 +688,9 @@ def _score_user(q, rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_use
         position[k] = p
     dropped = wanted[q] >= 0 and len(top) == n and position[wanted[q]] < 0
     if explain_items > 0 and c > 0 and len(top) > 0 and not dropped:
-        # the contributors in item-key order: among equal rounded additions, the first wins
-        cs = np.arange(c)[np.argsort(item_key[contributors[:c]], kind="mergesort")]
-        best = np.full((len(top), explain_items), -1, np.int64)
-        best_value = np.zeros((len(top), explain_items))
-        for ci in cs:
-            j, w = contributors[ci], weights[ci]
-            for e in range(nb_start[j], nb_start[j] + nb_len[j]):
-                p = position[nb_ids[e]]
-                if p < 0:
-                    continue
-                added = w * nb_sims[e]
-                if added <= 0.0:
-                    continue
-                value = round12(added)
-                for slot in range(explain_items):  # insert, keeping strict order
-                    if best[p, slot] < 0 or value > best_value[p, slot]:
-                        for z in range(explain_items - 1, slot, -1):
-                            best[p, z] = best[p, z - 1]
-                            best_value[p, z] = best_value[p, z - 1]
-                        best[p, slot] = j
-                        best_value[p, slot] = value
-                        break
-        out_because[q, :len(top), :] = best
+        out_because[q, :len(top), :] = _explain_top(top, position, contributors[:c],
+                                                    weights[:c], nb_start, nb_len, nb_ids,
+                                                    nb_sims, item_key, explain_items)
     for p in range(len(top)):
         position[top[p]] = -1
     for x in range(t):
@@ -690,6 +702,80 @@ def _score_user(q, rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_use
         k = exc_items[e]
         if k >= 0:
             excluded[k] = False
+
+
+@njit(cache=True, inline="always")
+def _explain(best, best_value, j, added, item_key):
+    """Offer contributor ``j``'s addition to an item's explanation: its slots hold the
+    contributors of the largest rounded additions, ties to the smaller item key (-1: empty),
+    whatever the order they are offered in."""
+    last = len(best) - 1
+    # most offers lose to a full explanation: below its last value by more than rounding
+    # can move an addition (`round12` moves it by at most 1e-12 of itself), skip the rounding
+    if added <= 0.0 or (best[last] >= 0 and added < best_value[last] * (1.0 - 1e-11)):
+        return
+    value = round12(added)
+    for slot in range(last + 1):
+        held = best[slot]
+        if held < 0 or value > best_value[slot] or (
+                value == best_value[slot] and item_key[j] < item_key[held]):
+            for z in range(last, slot, -1):
+                best[z] = best[z - 1]
+                best_value[z] = best_value[z - 1]
+            best[slot] = j
+            best_value[slot] = value
+            return
+
+
+@njit(cache=True)
+def _explain_top(top, position, contributors, weights, nb_start, nb_len, nb_ids, nb_sims,
+                 item_key, explain_items):
+    """The explanations of the ``top`` items only (``position``: an item's place in it, -1
+    when not there): each contributor's neighbour list walked again."""
+    best = np.full((len(top), explain_items), -1, np.int64)
+    best_value = np.zeros((len(top), explain_items))
+    for ci in range(len(contributors)):
+        j, w = contributors[ci], weights[ci]
+        for e in range(nb_start[j], nb_start[j] + nb_len[j]):
+            p = position[nb_ids[e]]
+            if p >= 0:
+                _explain(best[p], best_value[p], j, w * nb_sims[e], item_key)
+    return best
+
+
+@njit(cache=True)
+def latest_liked(h_item, h_s, h_t, h_start, h_size, users, limit):
+    """Per user, the liked entries (feedback sum > 0) at or after the time of their
+    ``limit``-th latest — ties at that time all kept — newest first: the candidates of
+    `models.cooccurrence.UserHistory.latest_liked`, whose ties go by item id (a string, so
+    the caller orders them). CSR arrays: user ``k``'s are ``ptr[k]..ptr[k + 1]`` of the
+    interned items and their times."""
+    total = 0
+    for u in users:
+        total += h_size[u]
+    ptr = np.zeros(len(users) + 1, np.int64)
+    out_item = np.empty(total, np.int32)
+    out_t = np.empty(total)
+    z = 0
+    for k in range(len(users)):
+        u = users[k]
+        a, n = h_start[u], h_size[u]
+        liked = np.empty(n, np.int64)
+        c = 0
+        for p in range(a, a + n):
+            if h_s[p] > 0.0:
+                liked[c] = p
+                c += 1
+        liked = liked[:c]
+        if c > limit:  # only those at or after the limit-th latest time
+            nth = -np.partition(-h_t[liked], limit - 1)[limit - 1]
+            liked = liked[h_t[liked] >= nth]
+        for p in liked[np.argsort(-h_t[liked], kind="mergesort")]:
+            out_item[z] = h_item[p]
+            out_t[z] = h_t[p]
+            z += 1
+        ptr[k + 1] = z
+    return ptr, out_item[:z], out_t[:z]
 
 
 @njit(cache=True)

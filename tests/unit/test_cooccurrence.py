@@ -17,6 +17,7 @@ from models.cooccurrence import (
     ItemCooccurrence,
     UserHistory,
     decay_factor,
+    decay_factors,
 )
 from models.feedback import FeedbackWeights
 from streams.state import decode_entry, encode_entry
@@ -190,6 +191,15 @@ def test_no_timestamp_makes_the_decay_raise_or_overflow():
     recs = model.recommend("c", 5, fresh=True)
     assert all(math.isfinite(r.score) for r in recs)
     assert dict(model.items.neighbours("x", fresh=True))["y"] == pytest.approx(1.0)
+
+
+@given(st.lists(st.one_of(st.floats(-1e12, 1e12), st.floats(TS - 1e9, TS + 1e9),
+                          st.sampled_from([0.0, TS, 1e300, -1e300])), max_size=50))
+def test_decay_factors_of_many_times_equal_decay_factor_of_each(times):
+    """The batch path (numpy) and the scalar oracle's path give bit-equal weights."""
+    want = [decay_factor(t, half_life_s=180 * 86_400.0, epoch=TS) for t in times]
+    got = decay_factors(np.array(times), half_life_s=180 * 86_400.0, epoch=TS).tolist()
+    assert got == want
 
 
 def test_newer_co_occurrence_counts_more_with_time_decay():

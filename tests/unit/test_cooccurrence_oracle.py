@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from models import cooccurrence_oracle as oracle
-from models.cooccurrence import CooccurrenceRecommender, ItemCooccurrence
+from models.cooccurrence import CooccurrenceRecommender, ItemCooccurrence, item_key
 
 TS = 1e9
 
@@ -103,6 +103,18 @@ def test_one_event_at_a_time_equals_one_batch(events, config) -> None:  # noqa: 
         assert one.items.statistics(item) == many.items.statistics(item)
     for user in sorted(many.histories):
         assert one.recommend(user, 6, fresh=True) == many.recommend(user, 6, fresh=True)
+
+
+def test_explanation_ties_go_to_the_smaller_item_key() -> None:
+    """p and q add the same to k's score (no decay, no recency weighting): the smaller item
+    key explains it first, though q, the newer, is walked first."""
+    model = CooccurrenceRecommender(neighbour_cap=5, explain_items=2, half_life_days=np.inf,
+                                    recency_half_life=np.inf)
+    model.learn_many([("u", "p", 1.0, TS), ("u", "q", 1.0, TS + 1), ("v", "p", 1.0, TS),
+                      ("v", "q", 1.0, TS), ("v", "k", 1.0, TS)])
+    (rec,) = model.recommend("u", 4, explain=True)
+    assert rec.item_id == "k"
+    assert list(rec.because) == sorted(["p", "q"], key=item_key)
 
 
 def test_rows_pruned_at_the_cap_keep_the_most_similar_with_ties_by_item_key() -> None:
