@@ -929,14 +929,17 @@ class ItemCooccurrence:
     def recommendations(self, lists: RankedLists) -> list[list[Recommendation] | None]:
         """`RankedLists` as lists of `Recommendation` (None: not listed): what `score_many`
         and `CooccurrenceRecommender.recommend_many` return."""
-        ids = self._ids
-        with gc_paused():
-            names = [ids[k] for k in lists.item.tolist()]
-            because = [tuple([ids[c] for c in why if c >= 0])
-                       for why in lists.because.tolist()]
-            source = [SOURCES[c] for c in lists.source.tolist()]
-            recs = list(map(Recommendation, names, lists.score.tolist(), because, source,
-                            lists.item_part.tolist(), lists.user_part.tolist()))
+        name = self._ids.__getitem__
+        explained = lists.because >= 0
+        ends = np.cumsum(explained.sum(axis=1)).tolist()
+        with gc_paused():  # built by C loops (map, zip, tuple.__new__) where it can
+            names = list(map(name, lists.item.tolist()))
+            why = list(map(name, lists.because[explained].tolist()))
+            because = [tuple(why[a:b]) for a, b in itertools.pairwise([0, *ends])]
+            source = list(map(SOURCES.__getitem__, lists.source.tolist()))
+            recs = list(map(tuple.__new__, itertools.repeat(Recommendation),
+                            zip(names, lists.score.tolist(), because, source,
+                                lists.item_part.tolist(), lists.user_part.tolist(), strict=True)))
             bounds = lists.ptr.tolist()
             return [recs[bounds[r]:bounds[r + 1]] if listed else None
                     for r, listed in enumerate(lists.listed.tolist())]
