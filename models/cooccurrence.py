@@ -503,6 +503,7 @@ class ItemCooccurrence:
         self._rows = RowStore()
         self._key = np.zeros(64, dtype=np.int64)  # item_key of each item: ties in pruning
         self._norm = np.zeros(64)
+        self._powers = np.full((64, 3), np.nan)  # a memo of norm ** (1 - alpha) (kernels)
         self._popularity = np.zeros(64)
         self._mass = np.zeros(64)  # undecayed like mass: popularity / mass = mean g of the likes
         self._reviews = np.zeros((64, 2))  # review count, sum of P(positive)
@@ -533,6 +534,7 @@ class ItemCooccurrence:
                 grow = len(self._norm)
                 self._key = np.concatenate([self._key, np.zeros(grow, dtype=np.int64)])
                 self._norm = np.concatenate([self._norm, np.zeros(grow)])
+                self._powers = np.concatenate([self._powers, np.full((grow, 3), np.nan)])
                 self._popularity = np.concatenate([self._popularity, np.zeros(grow)])
                 self._mass = np.concatenate([self._mass, np.zeros(grow)])
                 self._reviews = np.concatenate([self._reviews, np.zeros((grow, 2))])
@@ -576,8 +578,8 @@ class ItemCooccurrence:
             pruned = np.zeros(m, dtype=np.bool_)
             store.cols, store.vals = apply_deltas(
                 store.cols, store.vals, store.start, store.cap, store.size, store.top,
-                store.garbage, self._norm, self._popularity, self._mass, self._churn,
-                self._key, pruned, deltas.item.astype(np.int64, copy=False), ptr,
+                store.garbage, self._norm, self._powers, self._popularity, self._mass,
+                self._churn, self._key, pruned, deltas.item.astype(np.int64, copy=False), ptr,
                 deltas.other.astype(np.int64, copy=False), deltas.inc,
                 np.ascontiguousarray(deltas.stat[:, 0]), np.ascontiguousarray(deltas.stat[:, 1]),
                 np.ascontiguousarray(deltas.stat[:, 2]), self.row_cap, self.alpha)
@@ -834,7 +836,7 @@ class ItemCooccurrence:
         rows.ensure_items(len(self._ids))  # items interned without a delta yet: empty rows
         ptr, ids, sims, budget = neighbour_lists(
             used, rows.cols, rows.vals, rows.start, rows.cap, rows.size, self._norm,
-            self._churn, self._key, self.alpha, self.neighbour_cap, MIN_SIMILARITY,
+            self._powers, self._churn, self._key, self.alpha, self.neighbour_cap, MIN_SIMILARITY,
             self.staleness)
         self._budget[used] = budget
         self._table.put_many(used, ptr, ids, sims)
@@ -1329,8 +1331,8 @@ class CooccurrenceRecommender:
         h.item, h.s, h.t, h.g, store.cols, store.vals = observe_events(
             h.item, h.s, h.t, h.g, h.start, h.cap, h.size, h.top, h.garbage,
             store.cols, store.vals, store.start, store.cap, store.size, store.top,
-            store.garbage, items._norm, items._popularity, items._mass, items._churn,
-            items._key, pruned, changed, users, item_ids, weights, ts, g, snap,
+            store.garbage, items._norm, items._powers, items._popularity, items._mass,
+            items._churn, items._key, pruned, changed, users, item_ids, weights, ts, g, snap,
             self.history_cap, self.row_cap, self.alpha, self._pairs, apply, out_item, out_end,
             out_stat, out_other, out_inc, out_n, snap_end, snap_item, snap_s, snap_t)
         items._drop_neighbours(np.flatnonzero(pruned))

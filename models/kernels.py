@@ -141,7 +141,7 @@ def row_entries(cols, vals, s, c, n):
 
 
 @njit(cache=True, error_model="numpy")  # x / 0 gives inf or nan (then 0), as numpy does
-def _prune(cols, vals, start, cap, size, top, garbage, norm, key, i, keep, alpha):
+def _prune(cols, vals, start, cap, size, top, garbage, norm, powers, key, i, keep, alpha):
     """Keep row ``i``'s ``keep`` most similar entries (ties: smaller item key)."""
     n = size[i]
     ids, counts = row_entries(cols, vals, start[i], cap[i], n)
@@ -149,12 +149,26 @@ def _prune(cols, vals, start, cap, size, top, garbage, norm, key, i, keep, alpha
     ties = np.empty(n, np.int64)
     scale = norm[i] ** alpha
     for e in range(n):  # C[i][j] / (N[i]^alpha * N[j]^(1 - alpha)); 0 where not finite
-        sim = counts[e] / (scale * norm[ids[e]] ** (1.0 - alpha))
+        sim = counts[e] / (scale * _power(norm, powers, ids[e], 1.0 - alpha))
         sims[e] = sim if np.isfinite(sim) else 0.0
         ties[e] = key[ids[e]]
     order = _top(sims, ties, np.arange(n), keep)
     _place(cols, vals, start, cap, size, top, garbage, i, ids[order], counts[order],
            len(order), slab_for(keep))
+
+
+@njit(cache=True, inline="always")
+def _power(norm, powers, j, exponent):
+    """``norm[j] ** exponent``, remembered in ``powers[j]`` (the norm and exponent it was
+    computed for, then the result): a function of those values alone, so right whatever
+    changed since; pruning and neighbour lists would otherwise call ``pow`` per row entry,
+    for norms that seldom change between two calls. Callers run one at a time."""
+    x = norm[j]
+    if powers[j, 0] != x or powers[j, 1] != exponent:
+        powers[j, 0] = x
+        powers[j, 1] = exponent
+        powers[j, 2] = x ** exponent
+    return powers[j, 2]
 
 
 @njit(cache=True)
@@ -216,8 +230,8 @@ def _add_pairs(cols, vals, start, cap, size, top, garbage, churn, i, others, inc
 
 
 @njit(cache=True)
-def apply_delta(cols, vals, start, cap, size, top, garbage, norm, popularity, mass, churn, key,
-                pruned, i, others, incs, n, d_norm, d_pop, d_mass, row_cap, alpha):
+def apply_delta(cols, vals, start, cap, size, top, garbage, norm, powers, popularity, mass,
+                churn, key, pruned, i, others, incs, n, d_norm, d_pop, d_mass, row_cap, alpha):
     """Apply one delta of item ``i`` with pairs ``others[:n]``, ``incs[:n]``."""
     if n > 0:
         keep = row_cap // 2
@@ -232,12 +246,13 @@ def apply_delta(cols, vals, start, cap, size, top, garbage, norm, popularity, ma
                    slab_for(row_cap + 1))
         # the rows over the cap: the delta's own row first, then the others in order
         if size[i] > row_cap:
-            _prune(cols, vals, start, cap, size, top, garbage, norm, key, i, keep, alpha)
+            _prune(cols, vals, start, cap, size, top, garbage, norm, powers, key, i, keep, alpha)
             pruned[i] = True
         for p in range(n):
             j = others[p]
             if size[j] > row_cap:
-                _prune(cols, vals, start, cap, size, top, garbage, norm, key, j, keep, alpha)
+                _prune(cols, vals, start, cap, size, top, garbage, norm, powers, key, j, keep,
+                       alpha)
                 pruned[j] = True
     churn[i] += abs(d_norm)
     # floored at 0: only an item evicted while users still held it (`drop_items`) would go
@@ -249,14 +264,14 @@ def apply_delta(cols, vals, start, cap, size, top, garbage, norm, popularity, ma
 
 
 @njit(cache=True)
-def apply_deltas(cols, vals, start, cap, size, top, garbage, norm, popularity, mass, churn, key,
-                 pruned, d_item, d_ptr, p_other, p_inc, d_norm, d_pop, d_mass, row_cap,
+def apply_deltas(cols, vals, start, cap, size, top, garbage, norm, powers, popularity, mass,
+                 churn, key, pruned, d_item, d_ptr, p_other, p_inc, d_norm, d_pop, d_mass, row_cap,
                  alpha):
     """Apply deltas in order; delta ``d`` has the pairs ``d_ptr[d]..d_ptr[d + 1]``."""
     for d in range(len(d_item)):
         a, b = d_ptr[d], d_ptr[d + 1]
-        cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm, popularity,
-                                 mass, churn, key, pruned, d_item[d], p_other[a:b],
+        cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm, powers,
+                                 popularity, mass, churn, key, pruned, d_item[d], p_other[a:b],
                                  p_inc[a:b], b - a, d_norm[d], d_pop[d], d_mass[d], row_cap,
                                  alpha)
     return cols, vals
@@ -380,8 +395,8 @@ def history_room(item, s, t, g, top, need):
 
 @njit(cache=True)
 def observe_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garbage,
-                   cols, vals, start, cap, size, top, garbage, norm, popularity, mass, churn,
-                   key, pruned, changed, ev_user, ev_item, ev_weight, ev_ts, ev_g, ev_snap,
+                   cols, vals, start, cap, size, top, garbage, norm, powers, popularity, mass,
+                   churn, key, pruned, changed, ev_user, ev_item, ev_weight, ev_ts, ev_g, ev_snap,
                    history_cap, row_cap, alpha, pairs, apply, out_item, out_end, out_stat,
                    out_other, out_inc, out_n, snap_end, snap_item, snap_s, snap_t):
     """Learn the events in order: each updates its user's history (``changed[u]`` set) and
@@ -462,7 +477,7 @@ def observe_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garba
             if k > 0 or d_norm != 0.0 or d_pop != 0.0:
                 if apply:
                     cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm,
-                                             popularity, mass, churn, key, pruned, item,
+                                             powers, popularity, mass, churn, key, pruned, item,
                                              others, incs, k, d_norm, d_pop, a1 - a0,
                                              row_cap, alpha)
                 else:
@@ -489,7 +504,8 @@ def observe_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garba
             pairs[0] += k
             if apply:
                 cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm,
-                                         popularity, mass, churn, key, pruned, gone, others,
+                                         powers, popularity, mass, churn, key, pruned, gone,
+                                         others,
                                          incs, k, -a * a * ge, -a * ge, -a, row_cap, alpha)
             else:
                 _emit(out_item, out_end, out_stat, out_other, out_inc, out_n, gone, others,
@@ -543,13 +559,27 @@ def round12(x):
 
 @njit(cache=True)
 def _top(values, keys, idx, n):
-    """The first ``n`` of ``idx`` by ``values`` descending, ties by ``keys`` ascending."""
+    """The first ``n`` of ``idx`` by ``values`` (none NaN) descending, ties by ``keys``
+    ascending, then by place in ``idx``."""
     if len(idx) > n:  # only those at or above the n-th value (ties included) are sorted
         v = values[idx]
         nth = -np.partition(-v, n - 1)[n - 1]
         idx = idx[v >= nth]
-    by_key = idx[np.argsort(keys[idx], kind="mergesort")]
-    return by_key[np.argsort(-values[by_key], kind="mergesort")][:n]
+    # by value in one (unstable) sort, then each run of equal values in the order that two
+    # stable sorts (by key, then by value) give: by key, then by place in idx
+    order = np.argsort(-values[idx])
+    m = len(order)
+    a = 0
+    while a < m:
+        v = values[idx[order[a]]]
+        b = a + 1
+        while b < m and values[idx[order[b]]] == v:
+            b += 1
+        if b - a > 1:
+            run = np.sort(order[a:b])
+            order[a:b] = run[np.argsort(keys[idx[run]], kind="mergesort")]
+        a = b
+    return idx[order[:n]]
 
 
 @njit(cache=True, parallel=True)
@@ -884,8 +914,8 @@ def similarity_rows(rows, cands, nb_start, nb_len, nb_ids, nb_sims, position):
 
 
 @njit(cache=True, error_model="numpy")  # x / 0 gives inf or nan (then 0), as numpy does
-def neighbour_lists(items, cols, vals, start, cap, size, norm, churn, key, alpha, n_cap,
-                    min_sim, staleness):
+def neighbour_lists(items, cols, vals, start, cap, size, norm, powers, churn, key, alpha,
+                    n_cap, min_sim, staleness):
     """The neighbour lists of ``items``: per item, the entries of its row with similarity
     ``C[i][j] / (N[i]^alpha * N[j]^(1 - alpha))`` above ``min_sim``, most similar first
     (rounded to 12 digits; ties: smaller key), at most ``n_cap``; as CSR (``ptr``, ids,
@@ -906,7 +936,7 @@ def neighbour_lists(items, cols, vals, start, cap, size, norm, churn, key, alpha
         mass = 0.0
         for e in range(n):
             mass += abs(counts[e])
-            s = counts[e] / (scale * norm[ids[e]] ** (1.0 - alpha))
+            s = counts[e] / (scale * _power(norm, powers, ids[e], 1.0 - alpha))
             if np.isfinite(s) and s > min_sim:
                 cand[c] = ids[e]
                 sims[c] = s

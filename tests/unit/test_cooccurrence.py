@@ -20,6 +20,7 @@ from models.cooccurrence import (
     decay_factors,
 )
 from models.feedback import FeedbackWeights
+from models.kernels import _top
 from streams.state import decode_entry, encode_entry
 
 TS = 1e9  # the default decay epoch: g = 1
@@ -200,6 +201,21 @@ def test_decay_factors_of_many_times_equal_decay_factor_of_each(times):
     want = [decay_factor(t, half_life_s=180 * 86_400.0, epoch=TS) for t in times]
     got = decay_factors(np.array(times), half_life_s=180 * 86_400.0, epoch=TS).tolist()
     assert got == want
+
+
+@given(st.lists(st.tuples(st.one_of(st.sampled_from([0.0, -0.0, 0.5, 1.0, -1.0]),
+                                    st.floats(-1e6, 1e6)),
+                          st.integers(0, 20)), max_size=60),
+       st.integers(1, 70))
+@settings(deadline=None)  # the first call compiles the kernel
+def test_top_orders_by_value_then_key_then_place(rows, n):
+    """`models.kernels._top` (a partition, one unstable sort, ties fixed up) picks what a
+    stable sort by (value descending, key ascending) of ``idx`` picks; -0.0 equals 0.0."""
+    values = np.array([v for v, _ in rows])
+    keys = np.array([k for _, k in rows], dtype=np.int64)
+    idx = np.arange(len(rows))[::-1].copy()  # a place in idx other than the index order
+    want = sorted(idx.tolist(), key=lambda i: (-values[i], keys[i]))[:n]
+    assert _top(values, keys, idx, n).tolist() == want
 
 
 def test_newer_co_occurrence_counts_more_with_time_decay():
