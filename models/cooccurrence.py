@@ -807,17 +807,18 @@ class ItemCooccurrence:
         self._dirty_users.add(user_id)
         old = self._user_items.get(user_id, {})
         gone = old.keys() - items.keys()
-        # only the items whose likers changed are ranked again: this user came, went or
-        # liked them at another time
+        # only the items whose likers changed are touched and ranked again: this user came,
+        # went or liked them at another time (the others' likers hold these times already)
+        moved = [j for j, ts in items.items() if old.get(j) != ts]
         self._dirty_items.update(gone)
-        self._dirty_items.update(j for j, ts in items.items() if old.get(j) != ts)
+        self._dirty_items.update(moved)
         for item_id in gone:
             likers = self._likers[item_id]
             likers.pop(user_id, None)
             if not likers:
                 del self._likers[item_id]
-        for item_id, ts in items.items():
-            self._likers.setdefault(item_id, {})[user_id] = ts
+        for item_id in moved:
+            self._likers.setdefault(item_id, {})[user_id] = items[item_id]
         if items:
             self._user_items[user_id] = items
         else:  # no liked item left (or erased): the user leaves the index
@@ -1161,12 +1162,15 @@ class ItemCooccurrence:
 
 def _interned(index: dict[str, int], intern: Callable[[str], int], ids: Sequence[str],
               dtype: type) -> np.ndarray:
-    """The interned indices of ``ids``: looked up in C (``map``) while every id is known, each
-    new one interned in order of first appearance otherwise (the same indices either way)."""
+    """The interned indices of ``ids``, looked up in C (``map``); ids not known yet are
+    interned first, in order of first appearance."""
     try:
         return np.fromiter(map(index.__getitem__, ids), dtype=dtype, count=len(ids))
     except KeyError:
-        return np.fromiter(map(intern, ids), dtype=dtype, count=len(ids))
+        for new in ids:
+            if new not in index:
+                intern(new)
+        return np.fromiter(map(index.__getitem__, ids), dtype=dtype, count=len(ids))
 
 
 def _no_snapshots() -> Snapshots:
