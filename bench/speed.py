@@ -3,10 +3,11 @@
 ``core``: the full ML-100K replay (`streams.replay.movielens_events`, every kind) turned into
 feedback weights as the worker does (`streams.worker.event_feedback`), learned by the vectorised
 core (``learn_many`` per ``--chunk`` events) and by the scalar oracle
-(`models.cooccurrence_oracle`, ``learn_one``) in the same run; then every user scored in one
+(`models.cooccurrence_oracle`, ``learn_one``) in the same run. The core scores every user in one
 ``recommend_many`` call (top-N, explanations, similar users), right after learning and again
-with the neighbour lists cached, and one user per call (p50/p99); every user's list is checked
-equal to the oracle's. A cProfile pass names the top functions.
+with the neighbour lists cached, and one user per call (p50/p99), before the oracle learns (its
+Python objects would slow every garbage collection in the process); then every user's list is
+checked equal to the oracle's. A cProfile pass (the oracle gone) names the top functions.
 
 ``e2e``: the full replay is produced once to fresh topics; then (a) a raw aiokafka consumer
 reads them from the beginning to the end (plain ``getmany`` loop, no processing) and (b) one real
@@ -40,6 +41,7 @@ import argparse
 import asyncio
 import cProfile
 import dataclasses
+import gc
 import io
 import json
 import os
@@ -275,13 +277,8 @@ def bench_core(settings: Settings, *, limit: int | None, oracle_limit: int | Non
         model.learn_many(feedback[start:start + chunk])
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
 
-    slow = oracle_recommender(settings)
-    slow_events = feedback[:oracle_limit]
-    owall0, ocpu0 = time.perf_counter(), time.process_time()
-    for user, item, weight, ts in slow_events:
-        slow.learn_one(user, item, weight=weight, ts=ts)
-    owall, ocpu = time.perf_counter() - owall0, time.process_time() - ocpu0
-
+    # the core is scored before the oracle learns: the oracle's millions of Python objects
+    # would make every garbage collection in this process slower, as no worker's heap would
     users = sorted(model.histories, key=lambda u: (len(u), u))
     batched = {}
     for phase in ("after_learning", "cached"):
@@ -295,6 +292,13 @@ def bench_core(settings: Settings, *, limit: int | None, oracle_limit: int | Non
         t0 = time.perf_counter()
         model.recommend(user, settings.top_n, explain=True)
         single.append((time.perf_counter() - t0) * 1e3)
+
+    slow = oracle_recommender(settings)
+    slow_events = feedback[:oracle_limit]
+    owall0, ocpu0 = time.perf_counter(), time.process_time()
+    for user, item, weight, ts in slow_events:
+        slow.learn_one(user, item, weight=weight, ts=ts)
+    owall, ocpu = time.perf_counter() - owall0, time.process_time() - ocpu0
     oracle_single = []
     if oracle_limit is None:  # the same statistics: the same lists, and the oracle's latency
         for user in users:
@@ -305,6 +309,8 @@ def bench_core(settings: Settings, *, limit: int | None, oracle_limit: int | Non
             if [(r.item_id, r.because, r.source) for r in got] != [
                     (r.item_id, r.because, r.source) for r in want]:
                 raise AssertionError(f"the vectorised core differs from the oracle for {user}")
+    del slow, lists
+    gc.collect()
 
     profiled = reference_recommender(settings)
     profiler = cProfile.Profile()
