@@ -1025,12 +1025,13 @@ class ItemCooccurrence:
         threads = numba.get_num_threads()
         arrays = self._scratch_arrays
         if arrays is None or arrays[0].shape[0] != threads or arrays[0].shape[1] < m or (
-                arrays[7].shape[1] < max(n_users, 1)):
+                arrays[8].shape[1] < max(n_users, 1)):
             items, users = (threads, max(2 * m, 64)), (threads, max(2 * n_users, 64))
             self._scratch_arrays = (
                 np.zeros(items), np.zeros(items), np.zeros(items, dtype=np.bool_),
                 np.zeros(items, dtype=np.bool_), np.full(items, -1, dtype=np.int64),
                 np.zeros(items, dtype=np.int64), np.zeros(items),
+                np.zeros(items, dtype=np.int64),
                 np.zeros(users, dtype=np.int64), np.zeros(users, dtype=np.int64),
                 np.zeros(users))
         return self._scratch_arrays

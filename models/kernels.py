@@ -589,7 +589,7 @@ def score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, 
                 item_key, user_key, n, recency_half_life, explain_items, wanted, similar_users,
                 user_blend, out_items, out_score, out_item_part, out_user_part, out_users,
                 out_count, out_because, scores, from_users, seen, excluded, position, touched,
-                values, overlap, overlapping, sims):
+                values, hits, overlap, overlapping, sims):
     """Score every request (a user's liked items newest first, with their affinity, and the
     items to exclude) as `models.cooccurrence.ItemCooccurrence.score` describes: the top ``n``
     items with their scores, parts and source, and the ``explain_items`` recent items that
@@ -600,7 +600,7 @@ def score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, 
     top ``n`` does not hold it gets no explanations (its caller drops it). Writes the outputs
     row by row."""
     # the scratch arrays (per thread, per item: scores, from_users, seen, excluded,
-    # position = -1, touched, values; per indexed user: overlap, overlapping, sims) are the
+    # position = -1, touched, values, hits; per indexed user: overlap, overlapping, sims) are the
     # caller's, one row a thread, at least as long as the items and users, zero (position -1)
     # where read before written, and left so: every request resets what it touched. Requests
     # are independent: they are scored on all of numba's threads.
@@ -612,7 +612,7 @@ def score_users(rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_user, 
                     explain_items, wanted, similar_users, user_blend, out_items, out_score,
                     out_item_part, out_user_part, out_users, out_count, out_because,
                     scores[k], from_users[k], seen[k], excluded[k], position[k], touched[k],
-                    values[k], overlap[k], overlapping[k], sims[k])
+                    values[k], hits[k], overlap[k], overlapping[k], sims[k])
 
 
 @njit(cache=True)
@@ -621,10 +621,11 @@ def _score_user(q, rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_use
                 ui_count, ui_items, ui_len, item_key, user_key, n, recency_half_life,
                 explain_items, wanted, similar_users, user_blend, out_items, out_score,
                 out_item_part, out_user_part, out_users, out_count, out_because, scores,
-                from_users, seen, excluded, position, touched, values, overlap, overlapping,
+                from_users, seen, excluded, position, touched, values, hits, overlap, overlapping,
                 sims):
     """Request ``q`` of `score_users`. Explanations are found once the top items are known
-    (`_explain_top`), and not for a request that is dropped."""
+    (`_explain_top`, told how many additions each item had), and not for a request that is
+    dropped."""
     a, b = rec_ptr[q], rec_ptr[q + 1]
     t = 0
     contributors = np.empty(b - a, np.int64)
@@ -645,6 +646,7 @@ def _score_user(q, rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_use
                 touched[t] = k
                 t += 1
             scores[k] += w * nb_sims[e]
+            hits[k] += 1
         contributors[c] = j
         weights[c] = w
         c += 1
@@ -720,7 +722,7 @@ def _score_user(q, rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_use
     if explain_items > 0 and c > 0 and len(top) > 0 and not dropped:
         out_because[q, :len(top), :] = _explain_top(top, position, contributors[:c],
                                                     weights[:c], nb_start, nb_len, nb_ids,
-                                                    nb_sims, item_key, explain_items)
+                                                    nb_sims, item_key, explain_items, hits)
     for p in range(len(top)):
         position[top[p]] = -1
     for x in range(t):
@@ -728,6 +730,7 @@ def _score_user(q, rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_use
         scores[k] = 0.0
         from_users[k] = 0.0
         seen[k] = False
+        hits[k] = 0
     for e in range(exc_ptr[q], exc_ptr[q + 1]):
         k = exc_items[e]
         if k >= 0:
@@ -738,12 +741,12 @@ def _score_user(q, rec_ptr, rec_items, rec_affinity, exc_ptr, exc_items, own_use
 def _explain(best, best_value, j, added, item_key):
     """Offer contributor ``j``'s addition to an item's explanation: its slots hold the
     contributors of the largest rounded additions, ties to the smaller item key (-1: empty),
-    whatever the order they are offered in."""
+    whatever the order they are offered in. Returns whether it took the offer."""
     last = len(best) - 1
     # most offers lose to a full explanation: below its last value by more than rounding
     # can move an addition (`round12` moves it by at most 1e-12 of itself), skip the rounding
     if added <= 0.0 or (best[last] >= 0 and added < best_value[last] * (1.0 - 1e-11)):
-        return
+        return False
     value = round12(added)
     for slot in range(last + 1):
         held = best[slot]
@@ -754,23 +757,53 @@ def _explain(best, best_value, j, added, item_key):
                 best_value[z] = best_value[z - 1]
             best[slot] = j
             best_value[slot] = value
-            return
+            return True
+    return False
 
 
 @njit(cache=True)
 def _explain_top(top, position, contributors, weights, nb_start, nb_len, nb_ids, nb_sims,
-                 item_key, explain_items):
+                 item_key, explain_items, hits):
     """The explanations of the ``top`` items only (``position``: an item's place in it, -1
-    when not there): each contributor's neighbour list walked again."""
+    when not there; ``hits``: how many contributors' lists hold each item): each contributor's
+    neighbour list walked again, most similar first, until its additions fall below what any
+    top item's explanation could still take (`_explain_floor`)."""
     best = np.full((len(top), explain_items), -1, np.int64)
     best_value = np.zeros((len(top), explain_items))
+    left = np.empty(len(top), np.int64)  # additions to an item not offered yet
+    for p in range(len(top)):
+        left[p] = hits[top[p]]
+    floor = _explain_floor(best, best_value, left)
     for ci in range(len(contributors)):
+        if floor == np.inf:  # every explanation is final
+            break
         j, w = contributors[ci], weights[ci]
         for e in range(nb_start[j], nb_start[j] + nb_len[j]):
+            added = w * nb_sims[e]
+            if added < floor:  # and so is every later one: the list is most similar first
+                break
             p = position[nb_ids[e]]
             if p >= 0:
-                _explain(best[p], best_value[p], j, w * nb_sims[e], item_key)
+                left[p] -= 1
+                if _explain(best[p], best_value[p], j, added, item_key) or left[p] == 0:
+                    floor = _explain_floor(best, best_value, left)
     return best
+
+
+@njit(cache=True, inline="always")
+def _explain_floor(best, best_value, left):
+    """An addition below which no top item's explanation can change: none while an item
+    with additions still to come has an empty slot (0), else just under the smallest last
+    value of those items (`round12` moves an addition by at most 1e-12 of itself; the
+    similarities of a list go down but for such rounding), infinite when all are final."""
+    last = best.shape[1] - 1
+    floor = np.inf
+    for p in range(len(left)):
+        if left[p] > 0:
+            if best[p, last] < 0:
+                return 0.0
+            floor = min(floor, best_value[p, last])
+    return floor * (1.0 - 1e-10)
 
 
 @njit(cache=True)

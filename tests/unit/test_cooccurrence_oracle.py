@@ -130,6 +130,30 @@ def test_rows_pruned_at_the_cap_keep_the_most_similar_with_ties_by_item_key() ->
     assert_same_items(fast.items, slow.items)
 
 
+@pytest.mark.parametrize("explain_items", [1, 3])
+def test_explanations_of_long_neighbour_lists_equal_the_oracle(explain_items: int) -> None:
+    """Long lists, many contributors: the explanation walk stops early in most lists
+    (`models.kernels._explain_top`), and finds what the oracle's full walk finds."""
+    rng = np.random.default_rng(11)
+    weights = [1.0, 1.0, 1.0, 0.5, 2.0]  # with ties of equal feedback
+    events = [(f"u{rng.integers(40)}", f"i{rng.integers(120)}",
+               weights[rng.integers(len(weights))], TS + 3600.0 * rng.integers(30))
+              for _ in range(4000)]
+    config = {"neighbour_cap": 60, "row_cap": 100, "history_cap": 80,
+              "explain_items": explain_items, "similar_users": 3}
+    fast, slow = CooccurrenceRecommender(**config), oracle.CooccurrenceRecommender(**config)
+    fast.learn_many(events)
+    for user, item, weight, ts in events:
+        slow.learn_one(user, item, weight=weight, ts=ts)
+    users = sorted(fast.histories)
+    got = fast.recommend_many(users, 20, fresh=True)
+    for user in users:
+        want = slow.recommend(user, 20, fresh=True)
+        assert [(r.item_id, r.because) for r in got[user]] == [
+            (r.item_id, r.because) for r in want], user
+        assert all(len(r.because) == explain_items for r in want[:5]), user
+
+
 def test_a_snapshot_round_trip_keeps_every_row() -> None:
     rng = np.random.default_rng(2)
     model = CooccurrenceRecommender(row_cap=50, neighbour_cap=20)
