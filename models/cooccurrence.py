@@ -514,6 +514,7 @@ class ItemCooccurrence:
         self._uindex: dict[str, int] = {}  # users of the similar-user index, interned
         self._uids: list[str] = []
         self._ukeys: list[int] = []
+        self._ukey_array = np.zeros(0, dtype=np.int64)  # `_ukeys` as the kernel reads it
         # the similar-user index as arrays for the kernel: each item's latest likers (interned
         # users) and each user's liked items, rewritten for the items and users that changed
         self._likers_table = RowTable()
@@ -971,7 +972,7 @@ class ItemCooccurrence:
                     self._table.start[:m], self._table.length[:m], self._table.ids,
                     self._table.sims, lk_start, lk_len, lk_users, ui_start, ui_count, ui_items,
                     ui_len,
-                    self._key[:m], np.array(self._ukeys, dtype=np.int64), n,
+                    self._key[:m], self._user_keys(), n,
                     recency_half_life, explain_items,
                     np.full(q, -1, dtype=np.int64) if wanted is None else wanted,
                     similar_users, user_blend, out_items, out_score, out_item_part,
@@ -1018,6 +1019,15 @@ class ItemCooccurrence:
             np.concatenate(c) for c in columns)
         return RankedLists(ptr, item, score, item_part, user_part, sources,
                            because.reshape(len(item), width), listed)
+
+    def _user_keys(self) -> np.ndarray:
+        """`user_key` of each indexed user as an array, extended by the users indexed since
+        the last call (users are only ever appended), not rebuilt per call."""
+        have = len(self._ukey_array)
+        if have < len(self._ukeys):
+            self._ukey_array = np.concatenate(
+                [self._ukey_array, np.array(self._ukeys[have:], dtype=np.int64)])
+        return self._ukey_array
 
     def _scratch(self, m: int, n_users: int) -> tuple[np.ndarray, ...]:
         """The scoring kernel's scratch arrays, one row per numba thread, kept between calls
@@ -1462,7 +1472,8 @@ class CooccurrenceRecommender:
         h, items = self._histories, self.items
         known = [u for u in user_ids if u in self._users and h.size[self._users[u]] > 0]
         cold = set(user_ids) - set(known)
-        out = {u: self.cold_start(n) for u in user_ids if u in cold}
+        trending = self.cold_start(n) if cold else []  # the same for every cold user
+        out = {u: list(trending) for u in user_ids if u in cold}
         if not known:
             return out
         users = np.array([self._users[u] for u in known], dtype=np.int64)
