@@ -806,6 +806,18 @@ def _explain_floor(best, best_value, left):
     return floor * (1.0 - 1e-10)
 
 
+@njit(cache=True, inline="always")
+def _liked(h_s, a, n):
+    """The places ``a..a + n`` of a history slab whose feedback sum is positive."""
+    liked = np.empty(n, np.int64)
+    c = 0
+    for p in range(a, a + n):
+        if h_s[p] > 0.0:
+            liked[c] = p
+            c += 1
+    return liked[:c]
+
+
 @njit(cache=True)
 def latest_liked(h_item, h_s, h_t, h_start, h_size, users, limit):
     """Per user, the liked entries (feedback sum > 0) at or after the time of their
@@ -822,15 +834,8 @@ def latest_liked(h_item, h_s, h_t, h_start, h_size, users, limit):
     z = 0
     for k in range(len(users)):
         u = users[k]
-        a, n = h_start[u], h_size[u]
-        liked = np.empty(n, np.int64)
-        c = 0
-        for p in range(a, a + n):
-            if h_s[p] > 0.0:
-                liked[c] = p
-                c += 1
-        liked = liked[:c]
-        if c > limit:  # only those at or after the limit-th latest time
+        liked = _liked(h_s, h_start[u], h_size[u])
+        if len(liked) > limit:  # only those at or after the limit-th latest time
             nth = -np.partition(-h_t[liked], limit - 1)[limit - 1]
             liked = liked[h_t[liked] >= nth]
         for p in liked[np.argsort(-h_t[liked], kind="mergesort")]:
@@ -860,16 +865,11 @@ def recent_items(h_item, h_s, h_t, h_start, h_size, users, item_key, limit, excl
     for q in range(len(users)):
         u = users[q]
         a, n = h_start[u], h_size[u]
-        liked = np.empty(n, np.int64)
-        c = 0
-        for p in range(a, a + n):
-            if h_s[p] > 0.0:
-                liked[c] = p
-                c += 1
-            if exclude_seen:
-                exc_items[x] = h_item[p]
-                x += 1
-        liked = liked[:c]
+        liked = _liked(h_s, a, n)
+        c = len(liked)
+        if exclude_seen:
+            exc_items[x:x + n] = h_item[a:a + n]
+            x += n
         keys = np.empty(c, np.int64)
         for e in range(c):
             keys[e] = item_key[h_item[liked[e]]]
