@@ -113,8 +113,9 @@ def gc_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off while building many acyclic objects (lists of
     tuples of strings and floats): the collections it would start meanwhile (the youngest
     generation every 700 allocations, the whole heap every 100 of those at most) walk live
-    objects, free nothing, and cost more than building them (`bench.speed --part core`:
-    `CooccurrenceRecommender.recommend_many` of 943 users, 0.95 vs 0.43 ms per user).
+    objects, free nothing, and cost more than building them when the heap is large
+    (`CooccurrenceRecommender.recommend_many` of 943 users with the scalar oracle's millions of
+    objects alive in the process: 0.95 vs 0.43 ms per user).
 
     >>> import gc
     >>> with gc_paused():

@@ -505,8 +505,8 @@ def observe_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garba
             if apply:
                 cols, vals = apply_delta(cols, vals, start, cap, size, top, garbage, norm,
                                          powers, popularity, mass, churn, key, pruned, gone,
-                                         others,
-                                         incs, k, -a * a * ge, -a * ge, -a, row_cap, alpha)
+                                         others, incs, k, -a * a * ge, -a * ge, -a, row_cap,
+                                         alpha)
             else:
                 _emit(out_item, out_end, out_stat, out_other, out_inc, out_n, gone, others,
                       incs, k, -a * a * ge, -a * ge, -a)
