@@ -141,8 +141,10 @@ def row_entries(cols, vals, s, c, n):
 
 
 @njit(cache=True, error_model="numpy")  # x / 0 gives inf or nan (then 0), as numpy does
-def _prune(cols, vals, start, cap, size, top, garbage, norm, powers, key, i, keep, alpha):
-    """Keep row ``i``'s ``keep`` most similar entries (ties: smaller item key)."""
+def _prune(cols, vals, start, cap, size, top, garbage, norm, powers, key, i, keep, alpha,
+           slab):
+    """Keep row ``i``'s ``keep`` most similar entries (ties: smaller item key), in a new slab
+    of ``slab`` slots."""
     n = size[i]
     ids, counts = row_entries(cols, vals, start[i], cap[i], n)
     sims = np.empty(n)
@@ -152,9 +154,44 @@ def _prune(cols, vals, start, cap, size, top, garbage, norm, powers, key, i, kee
         sim = counts[e] / (scale * _power(norm, powers, ids[e], 1.0 - alpha))
         sims[e] = sim if np.isfinite(sim) else 0.0
         ties[e] = key[ids[e]]
-    order = _top(sims, ties, np.arange(n), keep)
-    _place(cols, vals, start, cap, size, top, garbage, i, ids[order], counts[order],
-           len(order), slab_for(keep))
+    kept = _kept(sims, ties, keep)
+    _place(cols, vals, start, cap, size, top, garbage, i, ids[kept], counts[kept], len(kept),
+           slab)
+
+
+@njit(cache=True)
+def _kept(values, keys, n):
+    """The places of the first ``n`` of ``values`` (none NaN) descending, ties by ``keys``
+    ascending (all distinct), in no order: what `_top` picks, without sorting them (a prune
+    keeps a set; the row is a hash table)."""
+    m = len(values)
+    if m <= n:
+        return np.arange(m)
+    nth = -np.partition(-values, n - 1)[n - 1]  # the n-th largest value
+    out = np.empty(n, np.int64)
+    k = 0
+    ties = 0
+    for e in range(m):
+        if values[e] > nth:
+            out[k] = e
+            k += 1
+        elif values[e] == nth:
+            ties += 1
+    if k + ties > n:  # only some of those at the n-th value: the smaller keys
+        at = np.empty(ties, np.int64)
+        t = 0
+        for e in range(m):
+            if values[e] == nth:
+                at[t] = e
+                t += 1
+        at = at[np.argsort(keys[at])]
+        out[k:] = at[:n - k]
+    else:
+        for e in range(m):
+            if values[e] == nth:
+                out[k] = e
+                k += 1
+    return out
 
 
 @njit(cache=True, inline="always")
@@ -235,24 +272,28 @@ def apply_delta(cols, vals, start, cap, size, top, garbage, norm, powers, popula
     """Apply one delta of item ``i`` with pairs ``others[:n]``, ``incs[:n]``."""
     if n > 0:
         keep = row_cap // 2
+        full = slab_for(row_cap + 1)
+        # a pruned row goes to the slab it would grow into at its next new entry: a snug one
+        # (`slab_for`) is already over `MAX_LOAD` with one more
+        pruned_slab = min(_grown(slab_for(keep)), full)
         # room for every touched row to move to a larger slab (row i perhaps several times)
         # and for each to be pruned
-        need = 5 * slab_for(size[i] + n) + (n + 1) * slab_for(keep)
+        need = 5 * slab_for(size[i] + n) + (n + 1) * pruned_slab
         for p in range(n):
             need += _grown(cap[others[p]])
         if top[0] + need > len(cols):
             cols, vals = room(cols, vals, top, need)
-        _add_pairs(cols, vals, start, cap, size, top, garbage, churn, i, others, incs, n,
-                   slab_for(row_cap + 1))
+        _add_pairs(cols, vals, start, cap, size, top, garbage, churn, i, others, incs, n, full)
         # the rows over the cap: the delta's own row first, then the others in order
         if size[i] > row_cap:
-            _prune(cols, vals, start, cap, size, top, garbage, norm, powers, key, i, keep, alpha)
+            _prune(cols, vals, start, cap, size, top, garbage, norm, powers, key, i, keep, alpha,
+                   pruned_slab)
             pruned[i] = True
         for p in range(n):
             j = others[p]
             if size[j] > row_cap:
                 _prune(cols, vals, start, cap, size, top, garbage, norm, powers, key, j, keep,
-                       alpha)
+                       alpha, pruned_slab)
                 pruned[j] = True
     churn[i] += abs(d_norm)
     # floored at 0: only an item evicted while users still held it (`drop_items`) would go

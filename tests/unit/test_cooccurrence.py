@@ -20,7 +20,7 @@ from models.cooccurrence import (
     decay_factors,
 )
 from models.feedback import FeedbackWeights
-from models.kernels import _top
+from models.kernels import _kept, _top
 from streams.state import decode_entry, encode_entry
 
 TS = 1e9  # the default decay epoch: g = 1
@@ -216,6 +216,48 @@ def test_top_orders_by_value_then_key_then_place(rows, n):
     idx = np.arange(len(rows))[::-1].copy()  # a place in idx other than the index order
     want = sorted(idx.tolist(), key=lambda i: (-values[i], keys[i]))[:n]
     assert _top(values, keys, idx, n).tolist() == want
+
+
+@given(st.lists(st.tuples(st.one_of(st.sampled_from([0.0, -0.0, 0.5, 1.0, -1.0]),
+                                    st.floats(-1e6, 1e6)),
+                          st.integers(-10**18, 10**18)),
+                max_size=60, unique_by=lambda row: row[1]),
+       st.integers(1, 70))
+@settings(deadline=None)
+def test_a_prune_keeps_the_set_that_top_picks(rows, n):
+    """`models.kernels._kept` (what a prune keeps, in no order) is the set of `_top`'s picks:
+    the first ``n`` by value descending, ties by (distinct) key."""
+    values = np.array([v for v, _ in rows])
+    keys = np.array([k for _, k in rows], dtype=np.int64)
+    idx = np.arange(len(rows))
+    kept = _kept(values, keys, n).tolist()
+    assert len(kept) == len(set(kept)) == min(n, len(rows))
+    assert set(kept) == set(_top(values, keys, idx, n).tolist())
+
+
+def test_the_arena_grown_outside_the_kernels_keeps_every_row_and_learns_on():
+    """`models.stores.RowStore.reserve` (numpy's allocation, for huge pages) copies the slabs
+    in use; learning goes on in the larger arena as it would have in the old one."""
+    rng = random.Random(7)
+    events = [(f"u{rng.randrange(40)}", f"i{rng.randrange(60)}", 1.0, TS + e)
+              for e in range(3000)]
+    grown, plain = CooccurrenceRecommender(row_cap=20, neighbour_cap=10), \
+        CooccurrenceRecommender(row_cap=20, neighbour_cap=10)
+    grown.learn_many(events[:1500])
+    plain.learn_many(events[:1500])
+    store = grown.items._rows
+    before = [store.row(i) for i in range(store.n_rows)]
+    size = len(store.cols)
+    store.reserve(3 * size)
+    assert len(store.cols) >= int(store.top[0]) + 3 * size
+    for (cols, counts), i in zip(before, range(store.n_rows), strict=True):
+        got_cols, got_counts = store.row(i)
+        assert got_cols.tolist() == cols.tolist() and got_counts.tolist() == counts.tolist()
+    grown.learn_many(events[1500:])
+    plain.learn_many(events[1500:])
+    users = sorted({u for u, *_ in events})
+    assert grown.recommend_many(users, 10, explain=True) == plain.recommend_many(
+        users, 10, explain=True)
 
 
 def test_newer_co_occurrence_counts_more_with_time_decay():
