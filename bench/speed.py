@@ -3,11 +3,13 @@
 ``core``: the full ML-100K replay (`streams.replay.movielens_events`, every kind) turned into
 feedback weights as the worker does (`streams.worker.event_feedback`), learned by the vectorised
 core (``learn_many`` per ``--chunk`` events) and by the scalar oracle
-(`models.cooccurrence_oracle`, ``learn_one``) in the same run. The core scores every user in one
+(`models.cooccurrence_oracle`, ``learn_one``) in the same run: the core before the oracle and
+again after it, its time the mean of the two (the shared machine's speed drifts over the
+oracle's minute). The oracle lists every user and is dropped before the core is scored (its
+Python objects would slow every garbage collection in the process): every user in one
 ``recommend_many`` call (top-N, explanations, similar users), right after learning and again
-with the neighbour lists cached, and one user per call (p50/p99), before the oracle learns (its
-Python objects would slow every garbage collection in the process); then every user's list is
-checked equal to the oracle's. A cProfile pass (the oracle gone) names the top functions.
+with the neighbour lists cached, and one user per call (p50/p99); every user's list is checked
+equal to the oracle's. A cProfile pass names the top functions.
 
 ``e2e``: the full replay is produced once to fresh topics; then (a) a raw aiokafka consumer
 reads them from the beginning to the end (plain ``getmany`` loop, no processing) and (b) one real
@@ -271,15 +273,41 @@ def bench_core(settings: Settings, *, limit: int | None, oracle_limit: int | Non
     load_before = machine()
     reference_recommender(settings).learn_many(feedback[:10])  # compiled (or loaded) kernels
 
-    model = reference_recommender(settings)
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    for start in range(0, len(feedback), chunk):
-        model.learn_many(feedback[start:start + chunk])
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    def core_learns() -> tuple[Any, float, float]:
+        core = reference_recommender(settings)
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for start in range(0, len(feedback), chunk):
+            core.learn_many(feedback[start:start + chunk])
+        return core, time.perf_counter() - wall0, time.process_time() - cpu0
 
-    # the core is scored before the oracle learns: the oracle's millions of Python objects
-    # would make every garbage collection in this process slower, as no worker's heap would
+    # the core learns before the oracle and again after it (the oracle dropped by then), and
+    # its time is the mean of the two: the shared machine's speed drifts over the minute the
+    # oracle takes, and the mean cancels a steady drift (taking turns chunk by chunk would
+    # instead make each of the core's turns start with caches the oracle had filled)
+    model, wall, cpu = core_learns()
+    slow = oracle_recommender(settings)
+    slow_events = feedback[:oracle_limit]
+    owall0, ocpu0 = time.perf_counter(), time.process_time()
+    for user, item, weight, ts in slow_events:
+        slow.learn_one(user, item, weight=weight, ts=ts)
+    owall, ocpu = time.perf_counter() - owall0, time.process_time() - ocpu0
+
+    # the oracle's lists and latency, then the oracle is dropped before the core is scored:
+    # its millions of Python objects would make every garbage collection in this process
+    # slower, as no worker's heap would
     users = sorted(model.histories, key=lambda u: (len(u), u))
+    oracle_single, want = [], {}
+    if oracle_limit is None:  # the same statistics: the same lists, and the oracle's latency
+        for user in users:
+            t0 = time.perf_counter()
+            want[user] = slow.recommend(user, settings.top_n, explain=True)
+            oracle_single.append((time.perf_counter() - t0) * 1e3)
+    del slow
+    gc.collect()
+    _, wall_after, cpu_after = core_learns()
+    learn_walls = [wall, wall_after]
+    wall, cpu = (wall + wall_after) / 2, (cpu + cpu_after) / 2
+
     batched = {}
     for phase in ("after_learning", "cached"):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -292,24 +320,11 @@ def bench_core(settings: Settings, *, limit: int | None, oracle_limit: int | Non
         t0 = time.perf_counter()
         model.recommend(user, settings.top_n, explain=True)
         single.append((time.perf_counter() - t0) * 1e3)
-
-    slow = oracle_recommender(settings)
-    slow_events = feedback[:oracle_limit]
-    owall0, ocpu0 = time.perf_counter(), time.process_time()
-    for user, item, weight, ts in slow_events:
-        slow.learn_one(user, item, weight=weight, ts=ts)
-    owall, ocpu = time.perf_counter() - owall0, time.process_time() - ocpu0
-    oracle_single = []
-    if oracle_limit is None:  # the same statistics: the same lists, and the oracle's latency
-        for user in users:
-            t0 = time.perf_counter()
-            want = slow.recommend(user, settings.top_n, explain=True)
-            oracle_single.append((time.perf_counter() - t0) * 1e3)
-            got = lists[user]
-            if [(r.item_id, r.because, r.source) for r in got] != [
-                    (r.item_id, r.because, r.source) for r in want]:
-                raise AssertionError(f"the vectorised core differs from the oracle for {user}")
-    del slow, lists
+    for user, expected in want.items():
+        if [(r.item_id, r.because, r.source) for r in lists[user]] != [
+                (r.item_id, r.because, r.source) for r in expected]:
+            raise AssertionError(f"the vectorised core differs from the oracle for {user}")
+    del lists, want
     gc.collect()
 
     profiled = reference_recommender(settings)
@@ -328,6 +343,7 @@ def bench_core(settings: Settings, *, limit: int | None, oracle_limit: int | Non
     out = {
         "events": len(feedback), "chunk": chunk,
         "learn_s": round(wall, 2), "learn_cpu_s": round(cpu, 2),
+        "learn_s_before_and_after_oracle": [round(w, 2) for w in learn_walls],
         "learn_events_per_s": round(len(feedback) / wall, 1),
         "learn_events_per_s_cpu": round(len(feedback) / cpu, 1),
         "pair_updates": model.pair_updates,
