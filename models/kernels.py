@@ -169,28 +169,19 @@ def _kept(values, keys, n):
         return np.arange(m)
     nth = -np.partition(-values, n - 1)[n - 1]  # the n-th largest value
     out = np.empty(n, np.int64)
-    k = 0
-    ties = 0
+    at = np.empty(m, np.int64)  # those at the n-th value
+    k = t = 0
     for e in range(m):
         if values[e] > nth:
             out[k] = e
             k += 1
         elif values[e] == nth:
-            ties += 1
-    if k + ties > n:  # only some of those at the n-th value: the smaller keys
-        at = np.empty(ties, np.int64)
-        t = 0
-        for e in range(m):
-            if values[e] == nth:
-                at[t] = e
-                t += 1
+            at[t] = e
+            t += 1
+    at = at[:t]
+    if k + t > n:  # only some of those at the n-th value: the smaller keys
         at = at[np.argsort(keys[at])]
-        out[k:] = at[:n - k]
-    else:
-        for e in range(m):
-            if values[e] == nth:
-                out[k] = e
-                k += 1
+    out[k:] = at[:n - k]
     return out
 
 

@@ -26,7 +26,6 @@ from models.kernels import (
     compact_rows,
     history_room,
     load_rows,
-    room,
     row_entries,
 )
 
@@ -55,12 +54,10 @@ class RowStore:
         free at its end as are in use (`reserve`)."""
         if self.garbage[0] > max(1 << 16, int(self.top[0]) // 2):
             self.compact()
-        self.reserve(max(1 << 16, int(self.top[0]) // 2))
-        old = len(self.start)
-        if n <= old:
+        added = max(0, n - len(self.start))
+        self.reserve(max(1 << 16, int(self.top[0]) // 2) + added * MIN_SLAB)
+        if not added:
             return
-        added = n - old
-        self.cols, self.vals = room(self.cols, self.vals, self.top, added * MIN_SLAB)
         first = int(self.top[0])
         self.cols[first:first + added * MIN_SLAB] = EMPTY
         self.vals[first:first + added * MIN_SLAB] = 0.0
