@@ -235,15 +235,18 @@ class CredentialsRejected(RuntimeError):
 
 async def check_kafka_credentials(settings: Settings, *, timeout_s: float = 15.0) -> None:
     """Connect to a bootstrap server with the settings' security and raise `CredentialsRejected`
-    naming the settings if authentication fails. aiokafka itself only logs that and keeps
-    retrying ("Unable to bootstrap"), so a wrong password would otherwise look like a hang. An
-    unreachable broker is not an error here: the clients retry until it answers."""
+    naming the settings if authentication fails: a SASL user or password refused, a broker
+    certificate the configured CA cannot verify, or a client certificate the broker refuses.
+    aiokafka itself only logs these and keeps retrying ("Unable to bootstrap"), so they would
+    otherwise look like a hang. An unreachable broker is not an error here: the clients retry
+    until it answers."""
     if settings.kafka_security_protocol == "PLAINTEXT":
         return
     from aiokafka.conn import create_conn
     from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
 
     auth = kafka_auth(settings)
+    p = ENV_PREFIX
     for server in settings.kafka_bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
         try:
@@ -251,13 +254,39 @@ async def check_kafka_credentials(settings: Settings, *, timeout_s: float = 15.0
         except (SaslAuthenticationFailed, AuthenticationFailedError) as exc:
             raise CredentialsRejected(
                 f"Kafka at {server} rejected {settings.kafka_sasl_mechanism} authentication as "
-                f"{ENV_PREFIX}KAFKA_USERNAME={settings.kafka_username!r} (check "
-                f"{ENV_PREFIX}KAFKA_PASSWORD): {exc}") from None
-        except (OSError, KafkaError, TimeoutError) as exc:
+                f"{p}KAFKA_USERNAME={settings.kafka_username!r} (check "
+                f"{p}KAFKA_PASSWORD): {exc}") from None
+        except ssl.SSLCertVerificationError as exc:
+            trusted = (f"{p}KAFKA_SSL_CAFILE={settings.kafka_ssl_cafile}"
+                       if settings.kafka_ssl_cafile else f"the system's CAs ({p}KAFKA_SSL_CAFILE "
+                       "is not set)")
+            raise CredentialsRejected(
+                f"Kafka at {server} presented a certificate that {trusted} cannot verify: "
+                f"{exc.verify_message} (set {p}KAFKA_SSL_CAFILE to the CA that signed the "
+                f"broker's certificate)") from None
+        except KafkaError as exc:
+            if _refused_our_certificate(exc.__cause__):
+                mine = (f"{p}KAFKA_SSL_CERTFILE={settings.kafka_ssl_certfile}"
+                        if settings.kafka_ssl_certfile else f"no {p}KAFKA_SSL_CERTFILE")
+                raise CredentialsRejected(
+                    f"Kafka at {server} refused this client's TLS certificate ({mine}): "
+                    f"{exc.__cause__.reason}; it asks for one signed by a CA it trusts (set "
+                    f"{p}KAFKA_SSL_CERTFILE and {p}KAFKA_SSL_KEYFILE)") from None
+            logger.warning("Kafka at %s did not answer the credentials check: %r", server, exc)
+            continue
+        except (OSError, TimeoutError) as exc:
             logger.warning("Kafka at %s did not answer the credentials check: %r", server, exc)
             continue
         conn.close()
         return
+
+
+def _refused_our_certificate(cause: BaseException | None) -> bool:
+    """Whether a TLS error is the broker's alert about the client's certificate (none, or one
+    it does not trust): aiokafka reports it as the connection closing, caused by it."""
+    reason = getattr(cause, "reason", None) or ""
+    return (isinstance(cause, ssl.SSLError) and "ALERT" in reason
+            and ("CERTIFICATE" in reason or "UNKNOWN_CA" in reason))
 
 
 def check_redis_credentials(settings: Settings, *, timeout_s: float = 10.0) -> None:

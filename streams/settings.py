@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     kafka_controller_port: Port = 9093
     redis_port: Port = 6379
     kafka_sasl_port: Port | None = None  # also a SASL_PLAINTEXT (PLAIN) listener on this port
+    # also an SSL listener that asks clients for a certificate signed by the stack's CA
+    kafka_ssl_port: Port | None = None
+    # also a SASL_SSL listener (SCRAM-SHA-512): the SASL user is created when storage is formatted
+    kafka_sasl_ssl_port: Port | None = None
     # the one SASL user of the local stack (written into its JAAS config: plain characters only)
     stack_sasl_username: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")] = "tastemaker"
     stack_sasl_password: SecretStr = SecretStr("tastemaker-local")
@@ -216,8 +220,9 @@ class Settings(BaseSettings):
     @field_validator("stack_sasl_password")
     @classmethod
     def _jaas_safe(cls, value: SecretStr) -> SecretStr:
-        if not re.fullmatch(r'[^\s"\\]+', value.get_secret_value()):
-            raise ValueError("no spaces, quotes or backslashes (it goes into a JAAS config)")
+        if not re.fullmatch(r'[^\s"\\,\[\]=]+', value.get_secret_value()):
+            raise ValueError("no spaces, quotes, backslashes, commas, brackets or '=' (it goes "
+                             "into a JAAS config and a SCRAM credential spec)")
         return value
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ Kafka runs in KRaft mode, broker and controller in one JVM, from jars that Maven
 ``settings.cache_dir / f"kafka-{settings.kafka_version}"`` (outside git). Redis runs with AOF on.
 Data, logs and pid files live under ``settings.stack_dir`` (``.tastemaker/``, gitignored)::
 
-    .tastemaker/kafka/{server.properties,kafka.pid,kafka.log,data/}
+    .tastemaker/kafka/{server.properties,kafka.pid,kafka.log,data/,tls/}
     .tastemaker/redis/{redis.conf,redis.pid,redis.log,appendonlydir/}
 
 A pid file only counts while its process is alive and still names our config file on its command
@@ -23,6 +23,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from streams.settings import ENV_PREFIX, Settings, load_settings
+from streams.settings import ENV_PREFIX, KafkaSecurityProtocol, Settings, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,16 @@ PLAINTEXT_CLIENT: dict[str, Any] = {
     "redis_username": None, "redis_password": None, "redis_tls_ca_file": None,
     "redis_tls_cert_file": None, "redis_tls_key_file": None,
 }
+
+
+#: The optional Kafka listeners, by protocol: the setting that names each one's port. The
+#: default PLAINTEXT listener (``kafka_port``) is always there; brokers talk to each other over it.
+SECURE_LISTENERS: dict[KafkaSecurityProtocol, str] = {
+    "SASL_PLAINTEXT": "kafka_sasl_port",  # SASL/PLAIN, the stack's SASL user
+    "SSL": "kafka_ssl_port",  # TLS; clients present a certificate signed by the stack's CA
+    "SASL_SSL": "kafka_sasl_ssl_port",  # TLS, then SCRAM-SHA-512 as the stack's SASL user
+}
+SCRAM_MECHANISM = "SCRAM-SHA-512"
 
 
 class StackError(RuntimeError):
@@ -181,24 +192,36 @@ class LocalStack:
         return f"redis://{HOST}:{self.settings.redis_port}/0"
 
     @property
-    def kafka_sasl_bootstrap_servers(self) -> str | None:
-        """The SASL_PLAINTEXT listener, when ``kafka_sasl_port`` is set."""
-        port = self.settings.kafka_sasl_port
-        return None if port is None else f"{HOST}:{port}"
+    def tls_dir(self) -> Path:
+        """The stack's CA, the broker's certificate and a client certificate
+        (`write_certificates`), made at the first start with an SSL or SASL_SSL listener."""
+        return self.root / "kafka" / "tls"
 
-    def sasl_client_settings(self) -> Settings:
-        """These settings, pointed at this stack's SASL/PLAIN listener as its one SASL user."""
-        servers = self.kafka_sasl_bootstrap_servers
-        if servers is None:
-            raise StackError(f"the stack has no SASL listener: set {ENV_PREFIX}KAFKA_SASL_PORT")
-        return load_settings(**{
-            **self.client_settings().model_dump(),
-            "kafka_bootstrap_servers": servers,
-            "kafka_security_protocol": "SASL_PLAINTEXT",
-            "kafka_sasl_mechanism": "PLAIN",
-            "kafka_username": self.settings.stack_sasl_username,
-            "kafka_password": self.settings.stack_sasl_password,
-        })
+    def listener_client_settings(self, protocol: KafkaSecurityProtocol) -> Settings:
+        """These settings, pointed at this stack's listener of ``protocol`` as its client:
+        SASL_PLAINTEXT as the SASL user (PLAIN), SSL with the stack's client certificate,
+        SASL_SSL as the SASL user (SCRAM-SHA-512), both verifying the broker against the
+        stack's CA."""
+        if protocol == "PLAINTEXT":
+            return self.client_settings()
+        field = SECURE_LISTENERS[protocol]
+        port = getattr(self.settings, field)
+        if port is None:
+            raise StackError(f"the stack has no {protocol} listener: set "
+                             f"{ENV_PREFIX}{field.upper()}")
+        options: dict[str, Any] = {"kafka_bootstrap_servers": f"{HOST}:{port}",
+                                   "kafka_security_protocol": protocol}
+        if protocol.startswith("SASL_"):
+            options.update(kafka_sasl_mechanism="PLAIN" if protocol == "SASL_PLAINTEXT"
+                           else SCRAM_MECHANISM,
+                           kafka_username=self.settings.stack_sasl_username,
+                           kafka_password=self.settings.stack_sasl_password)
+        if protocol.endswith("SSL"):
+            options["kafka_ssl_cafile"] = self.tls_dir / "ca.crt"
+        if protocol == "SSL":
+            options.update(kafka_ssl_certfile=self.tls_dir / "client.crt",
+                           kafka_ssl_keyfile=self.tls_dir / "client.key")
+        return load_settings(**{**self.client_settings().model_dump(), **options})
 
     def client_env(self) -> dict[str, str]:
         """The settings a client needs to reach this stack, as environment variables."""
@@ -267,9 +290,12 @@ class LocalStack:
             self._check_ports("kafka")
             java = _require("java", "a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
             libs = self.fetch_kafka_jars()
+            if self._secure_ports("SSL", "SASL_SSL") and not (self.tls_dir / "server.pem").exists():
+                write_certificates(self.tls_dir)
             properties = self._write_kafka_properties()
             if not (self.root / "kafka" / "data" / "meta.properties").exists():
                 self._format_kafka_storage(java, libs, properties)
+            self._check_scram_user()
             command = [java, *KAFKA_JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(properties)]
             pid = self._spawn("kafka", command)
             outcome = "started"
@@ -328,17 +354,31 @@ class LocalStack:
         directory.mkdir(parents=True, exist_ok=True)
         listeners = [f"PLAINTEXT://{HOST}:{s.kafka_port}"]
         protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
-        sasl: dict[str, str] = {}
-        if s.kafka_sasl_port is not None:  # SASL/PLAIN with one user; brokers talk PLAINTEXT
-            listeners.append(f"SASL_PLAINTEXT://{HOST}:{s.kafka_sasl_port}")
-            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+        secure: dict[str, str] = {}  # brokers talk PLAINTEXT to each other
+        ports = self._secure_ports(*SECURE_LISTENERS)
+        for protocol, port in ports.items():
+            listeners.append(f"{protocol}://{HOST}:{port}")
+            protocols.append(f"{protocol}:{protocol}")
+        if "SASL_PLAINTEXT" in ports:  # PLAIN: the one user and password in the JAAS config
             user, password = s.stack_sasl_username, s.stack_sasl_password.get_secret_value()
-            sasl = {
-                "sasl.enabled.mechanisms": "PLAIN",
-                "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
-                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
-                    f'user_{user}="{password}";'),
-            }
+            secure["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = "PLAIN"
+            secure["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'user_{user}="{password}";')
+        if "SSL" in ports or "SASL_SSL" in ports:  # PEM files, no Java keystore
+            secure.update({
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(self.tls_dir / "server.pem"),
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(self.tls_dir / "ca.crt"),
+            })
+        if "SSL" in ports:
+            secure["listener.name.ssl.ssl.client.auth"] = "required"
+        if "SASL_SSL" in ports:  # SCRAM: the credential lives in the cluster metadata
+            mechanism = SCRAM_MECHANISM.lower()
+            secure["listener.name.sasl_ssl.sasl.enabled.mechanisms"] = SCRAM_MECHANISM
+            secure[f"listener.name.sasl_ssl.{mechanism}.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;")
         properties = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -348,7 +388,7 @@ class LocalStack:
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": ",".join(protocols),
-            **sasl,
+            **secure,
             "log.dirs": str(directory / "data"),
             "num.partitions": str(s.topic_partitions),
             "num.network.threads": "2",
@@ -360,13 +400,43 @@ class LocalStack:
         path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
         return path
 
+    def _secure_ports(self, *protocols: KafkaSecurityProtocol) -> dict[str, int]:
+        """The ports of the optional listeners of ``protocols`` that are set, by protocol."""
+        found = {p: getattr(self.settings, SECURE_LISTENERS[p]) for p in protocols}
+        return {p: port for p, port in found.items() if port is not None}
+
+    def _scram_fingerprint(self) -> str:
+        """What the SCRAM user was made from, hashed: the marker left at format time."""
+        s = self.settings
+        password = s.stack_sasl_password.get_secret_value()
+        return hashlib.sha256(f"{SCRAM_MECHANISM}:{s.stack_sasl_username}:{password}".encode()
+                              ).hexdigest()
+
+    def _check_scram_user(self) -> None:
+        """A SCRAM user is created when the storage is formatted, never later: refuse a
+        SASL_SSL listener over storage formatted without this user and password."""
+        if not self._secure_ports("SASL_SSL"):
+            return
+        marker = self.root / "kafka" / "scram-user.sha256"
+        if not marker.exists() or marker.read_text().strip() != self._scram_fingerprint():
+            raise StackError(
+                f"Kafka's storage in {self.root / 'kafka' / 'data'} was formatted without the "
+                f"SCRAM user {ENV_PREFIX}STACK_SASL_USERNAME={self.settings.stack_sasl_username!r}"
+                f" and its {ENV_PREFIX}STACK_SASL_PASSWORD: run `tastemaker down --wipe` and "
+                f"start again with {ENV_PREFIX}KAFKA_SASL_SSL_PORT set")
+
     def _format_kafka_storage(self, java: str, libs: Path, properties: Path) -> None:
         cluster_id = "-"
         while cluster_id.startswith("-"):  # as Kafka's Uuid does: a leading "-" reads as an option
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        scram: list[str] = []
+        if self._secure_ports("SASL_SSL"):  # the SASL user's SCRAM credential, at format time
+            s = self.settings
+            scram = ["--add-scram", f"{SCRAM_MECHANISM}=[name={s.stack_sasl_username},"
+                     f"password={s.stack_sasl_password.get_secret_value()}]"]
         result = subprocess.run(
             [java, "-Xmx256m", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(properties)],
+             "-t", cluster_id, "-c", str(properties), *scram],
             capture_output=True,
             text=True,
         )  # fmt: skip
@@ -376,6 +446,8 @@ class LocalStack:
                 f"(exit {result.returncode}):\n" + _tail_text(result.stdout + result.stderr)
             )
         logger.info("formatted Kafka storage, cluster id %s", cluster_id)
+        if scram:
+            (self.root / "kafka" / "scram-user.sha256").write_text(self._scram_fingerprint() + "\n")
 
     def _wait_for_kafka(self, pid: int, started: float) -> None:
         address = self.kafka_bootstrap_servers
@@ -560,8 +632,8 @@ class LocalStack:
         s = self.settings
         if name == "kafka":
             ports = {"kafka_port": s.kafka_port, "kafka_controller_port": s.kafka_controller_port}
-            if s.kafka_sasl_port is not None:
-                ports["kafka_sasl_port"] = s.kafka_sasl_port
+            for protocol, port in self._secure_ports(*SECURE_LISTENERS).items():
+                ports[SECURE_LISTENERS[protocol]] = port
             return ports
         return {"redis_port": s.redis_port}
 
@@ -609,6 +681,40 @@ def redis_server_binary() -> str:
         "redis-server not found on PATH: install it (apt-get install redis-server, "
         "brew install redis) or run `tastemaker up` as root to have it installed"
     )
+
+
+def write_certificates(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, all
+    signed by it, made with openssl into ``directory`` (one-day certificates would expire under
+    a stack kept for weeks: these last ten years; they protect a local stack only). Also
+    ``server.pem``: the server's key and certificate in one file, as Kafka's PEM keystore
+    reads them. Returns the files by name."""
+    openssl = _require("openssl", "openssl to make the TLS certificates of its SSL listeners")
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        result = subprocess.run([openssl, *args], cwd=directory, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"openssl {args[0]} failed (exit {result.returncode}):\n"
+                             + _tail_text(result.stdout + result.stderr))
+
+    days = "3650"
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", days, "-subj",
+        "/CN=tastemaker-local-ca", "-keyout", "ca.key", "-out", "ca.crt")
+    for name, extension in (("server", f"subjectAltName=IP:{HOST},DNS:localhost"),
+                            ("client", "extendedKeyUsage=clientAuth")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=tastemaker-{name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        (directory / f"{name}.ext").write_text(extension + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", days, "-extfile", f"{name}.ext", "-out", f"{name}.crt")
+    for key in directory.glob("*.key"):
+        key.chmod(0o600)
+    pem = directory / "server.pem"
+    pem.touch(mode=0o600)
+    pem.write_text((directory / "server.key").read_text() + (directory / "server.crt").read_text())
+    return {n: directory / n for n in ("ca.crt", "server.crt", "server.key", "server.pem",
+                                      "client.crt", "client.key")}
 
 
 def _stop_system_redis() -> None:

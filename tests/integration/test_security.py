@@ -1,5 +1,6 @@
 """Workers under least privilege: a Redis ACL user confined to its key prefix and commands,
-Kafka over SASL/PLAIN, Redis over TLS."""
+Kafka over SASL/PLAIN, TLS with client certificates and SASL_SSL/SCRAM-SHA-512, Redis over
+TLS."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from streams.connections import (
 )
 from streams.erasure import erase_user
 from streams.keys import Keys
-from streams.settings import Settings, load_settings
-from streams.stack import LocalStack, run_coroutine
+from streams.settings import KafkaSecurityProtocol, Settings, load_settings
+from streams.stack import LocalStack, StackError, run_coroutine, write_certificates
 from streams.topics import ensure_topics
 from tests.conftest import free_port, isolated_settings
 from tests.integration.harness import (
@@ -119,17 +120,19 @@ def test_a_worker_runs_as_an_acl_user_confined_to_its_prefix(unique_topics: Sett
         admin.execute_command("ACL", "DELUSER", username)
 
 
-# --- Kafka over SASL/PLAIN: a private local stack with a SASL listener ---------------------------
+# --- Kafka over SASL/PLAIN, TLS and SASL_SSL/SCRAM: a private local stack ------------------------
 @pytest.fixture(scope="module")
-def sasl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """A stack of our own (own ports and directory) with a SASL_PLAINTEXT listener: the
-    session's shared services are never restarted or reconfigured."""
+def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A stack of our own (own ports and directory) with SASL_PLAINTEXT (PLAIN), SSL (client
+    certificates) and SASL_SSL (SCRAM-SHA-512) listeners: the session's shared services are
+    never restarted or reconfigured."""
     from tests.integration.test_stack import _require_local_stack
 
     _require_local_stack()
     stack = LocalStack(load_settings(
-        stack_dir=tmp_path_factory.mktemp("sasl-stack"), kafka_port=free_port(),
-        kafka_controller_port=free_port(), kafka_sasl_port=free_port(), redis_port=free_port(),
+        stack_dir=tmp_path_factory.mktemp("secure-stack"), kafka_port=free_port(),
+        kafka_controller_port=free_port(), kafka_sasl_port=free_port(),
+        kafka_ssl_port=free_port(), kafka_sasl_ssl_port=free_port(), redis_port=free_port(),
         stack_sasl_password=secrets.token_urlsafe(18)))
     try:
         stack.up()
@@ -138,10 +141,13 @@ def sasl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]
         stack.down(wipe=True)
 
 
-def test_a_worker_processes_events_over_sasl_plain(sasl_stack: LocalStack,
-                                                  tmp_path: Path) -> None:
-    settings = isolated_settings(sasl_stack.sasl_client_settings())
-    assert settings.kafka_security_protocol == "SASL_PLAINTEXT"
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SSL", "SASL_SSL"])
+def test_a_worker_processes_events_over_each_secure_listener(
+        secure_stack: LocalStack, protocol: KafkaSecurityProtocol, tmp_path: Path) -> None:
+    settings = isolated_settings(secure_stack.listener_client_settings(protocol))
+    assert settings.kafka_security_protocol == protocol
+    if protocol == "SASL_SSL":
+        assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
     run_coroutine(ensure_topics(settings))  # the admin client authenticates too
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
@@ -155,54 +161,85 @@ def test_a_worker_processes_events_over_sasl_plain(sasl_stack: LocalStack,
         worker.stop()
 
 
-def test_a_wrong_sasl_password_fails_at_start_naming_the_setting(sasl_stack: LocalStack,
-                                                                 tmp_path: Path) -> None:
-    good = isolated_settings(sasl_stack.sasl_client_settings())
-    wrong = load_settings(**{**good.model_dump(), "kafka_password": "not-the-password"})
-    with pytest.raises(CredentialsRejected, match="TASTEMAKER_KAFKA_PASSWORD"):
-        asyncio.run(asyncio.wait_for(check_kafka_credentials(wrong), 60))
-
-    worker = WorkerProcess(wrong, tmp_path / "worker.log").start()
+def _exits_at_start_naming(settings: Settings, tmp_path: Path, *texts: str) -> None:
+    """A worker with these settings stops by itself, soon, saying ``texts``."""
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
         deadline = time.monotonic() + 90  # bounded: a worker must not wait forever
         while worker.alive() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not worker.alive(), f"the worker kept running:\n{worker.tail()}"
         assert worker.proc is not None and worker.proc.returncode != 0
-        assert "rejected PLAIN authentication" in worker.tail()
-        assert "TASTEMAKER_KAFKA_PASSWORD" in worker.tail()
+        for text in texts:
+            assert text in worker.tail()
     finally:
         worker.stop()
 
 
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+def test_a_wrong_sasl_password_fails_at_start_naming_the_setting(
+        secure_stack: LocalStack, protocol: KafkaSecurityProtocol, tmp_path: Path) -> None:
+    good = isolated_settings(secure_stack.listener_client_settings(protocol))
+    asyncio.run(asyncio.wait_for(check_kafka_credentials(good), 60))  # the right one passes
+    wrong = load_settings(**{**good.model_dump(), "kafka_password": "not-the-password"})
+    with pytest.raises(CredentialsRejected, match="TASTEMAKER_KAFKA_PASSWORD"):
+        asyncio.run(asyncio.wait_for(check_kafka_credentials(wrong), 60))
+    _exits_at_start_naming(wrong, tmp_path,
+                           f"rejected {good.kafka_sasl_mechanism} authentication",
+                           "TASTEMAKER_KAFKA_PASSWORD")
+
+
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_an_unverifiable_broker_certificate_fails_at_start_naming_the_setting(
+        secure_stack: LocalStack, protocol: KafkaSecurityProtocol, tmp_path: Path) -> None:
+    """Without the stack's CA (the system CAs, or a CA that did not sign the broker's
+    certificate) the broker is not trusted."""
+    good = isolated_settings(secure_stack.listener_client_settings(protocol))
+    stranger = write_certificates(tmp_path / "stranger")["ca.crt"]
+    for cafile in (None, stranger):
+        untrusting = load_settings(**{**good.model_dump(), "kafka_ssl_cafile": cafile})
+        with pytest.raises(CredentialsRejected,
+                           match="cannot verify.*TASTEMAKER_KAFKA_SSL_CAFILE"):
+            asyncio.run(asyncio.wait_for(check_kafka_credentials(untrusting), 60))
+    _exits_at_start_naming(untrusting, tmp_path, "cannot verify",
+                           "TASTEMAKER_KAFKA_SSL_CAFILE")
+
+
+def test_a_client_certificate_the_broker_refuses_fails_at_start_naming_the_setting(
+        secure_stack: LocalStack, tmp_path: Path) -> None:
+    """The SSL listener asks for a client certificate signed by the stack's CA: none, or one
+    signed by another CA, is refused."""
+    good = isolated_settings(secure_stack.listener_client_settings("SSL"))
+    asyncio.run(asyncio.wait_for(check_kafka_credentials(good), 60))
+    other = write_certificates(tmp_path / "stranger")
+    for cert, key in ((None, None), (other["client.crt"], other["client.key"])):
+        refused = load_settings(**{**good.model_dump(), "kafka_ssl_certfile": cert,
+                                   "kafka_ssl_keyfile": key})
+        with pytest.raises(CredentialsRejected,
+                           match="refused this client's TLS certificate.*KAFKA_SSL_CERTFILE"):
+            asyncio.run(asyncio.wait_for(check_kafka_credentials(refused), 60))
+    _exits_at_start_naming(refused, tmp_path, "refused this client's TLS certificate",
+                           "TASTEMAKER_KAFKA_SSL_CERTFILE")
+
+
+def test_a_sasl_ssl_listener_over_storage_formatted_without_its_user_is_refused(
+        secure_stack: LocalStack) -> None:
+    """SCRAM users are made when the storage is formatted: a changed password cannot take
+    effect silently (the broker would refuse every client), so the stack says what to do."""
+    other = LocalStack(load_settings(**{**secure_stack.settings.model_dump(),
+                                        "stack_sasl_password": "another-password"}))
+    with pytest.raises(StackError, match="down --wipe"):
+        other._check_scram_user()
+
+
 # --- Redis over TLS: a private redis-server with generated certificates ---------------------------
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _certificates(directory: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-             "-keyout", "ca.key", "-out", "ca.crt", cwd=directory)
-    for name, extension in (("server", "subjectAltName=IP:127.0.0.1"),
-                            ("client", "extendedKeyUsage=clientAuth")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=directory)
-        (directory / f"{name}.ext").write_text(extension + "\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "1", "-extfile", f"{name}.ext",
-                 "-out", f"{name}.crt", cwd=directory)
-    return {n: directory / n for n in ("ca.crt", "server.crt", "server.key", "client.crt",
-                                      "client.key")}
-
-
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[tuple[int, dict[str, Path]]]:
     from tests.conftest import services_unavailable
 
     if shutil.which("openssl") is None or shutil.which("redis-server") is None:
         services_unavailable("the Redis TLS test needs openssl and redis-server on PATH")
-    certs = _certificates(tmp_path)
+    certs = write_certificates(tmp_path)
     port = free_port()
     proc = subprocess.Popen(
         ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",

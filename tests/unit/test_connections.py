@@ -83,6 +83,8 @@ def test_redis_user_password_and_tls_files(tmp_path: Path) -> None:
     ({"redis_password": "pw"}, "TASTEMAKER_REDIS_USERNAME"),
     ({"kafka_sasl_mechanism": "GSSAPI"}, "TASTEMAKER_KAFKA_SASL_MECHANISM"),
     ({"stack_sasl_password": 'a"b'}, "TASTEMAKER_STACK_SASL_PASSWORD"),
+    # a comma would end Kafka's --add-scram credential spec early (no quoting there)
+    ({"stack_sasl_password": "a,b"}, "TASTEMAKER_STACK_SASL_PASSWORD"),
 ])
 def test_bad_security_settings_fail_at_start_naming_the_setting(overrides: dict,
                                                                 named: str) -> None:
