@@ -1151,10 +1151,7 @@ class ItemCooccurrence:
     def _load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         ids = [str(i) for i in arrays["ids"]]
         user_index = json.loads(arrays["user_index"].tobytes())
-        self.__init__(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,  # type: ignore[misc]
-                      alpha=self.alpha, staleness=self.staleness, likers_cap=self.likers_cap,
-                      user_items_cap=self.user_items_cap, max_items=self.max_items,
-                      max_users=self.max_users)
+        self.clear()
         for user_id, items in user_index.items():
             self._set_user_items(user_id, items)
         self.intern_all(ids)
@@ -1165,6 +1162,13 @@ class ItemCooccurrence:
         self._reviews[:m] = arrays["reviews"]
         self._rows.load(arrays["sizes"], arrays["cols"], arrays["vals"])
         self._changed[:m] = True  # loaded: a writer has not written their lists yet
+
+    def clear(self) -> None:
+        """Forget every item and user: empty statistics with the same parameters."""
+        self.__init__(neighbour_cap=self.neighbour_cap, row_cap=self.row_cap,  # type: ignore[misc]
+                      alpha=self.alpha, staleness=self.staleness, likers_cap=self.likers_cap,
+                      user_items_cap=self.user_items_cap, max_items=self.max_items,
+                      max_users=self.max_users)
 
     def refresh(self) -> None:
         """Recompute every neighbour list from the current statistics, so that what is scored

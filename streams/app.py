@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from models.cooccurrence import warm_up
 from models.sentiment import warm_up as warm_up_sentiment
@@ -26,6 +26,7 @@ from streams.worker import RETRYABLE, EventProcessor, SourceMessage
 logger = logging.getLogger(__name__)
 
 MARKER_CHECK_S = 5.0  # how long `past_markers` may fetch before the offsets count as unknown
+REREAD_IDLE_S = 30.0  # how long `read_range` waits on a log that yields nothing
 
 
 async def past_markers(consumer: AIOKafkaConsumer, ends: dict[tuple[str, int], int],
@@ -76,6 +77,49 @@ async def past_markers(consumer: AIOKafkaConsumer, ends: dict[tuple[str, int], i
     return moved
 
 
+async def read_range(consumer: AIOKafkaConsumer, ranges: dict[tuple[str, int], tuple[int, int]],
+                     limit: int, *, idle_s: float = REREAD_IDLE_S) -> list[SourceMessage]:
+    """The messages of each (topic, partition) from offset ``start`` up to, not including,
+    ``stop`` (``ranges``), at most ``limit`` in all, read by the group-less ``consumer``
+    (`streams.worker.Reread`). A start the log no longer holds reads from its earliest offset,
+    as the worker's consumer does; transaction markers are skipped by the fetch. Raises
+    `KafkaTimeoutError` (an outage: the worker retries) when the log yields nothing for
+    ``idle_s`` seconds with offsets before ``stop`` unread."""
+    pending = {TopicPartition(t, p): (start, stop) for (t, p), (start, stop) in ranges.items()
+               if stop > start}
+    out: list[SourceMessage] = []
+    if not pending:
+        return out
+    wanted = set(pending)
+    if consumer.assignment() != wanted:
+        consumer.assign(list(wanted))
+    consumer.resume(*wanted)
+    for tp, (start, _) in pending.items():
+        consumer.seek(tp, start)
+    deadline = time.monotonic() + idle_s
+    try:
+        while pending and len(out) < limit:
+            fetched = await consumer.getmany(*pending, timeout_ms=100,
+                                             max_records=limit - len(out))
+            for tp, records in fetched.items():
+                if tp not in pending or not records:
+                    continue
+                deadline = time.monotonic() + idle_s
+                stop = pending[tp][1]
+                out.extend(SourceMessage.of_record(r) for r in records if r.offset < stop)
+                if records[-1].offset >= stop - 1:
+                    del pending[tp]
+            for tp in list(pending):
+                if await consumer.position(tp) >= pending[tp][1]:  # markers only, up to stop
+                    del pending[tp]
+            if pending and time.monotonic() > deadline:
+                raise KafkaTimeoutError(f"Kafka yielded nothing for {idle_s:g} s while "
+                                        f"reading back {sorted(map(tuple, pending))}")
+    finally:
+        consumer.pause(*wanted)  # no fetching in the background until the next call
+    return out[:limit]
+
+
 def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
     """Build the Faust app with its agent and timers."""
     import faust
@@ -108,7 +152,8 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
                                              health_check_interval=10)
             producer = connections.kafka_producer(settings, acks="all", enable_idempotence=True)
             await producer.start()
-            runtime["p"] = EventProcessor(settings, client, producer, claims_on_assignment=True)
+            runtime["p"] = EventProcessor(settings, client, producer, claims_on_assignment=True,
+                                          reread=reread)
         return runtime["p"]
 
     def assigned() -> list[tuple[str, int]]:
@@ -129,8 +174,32 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
     @app.on_partitions_assigned.connect
     async def own(app, assigned, **kwargs) -> None:  # noqa: ANN001, ANN003
         """Own the assigned partitions in Redis before any of their batches: the previous
-        owner, if it still runs (a zombie), can no longer commit them."""
-        await (await processor()).claim(event_partitions(assigned))
+        owner, if it still runs (a zombie), can no longer commit them. Where the consumer
+        group starts them is noted: what Redis lacks before that is read back from Kafka
+        (`EventProcessor.repair`), even if no event comes."""
+        proc = await processor()
+        partitions = event_partitions(assigned)
+        await proc.claim(partitions)
+        proc.note_consumed(await group_offsets(partitions))
+
+    async def group_offsets(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The consumer group's committed offsets of these partitions: where its consumer
+        starts them (left out: none committed). Empty when Kafka does not answer: a batch
+        still shows what Redis lacks (`streams.worker.MissedMessages`)."""
+        if not partitions:
+            return {}
+        admin = connections.kafka_admin(settings)
+        try:
+            await admin.start()
+            committed = await admin.list_consumer_group_offsets(
+                settings.app_id, partitions=[TopicPartition(t, p) for t, p in partitions])
+        except (KafkaError, *RETRYABLE) as exc:
+            logger.warning("the group's committed offsets were not read: %r", exc)
+            return {}
+        finally:
+            await admin.close()
+        return {(tp.topic, tp.partition): meta.offset for tp, meta in committed.items()
+                if meta.offset >= 0}
 
     @app.agent(topic, name="track_events", concurrency=1)
     async def track_events(stream):  # noqa: ANN001
@@ -155,6 +224,7 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
     @app.timer(interval=0.5)
     async def settle_when_quiet() -> None:
         proc = await processor()
+        await proc.repair()  # what Redis lost behind the consumer, if it lost anything
         await proc.settle(assigned(), writes_items=owns_item_lists(), backlog=has_backlog)
 
     @app.timer(interval=settings.ranker_poll_s)
@@ -163,10 +233,26 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
         if proc.started:
             await proc.maybe_swap()
 
-    # a group-less consumer that asks end offsets and looks past transaction markers; the
-    # settle and lag timers share it, one at a time (it seeks)
+    # a group-less consumer that asks end offsets, looks past transaction markers and reads
+    # back what Redis lost; the settle and lag timers and the agent share it, one at a time
+    # (it seeks)
     lag_reader: dict[str, AIOKafkaConsumer] = {}
     lag_lock = asyncio.Lock()
+
+    async def group_less_reader() -> AIOKafkaConsumer:
+        """The shared group-less consumer (the caller holds ``lag_lock``)."""
+        if "c" not in lag_reader:
+            consumer = connections.kafka_consumer(settings, group_id=None,
+                                                  enable_auto_commit=False,
+                                                  auto_offset_reset="earliest")
+            await consumer.start()
+            lag_reader["c"] = consumer
+        return lag_reader["c"]
+
+    async def reread(ranges: dict[tuple[str, int], tuple[int, int]], limit: int
+                     ) -> list[SourceMessage]:
+        async with lag_lock:
+            return await read_range(await group_less_reader(), ranges, limit)
 
     async def offsets(owned: list[tuple[str, int]]
                       ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]] | None:
@@ -175,13 +261,7 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
         could not be read."""
         try:
             async with lag_lock:
-                if "c" not in lag_reader:
-                    consumer = connections.kafka_consumer(settings, group_id=None,
-                                                          enable_auto_commit=False,
-                                                          auto_offset_reset="earliest")
-                    await consumer.start()
-                    lag_reader["c"] = consumer
-                reader = lag_reader["c"]
+                reader = await group_less_reader()
                 ends = await reader.end_offsets([TopicPartition(t, p) for t, p in owned])
                 proc = await processor()
                 nexts = await proc.state.next_offsets(offset_field(t, p) for t, p in owned)

@@ -489,7 +489,40 @@ class LocalStack:
         self.stop_redis()
         return self.start_redis()
 
-    def _write_redis_conf(self) -> Path:
+    def copy_redis_data(self, destination: Path) -> Path:
+        """A point-in-time copy of everything Redis holds (``SAVE``, then its ``dump.rdb``
+        copied to ``destination``), for `restart_redis_from`."""
+        from streams.connections import redis_sync
+
+        with redis_sync(self.client_settings()) as client:
+            client.save()
+            directory = Path(client.config_get("dir")["dir"])
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(directory / "dump.rdb", destination)
+        return destination
+
+    def restart_redis_from(self, copy: Path) -> ServiceChange:
+        """Stop Redis and start it again holding exactly ``copy`` (`copy_redis_data`): what a
+        restore from a backup does, or a machine crash that lost what was written after the
+        copy. Redis loads the copy with the AOF off (with it on, an empty AOF would win), then
+        turns the AOF on again, rewriting it from the copy."""
+        from streams.connections import redis_sync
+
+        self.stop_redis()
+        directory = self.root / "redis"
+        shutil.rmtree(directory / "appendonlydir", ignore_errors=True)
+        shutil.copyfile(copy, directory / "dump.rdb")
+        started = time.monotonic()
+        self._check_ports("redis")
+        pid = self._spawn("redis", [redis_server_binary(),
+                                    str(self._write_redis_conf(appendonly=False))])
+        self._wait_for_redis(pid, started)
+        with redis_sync(self.client_settings()) as client:
+            client.config_set("appendonly", "yes")
+        self._write_redis_conf()  # later starts read the AOF again
+        return ServiceChange("redis", "started", pid, self.address("redis"), _since(started))
+
+    def _write_redis_conf(self, *, appendonly: bool = True) -> Path:
         directory = self.root / "redis"
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "redis.conf"
@@ -499,7 +532,7 @@ class LocalStack:
             f'dir "{directory}"\n'
             "daemonize no\n"
             'logfile ""\n'
-            "appendonly yes\n"
+            f"appendonly {'yes' if appendonly else 'no'}\n"
             "appendfsync everysec\n"
             # The config path on the command line is how a pid file recognises its process.
             'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"\n'

@@ -388,20 +388,30 @@ class RedisState:
     async def follow(self) -> int:
         """Apply every delta committed since the last call, in stream order (our own entries
         too, from memory); return how many entries were applied. Entries trimmed before they
-        were read (a snapshot saved meanwhile) make it reload the snapshot and go on from it."""
+        were read (a snapshot saved meanwhile) make it reload the snapshot and go on from it;
+        so does the last entry applied missing from the stream (`reload`: Redis lost writes)."""
         applied = 0
         while True:
+            last = self.last_delta_id
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.xread({self.keys.deltas: self.last_delta_id}, count=FOLLOW_PAGE)
+                pipe.xread({self.keys.deltas: last}, count=FOLLOW_PAGE)
                 pipe.hget(self.keys.snapshot, "trimmed_before")
-                reply, trimmed_before = await pipe.execute()
-            if trimmed_before is not None and (
-                    _id_tuple(trimmed_before) > _id_tuple(self.last_delta_id)):
+                if last != "0-0":
+                    pipe.xrange(self.keys.deltas, min=last, max=last, count=1)
+                reply, trimmed_before, *held = await pipe.execute()
+            if trimmed_before is not None and _id_tuple(trimmed_before) > _id_tuple(last):
                 # entries after the last one applied may have gone before this read
-                logger.warning("deltas after %s were trimmed: reloading the snapshot",
-                               self.last_delta_id)
+                logger.warning("deltas after %s were trimmed: reloading the snapshot", last)
                 if not await self.load_snapshot():
                     raise RuntimeError(f"{self.keys.snapshot} has trimmed_before but no items")
+                continue
+            if held and not held[0]:
+                # not trimmed, yet gone: Redis lost writes it had acknowledged (restored from
+                # an older copy, or a machine crash within its fsync interval). What this copy
+                # applied since is gone with them; start again from what Redis holds
+                logger.warning("Redis no longer holds delta %s, which was applied here: it lost "
+                               "committed writes; reloading the item statistics from it", last)
+                await self.reload()
                 continue
             if not reply:
                 return applied
@@ -438,6 +448,13 @@ class RedisState:
             await self.client.xtrim(self.keys.deltas, minid=previous.decode(), approximate=False)
         logger.info("snapshot saved at delta %s (%d items)", self.last_delta_id,
                     self.items.n_items)
+
+    async def reload(self) -> None:
+        """Start again from what Redis holds: its snapshot (or nothing), then the stream."""
+        if not await self.load_snapshot():
+            self.items.clear()
+            self.last_delta_id = "0-0"
+            self._own.clear()
 
     async def load_snapshot(self) -> bool:
         """Start from the latest snapshot, if any. The snapshot is read from our own Redis and

@@ -25,7 +25,7 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import orjson
 import redis.asyncio as aioredis
@@ -114,9 +114,34 @@ class SourceMessage:
 
     @classmethod
     def of(cls, message: object) -> SourceMessage:
+        """From a Faust message (its timestamp in seconds)."""
         ts = getattr(message, "timestamp", None) or 0.0
         return cls(message.topic, message.partition, message.offset,  # type: ignore[attr-defined]
                    message.value, float(ts), message.key)  # type: ignore[attr-defined]
+
+    @classmethod
+    def of_record(cls, record: object) -> SourceMessage:
+        """From an aiokafka record (its timestamp in milliseconds)."""
+        ts = getattr(record, "timestamp", None) or 0
+        return cls(record.topic, record.partition, record.offset,  # type: ignore[attr-defined]
+                   record.value, ts / 1000, record.key)  # type: ignore[attr-defined]
+
+
+#: Reads from Kafka the messages of each (topic, partition) from offset ``start`` up to, not
+#: including, ``stop``, at most ``limit`` in all, in offset order per partition.
+Reread = Callable[[dict[tuple[str, int], tuple[int, int]], int],
+                  Awaitable[list[SourceMessage]]]
+
+
+class MissedMessages(Exception):
+    """A batch starts past the offsets Redis holds for some of its partitions: Kafka's
+    consumer moved on from messages whose effects Redis no longer has (it lost acknowledged
+    writes), or the gap holds only transaction markers. ``gaps``: (topic, partition) ->
+    (Redis's next offset, the batch's first offset)."""
+
+    def __init__(self, gaps: dict[tuple[str, int], tuple[int, int]]) -> None:
+        super().__init__(f"batch starts past the committed offsets: {gaps}")
+        self.gaps = gaps
 
 
 @dataclass(slots=True)
@@ -127,6 +152,11 @@ class BatchReport:
     skipped: int = 0  # already processed before (redelivery after a crash or rebalance)
     erased: int = 0  # events of erased users, from before their erasure (`streams.erasure`)
     users: int = 0
+    reread: int = 0  # messages read back from Kafka that Redis had lost (`MissedMessages`)
+
+    def add(self, other: BatchReport) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 @dataclass(slots=True)
@@ -170,6 +200,11 @@ class EventProcessor:
     # a stream worker claims the partitions Kafka assigns it (`claim`); without a consumer
     # group (tests drive the processor directly) a partition is claimed by its first commit
     claims_on_assignment: bool = False
+    # reads back what Kafka's consumer moved past but Redis lost (`MissedMessages`); without
+    # it (a processor driven directly) a batch's gaps are taken as transaction markers
+    reread: Reread | None = None
+    # per (topic, partition): the offset after the last message the consumer delivered
+    consumed: dict[tuple[str, int], int] = field(default_factory=dict)
     refused_versions: set[int] = field(default_factory=set)
     catalogue_upto: int = 0  # item statistics' items whose metadata was looked up
     dropped_items: set[str] = field(default_factory=set)  # compacted away: lists to delete
@@ -209,28 +244,88 @@ class EventProcessor:
     async def process(self, messages: Sequence[SourceMessage]) -> BatchReport:
         """Process one batch; retries Redis/Kafka outages until they pass (never drops a batch).
         A batch whose offsets moved meanwhile (`StaleBatch`) is computed again from what Redis
-        holds; messages of partitions another worker owns now (`Fenced`) are left to it."""
+        holds; messages of partitions another worker owns now (`Fenced`) are left to it. A
+        batch that starts past the offsets Redis holds (`MissedMessages`: Redis lost writes
+        the consumer had moved past) is preceded by the messages in between, read back from
+        Kafka (`reread`) and processed first: the offsets kept with the state, not the
+        consumer's, decide what is processed."""
         await self.start()
         async with self.lock:
+            for m in messages:
+                key = (m.topic, m.partition)
+                self.consumed[key] = max(self.consumed.get(key, 0), m.offset + 1)
             with BATCH_SECONDS.time():
-                skipped = 0
+                report = BatchReport()
+                allow_gaps = self.reread is None
                 while True:
                     try:
-                        report = await self._retrying(self._process, messages)
+                        report.add(await self._process_batch(messages, allow_gaps=allow_gaps))
                         break
-                    except UserErased as exc:  # recompute without the erased history
-                        logger.info("%s; processing the batch again", exc)
-                    except StaleBatch as exc:
-                        logger.warning("%s; processing the batch again", exc)
-                    except Fenced as exc:
-                        logger.warning("%s: leaving their messages to it", exc)
-                        kept = [m for m in messages
-                                if offset_field(m.topic, m.partition) not in exc.partitions]
-                        skipped += len(messages) - len(kept)
-                        messages = kept
-                report.skipped += skipped
+                    except MissedMessages as exc:
+                        if not await self._replay(exc.gaps, report):
+                            allow_gaps = True  # transaction markers, or records gone
             self.last_batch_at = time.monotonic()
             return report
+
+    async def repair(self) -> BatchReport:
+        """Process what Redis lost behind the consumer (`MissedMessages`) when no batch comes
+        to show it: Redis restored from an older copy on a quiet stream. Compares the offsets
+        Redis holds with those this worker's consumer delivered, and replays the difference
+        from Kafka. Called by a timer; a no-op without ``reread`` or with nothing lost."""
+        report = BatchReport()
+        if self.reread is None or not self.consumed:
+            return report
+        await self.start()
+        async with self.lock:
+            while True:
+                names = {offset_field(*key): key for key in self.consumed}
+                nexts = await self._retrying(self.state.next_offsets, names)
+                gaps = {key: (nexts[name], self.consumed[key]) for name, key in names.items()
+                        if nexts[name] < self.consumed[key]}
+                if not gaps or not await self._replay(gaps, report):
+                    break
+            if report.processed or report.rejected:
+                self.last_batch_at = time.monotonic()
+        return report
+
+    async def _replay(self, gaps: dict[tuple[str, int], tuple[int, int]],
+                      report: BatchReport) -> bool:
+        """Read back from Kafka up to ``batch_size`` messages of the ``gaps`` and process
+        them; whether any was committed (none read, or all left to another worker: no)."""
+        assert self.reread is not None
+        missing = await self._retrying(self.reread, gaps, self.settings.batch_size)
+        if not missing:
+            return False
+        logger.warning("Redis holds no effects of %d messages the consumer is past (offsets "
+                       "from, to: %s): it lost committed writes; reading them back from Kafka",
+                       len(missing), gaps)
+        replayed = await self._process_batch(missing, allow_gaps=True)
+        replayed.reread = len(missing)
+        report.add(replayed)
+        return replayed.skipped < len(missing)
+
+    async def _process_batch(self, messages: Sequence[SourceMessage], *, allow_gaps: bool
+                             ) -> BatchReport:
+        """`_process` until it commits or leaves the messages to another worker."""
+        skipped = 0
+        while True:
+            try:
+                report = await self._retrying(self._process, messages, allow_gaps=allow_gaps)
+                break
+            except UserErased as exc:  # recompute without the erased history
+                logger.info("%s; processing the batch again", exc)
+            except StaleBatch as exc:
+                logger.warning("%s; processing the batch again", exc)
+            except Fenced as exc:
+                logger.warning("%s: leaving their messages to it", exc)
+                kept = [m for m in messages
+                        if offset_field(m.topic, m.partition) not in exc.partitions]
+                skipped += len(messages) - len(kept)
+                messages = kept
+                for key in [k for k in self.consumed if offset_field(*k) in exc.partitions]:
+                    del self.consumed[key]
+        report.skipped += skipped
+        return report
 
     async def claim(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Kafka assigned these partitions to this worker: own them in Redis (fencing off the
@@ -238,16 +333,35 @@ class EventProcessor:
         async with self.lock:
             await self._retrying(self.state.claim, [offset_field(t, p) for t, p in partitions])
 
-    def release(self, partitions: Iterable[tuple[str, int]]) -> None:
-        self.state.release(offset_field(t, p) for t, p in partitions)
+    def note_consumed(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """The consumer is past these offsets (the group's committed ones, on assignment):
+        what Redis lacks before them, `repair` reads back from Kafka."""
+        for key, offset in offsets.items():
+            self.consumed[key] = max(self.consumed.get(key, 0), offset)
 
-    async def _process(self, messages: Sequence[SourceMessage]) -> BatchReport:
+    def release(self, partitions: Iterable[tuple[str, int]]) -> None:
+        partitions = list(partitions)
+        self.state.release(offset_field(t, p) for t, p in partitions)
+        for key in partitions:
+            self.consumed.pop(key, None)
+
+    async def _process(self, messages: Sequence[SourceMessage], *, allow_gaps: bool = True
+                       ) -> BatchReport:
         report = BatchReport()
         if not messages:
             return report
         self._maybe_compact()
-        fields = {offset_field(m.topic, m.partition) for m in messages}
-        expected = await self.state.next_offsets(fields)
+        expected = await self.state.next_offsets(
+            {offset_field(m.topic, m.partition) for m in messages})
+        if not allow_gaps:
+            first: dict[tuple[str, int], int] = {}
+            for m in messages:
+                key = (m.topic, m.partition)
+                first[key] = min(first.get(key, m.offset), m.offset)
+            gaps = {key: (expected[offset_field(*key)], offset)
+                    for key, offset in first.items() if offset > expected[offset_field(*key)]}
+            if gaps:
+                raise MissedMessages(gaps)
         fresh = [m for m in messages if m.offset >= expected[offset_field(m.topic, m.partition)]]
         report.skipped = len(messages) - len(fresh)
         if not fresh:
@@ -662,7 +776,7 @@ class EventProcessor:
                 self.batches_since_snapshot = 0
 
     # --- resilience -----------------------------------------------------------------------------
-    async def _retrying(self, fn, *args):  # noqa: ANN001, ANN202 - thin wrapper
+    async def _retrying(self, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_outage),
             wait=wait_exponential(multiplier=0.1, max=5.0),
@@ -670,7 +784,7 @@ class EventProcessor:
             reraise=True,
         ):
             with attempt:
-                return await fn(*args)
+                return await fn(*args, **kwargs)
         raise AssertionError("unreachable")
 
 

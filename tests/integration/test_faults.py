@@ -179,6 +179,59 @@ def test_redis_outage_is_ridden_out_by_the_same_worker(stack: LocalStack, tmp_pa
           f"{twice} dead letters twice")
 
 
+@pytest.mark.parametrize("then", ["quiet", "streaming", "restarted"])
+def test_redis_restarted_from_an_older_copy_is_caught_up_from_kafka(stack: LocalStack,
+                                                                   tmp_path: Path, then: str):
+    """Redis restarted from a copy of its data taken earlier (a restore from backup, or a
+    machine crash that lost what the AOF had not fsynced) lacks batches the worker committed
+    after the copy, and Kafka's consumer is past them. The worker finds out (the offsets Redis
+    holds are behind what its consumer delivered, or behind the group's committed offsets when
+    it starts; its last delta is gone from the stream), reloads its item statistics from what
+    Redis holds and reads the lost messages back from Kafka: on a quiet stream by its timer,
+    with the stream going on in the next batch (or the timer, whichever comes first), and in a
+    worker started after the restore, with no new event. The settled state equals the
+    reference: no event lost, none counted twice."""
+    settings = _own_topics(stack)
+    events = movielens_slice(settings, 1400)
+    messages = list(as_messages(settings, events))
+    copied, lost = len(messages) // 3, 2 * len(messages) // 3
+    producer = ProducerThread(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    logs = [worker.log_path]
+    try:
+        worker.wait_ready()
+        assert worker.proc is not None
+        pid = worker.proc.pid
+        producer.send(messages[:copied])
+        wait_processed(settings, copied, [worker])
+        copy = stack.copy_redis_data(tmp_path / "redis-copy.rdb")
+        producer.send(messages[copied:lost])
+        wait_processed(settings, lost, [worker])  # committed after the copy: to be lost
+        if then == "restarted":  # its consumer group's offsets committed past the copy
+            worker.stop()
+        stack.restart_redis_from(copy)
+        assert processed(settings) == copied  # Redis went back to the copy
+        if then == "restarted":
+            worker = WorkerProcess(settings, tmp_path / "worker-2.log").start()
+            logs.append(worker.log_path)
+            worker.wait_ready()
+            pid = worker.proc.pid
+        if then != "streaming":  # no batch will come to show the gap: the worker finds it
+            wait_processed(settings, lost, [worker], timeout=120)
+        producer.send(messages[lost:])
+        wait_processed(settings, len(messages), [worker], timeout=240)
+        wait_settled(settings, timeout=120)
+        assert worker.alive() and worker.proc.pid == pid
+    finally:
+        worker.stop()
+        producer.close()
+    log = "".join(path.read_text(errors="replace") for path in logs)
+    assert "reading them back from Kafka" in log
+    if then != "restarted":  # a restarted worker loads what Redis holds from the start
+        assert "reloading the item statistics" in log
+    _assert_exactly_once_and_equal(settings, events)
+
+
 def test_broker_restart_is_ridden_out_by_the_same_worker(stack: LocalStack, tmp_path: Path):
     """The broker restarted mid-stream (the producer, the same client, keeps sending once it is
     back): the worker carries on in the same process and the settled state equals the reference:
