@@ -15,6 +15,8 @@ order (Kafka's default partitioner on the user id) — and drops events whose id
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aiokafka.partitioner import DefaultPartitioner
 
 from models.cooccurrence import CooccurrenceRecommender
@@ -52,6 +54,36 @@ class StreamReplica:
         if p_positive is not None:
             self.model.items.add_reviews(event.item_id, 1.0, p_positive)
         return event
+
+    def learn_many(self, events: Iterable[tuple[str, dict]], *, chunk: int = 2000) -> None:
+        """`learn` for many events: scored and weighed one by one, in order, then learned by
+        the model a chunk at a time (its `learn_many` equals `learn_one` applied one by one),
+        several times faster."""
+        batch: list[tuple[str, str, float, float]] = []
+        reviews: list[tuple[str, float]] = []
+
+        def flush() -> None:
+            self.model.learn_many(batch)
+            for item_id, p_positive in reviews:
+                self.model.items.add_reviews(item_id, 1.0, p_positive)
+            batch.clear()
+            reviews.clear()
+
+        for kind, value in events:
+            event = parse_event(kind, dict(value))  # type: ignore[arg-type]
+            p_positive = self._score(event) if isinstance(event, Review) else None
+            key = (event.user_id, event.dedup_id())
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            batch.append((event.user_id, event.item_id,
+                          event_feedback(event, self.weights, p_positive=p_positive,
+                                         review_feedback=self.review_feedback), event.ts))
+            if p_positive is not None:
+                reviews.append((event.item_id, p_positive))
+            if len(batch) >= chunk:
+                flush()
+        flush()
 
     def _score(self, review: Review) -> float:
         partition = self._partitioner(review.user_id.encode(), self._partitions,

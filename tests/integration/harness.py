@@ -77,8 +77,7 @@ def recommendations_in_redis(settings: Settings, users: Iterable[str]
 def reference(settings: Settings, events: Iterable[tuple[str, dict]]):  # noqa: ANN201
     """The in-process model fed ``(kind, event dict)`` as the workers are (`StreamReplica`)."""
     replica = StreamReplica(settings)
-    for kind, value in events:
-        replica.learn(kind, value)
+    replica.learn_many(events)
     return replica.model
 
 
