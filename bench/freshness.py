@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from bench.speed import (
     OUT_DIR,
     bench_settings,
@@ -90,7 +92,7 @@ async def poll(settings: Settings, pending: dict[str, list[Sample]], done: list[
     recommendations before the snapshot, too low when an earlier batch rewrote them between
     ``not_committed_at`` and the commit; snapshots every ~10 ms keep both rare. The poll
     interval stretches to twice the time a pass takes, so the poller takes little from the
-    worker it measures."""
+    worker it measures. A pass Redis does not answer (restarting) is tried again."""
     keys = Keys(settings.key_prefix)
     client = redis_async(settings)
     snapshot = client.register_script(SNAPSHOT)
@@ -101,7 +103,12 @@ async def poll(settings: Settings, pending: dict[str, list[Sample]], done: list[
             users = [u for u, samples in pending.items() if samples]
             if users:
                 before = time.time()
-                reply = await snapshot(keys=[keys.offsets, *(keys.recs_meta(u) for u in users)])
+                try:
+                    reply = await snapshot(
+                        keys=[keys.offsets, *(keys.recs_meta(u) for u in users)])
+                except (RedisError, OSError):  # Redis restarting (bench.soak): try again
+                    await asyncio.sleep(0.1)
+                    continue
                 passes += 1
                 flat = reply[0]
                 offsets = {flat[k].decode(): int(flat[k + 1]) for k in range(0, len(flat), 2)}
