@@ -470,6 +470,35 @@ def swap_rows(s: dict[str, Any]) -> list[Row]:
              f"({s['publishes']} publishes)", f"<= 1 s: {_met(s['max_s'] <= 1.0)}")]
 
 
+# --- the soak ------------------------------------------------------------------------------------
+def soak_summary(raw: dict[str, Any]) -> dict[str, Any]:
+    """The run without its per-second samples but every fifth (enough to plot it again)."""
+    return {**raw, "timeline": raw["timeline"][::5]}
+
+
+def soak_rows(s: dict[str, Any]) -> list[Row]:
+    c = s["compare"]
+    return [(f"soak: {s['minutes']:g} min at {s['load']:.0%} of capacity ({s['capacity']:.0f}/s), "
+             f"{s['kills']} kill -9, a Redis restart, {s['phases'][1]['seconds'] / 60:g} min at "
+             f"{s['phases'][1]['rate']:.0f}/s", f"{s['sent']:,} events, equal to the reference: "
+             f"{c['equal_to_reference']}, lost {c['events_lost']}, twice "
+             f"{c['events_counted_twice']}", _met(bool(c["equal_to_reference"])
+                                                  and c["events_lost"] == 0
+                                                  and c["events_counted_twice"] == 0)),
+            ("soak: lag after the overload, freshness over the run",
+             f"recovered {s['lag_recovered_s_after_overload']} s after it (peak "
+             f"{s['lag_peak_after_overload']:,}); p50 {s['freshness_p50_ms']:.0f} ms, p99 "
+             f"{s['freshness_p99_ms']} ms", _met(s["lag_recovered_s_after_overload"] is not None))]
+
+
+def soak_plots(s: dict[str, Any], figures: Figures) -> list[Path]:
+    from bench.soak import plot
+
+    path = figures.directory / "soak.png"
+    plot(s, path)
+    return [path]
+
+
 # --- fairness: popularity bias and diversity ------------------------------------------------------
 CHOSEN_CONTROLS = "diversity 0.2"  # the bench.controls point that the settings' defaults are
 FAIRNESS_COLUMNS = ("recall@10", "ndcg@10", "coverage@10", "gini@10", "novelty", "ild@10",
@@ -608,6 +637,13 @@ STEPS: list[Step] = [
          quick_args=["--workers", "2", "--publishes", "3",
                      "--out", "bench/out/swap_latency.json"],
          output="bench/out/swap_latency.json", summarise=swap_summary, rows=swap_rows),
+    Step("soak", "Soak: kill -9, a Redis restart and an overload under steady load",
+         "bench.soak", args=["--out", "bench/out/soak.json"],
+         quick_args=["--minutes", "2", "--kill-every", "1", "--overload-minutes", "0.5",
+                     "--recover-minutes", "2", "--capacity-events", "10000",
+                     "--capacity-seconds", "20", "--out", "bench/out/soak.json"],
+         output="bench/out/soak.json", summarise=soak_summary, rows=soak_rows,
+         plots=soak_plots),
 ]
 
 

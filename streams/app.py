@@ -99,7 +99,7 @@ async def read_range(consumer: AIOKafkaConsumer, ranges: dict[tuple[str, int], t
     deadline = time.monotonic() + idle_s
     try:
         while pending and len(out) < limit:
-            fetched = await consumer.getmany(*pending, timeout_ms=100,
+            fetched = await consumer.getmany(*pending, timeout_ms=50,
                                              max_records=limit - len(out))
             for tp, records in fetched.items():
                 if tp not in pending or not records:
