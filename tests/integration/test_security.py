@@ -176,17 +176,25 @@ def _exits_at_start_naming(settings: Settings, tmp_path: Path, *texts: str) -> N
         worker.stop()
 
 
+def _refused(good: Settings, tmp_path: Path, changes: list[dict], match: str,
+             *texts: str) -> None:
+    """The right settings pass the start-up check; each of ``changes`` to them is refused by
+    it (``match``), and a worker with the last one stops at start saying ``texts``."""
+    asyncio.run(asyncio.wait_for(check_kafka_credentials(good), 60))
+    for change in changes:
+        bad = load_settings(**{**good.model_dump(), **change})
+        with pytest.raises(CredentialsRejected, match=match):
+            asyncio.run(asyncio.wait_for(check_kafka_credentials(bad), 60))
+    _exits_at_start_naming(bad, tmp_path, *texts)
+
+
 @pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
 def test_a_wrong_sasl_password_fails_at_start_naming_the_setting(
         secure_stack: LocalStack, protocol: KafkaSecurityProtocol, tmp_path: Path) -> None:
     good = isolated_settings(secure_stack.listener_client_settings(protocol))
-    asyncio.run(asyncio.wait_for(check_kafka_credentials(good), 60))  # the right one passes
-    wrong = load_settings(**{**good.model_dump(), "kafka_password": "not-the-password"})
-    with pytest.raises(CredentialsRejected, match="TASTEMAKER_KAFKA_PASSWORD"):
-        asyncio.run(asyncio.wait_for(check_kafka_credentials(wrong), 60))
-    _exits_at_start_naming(wrong, tmp_path,
-                           f"rejected {good.kafka_sasl_mechanism} authentication",
-                           "TASTEMAKER_KAFKA_PASSWORD")
+    _refused(good, tmp_path, [{"kafka_password": "not-the-password"}],
+             "TASTEMAKER_KAFKA_PASSWORD",
+             f"rejected {good.kafka_sasl_mechanism} authentication", "TASTEMAKER_KAFKA_PASSWORD")
 
 
 @pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
@@ -196,13 +204,9 @@ def test_an_unverifiable_broker_certificate_fails_at_start_naming_the_setting(
     certificate) the broker is not trusted."""
     good = isolated_settings(secure_stack.listener_client_settings(protocol))
     stranger = write_certificates(tmp_path / "stranger")["ca.crt"]
-    for cafile in (None, stranger):
-        untrusting = load_settings(**{**good.model_dump(), "kafka_ssl_cafile": cafile})
-        with pytest.raises(CredentialsRejected,
-                           match="cannot verify.*TASTEMAKER_KAFKA_SSL_CAFILE"):
-            asyncio.run(asyncio.wait_for(check_kafka_credentials(untrusting), 60))
-    _exits_at_start_naming(untrusting, tmp_path, "cannot verify",
-                           "TASTEMAKER_KAFKA_SSL_CAFILE")
+    _refused(good, tmp_path, [{"kafka_ssl_cafile": None}, {"kafka_ssl_cafile": stranger}],
+             "cannot verify.*TASTEMAKER_KAFKA_SSL_CAFILE", "cannot verify",
+             "TASTEMAKER_KAFKA_SSL_CAFILE")
 
 
 def test_a_client_certificate_the_broker_refuses_fails_at_start_naming_the_setting(
@@ -210,16 +214,12 @@ def test_a_client_certificate_the_broker_refuses_fails_at_start_naming_the_setti
     """The SSL listener asks for a client certificate signed by the stack's CA: none, or one
     signed by another CA, is refused."""
     good = isolated_settings(secure_stack.listener_client_settings("SSL"))
-    asyncio.run(asyncio.wait_for(check_kafka_credentials(good), 60))
     other = write_certificates(tmp_path / "stranger")
-    for cert, key in ((None, None), (other["client.crt"], other["client.key"])):
-        refused = load_settings(**{**good.model_dump(), "kafka_ssl_certfile": cert,
-                                   "kafka_ssl_keyfile": key})
-        with pytest.raises(CredentialsRejected,
-                           match="refused this client's TLS certificate.*KAFKA_SSL_CERTFILE"):
-            asyncio.run(asyncio.wait_for(check_kafka_credentials(refused), 60))
-    _exits_at_start_naming(refused, tmp_path, "refused this client's TLS certificate",
-                           "TASTEMAKER_KAFKA_SSL_CERTFILE")
+    _refused(good, tmp_path, [
+        {"kafka_ssl_certfile": None, "kafka_ssl_keyfile": None},
+        {"kafka_ssl_certfile": other["client.crt"], "kafka_ssl_keyfile": other["client.key"]}],
+        "refused this client's TLS certificate.*KAFKA_SSL_CERTFILE",
+        "refused this client's TLS certificate", "TASTEMAKER_KAFKA_SSL_CERTFILE")
 
 
 def test_a_sasl_ssl_listener_over_storage_formatted_without_its_user_is_refused(
