@@ -43,7 +43,7 @@ WORKER_REDIS_COMMANDS: tuple[str, ...] = (
     "zadd", "zrange", "zremrangebyscore", "zrem",  # lists; a partition's active users
     "srem",  # erasure: the users sets of earlier versions
     "pexpire",  # RECS_TTL_S
-    "xadd", "xread", "xrevrange", "xtrim",  # the deltas stream
+    "xadd", "xread", "xrange", "xrevrange", "xtrim",  # the deltas stream
 )
 
 
