@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import time
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from redis.exceptions import RedisError
 
@@ -45,6 +47,7 @@ from bench.freshness import Sample, poll
 from bench.speed import LOG_DIR, OUT_DIR, bench_settings, machine, percentiles
 from streams.connections import kafka_producer, redis_sync
 from streams.keys import Keys
+from streams.produce import topic_of_kind
 from streams.replay import load_dataset, movielens_events
 from streams.settings import Settings
 from streams.stack import LocalStack, run_coroutine
@@ -67,9 +70,11 @@ def passes_of(base: list[Event]) -> Iterator[Event]:
         k += 1
 
 
-def topic_of(settings: Settings, kind: str) -> str:
-    return {"play": settings.topic_plays, "rating": settings.topic_ratings,
-            "review": settings.topic_reviews}[kind]
+async def send_event(producer: AIOKafkaProducer, settings: Settings, kind: str,
+                     event: dict[str, Any]) -> None:
+    """One event to its topic, keyed by its user, as any client would send it."""
+    await producer.send(topic_of_kind(settings, kind), orjson.dumps(event),  # type: ignore[arg-type]
+                        key=event["user_id"].encode())
 
 
 def safely(fn, *args, default=None):  # noqa: ANN001, ANN002, ANN201 - Redis may be restarting
@@ -92,9 +97,7 @@ async def send_all(settings: Settings, events: Iterator[Event], n: int) -> None:
     async with kafka_producer(settings, acks="all", enable_idempotence=True,
                               linger_ms=5) as producer:
         for _ in range(n):
-            kind, event = next(events)
-            await producer.send(topic_of(settings, kind), orjson.dumps(event),
-                                key=event["user_id"].encode())
+            await send_event(producer, settings, *next(events))
         await producer.flush()
 
 
@@ -122,9 +125,7 @@ def measure_capacity(stack: LocalStack, base: list[Event], n: int, seconds: floa
             started, sent, marks = time.monotonic(), 0, []
             while (elapsed := time.monotonic() - started) < seconds:
                 while sent < int(elapsed * rate) + 1:
-                    kind, event = next(events)
-                    await producer.send(topic_of(settings, kind), orjson.dumps(event),
-                                        key=event["user_id"].encode())
+                    await send_event(producer, settings, *next(events))
                     sent += 1
                 if not marks and elapsed >= seconds / 3:
                     marks.append((time.monotonic(), await asyncio.to_thread(processed,
@@ -169,7 +170,7 @@ class Soak:
 
     def place(self, kind: str, user_id: str) -> tuple[str, int]:
         """Where the event lands: fresh topics, this producer their only writer."""
-        topic = topic_of(self.settings, kind)
+        topic = topic_of_kind(self.settings, kind)  # type: ignore[arg-type]
         partition = (murmur2(user_id.encode()) & 0x7FFFFFFF) % self.settings.topic_partitions
         name = f"{topic}:{partition}"
         offset = self.next_offset.get(name, 0)
@@ -218,8 +219,7 @@ class Soak:
                     due = int(elapsed * rate) + 1
                     while phase_sent < due:
                         kind, event = next(events)
-                        await producer.send(topic_of(self.settings, kind),
-                                            orjson.dumps(event), key=event["user_id"].encode())
+                        await send_event(producer, self.settings, kind, event)
                         name_offset = self.place(kind, event["user_id"])
                         if self.sent % self.sample_every == 0:
                             self.pending.setdefault(event["user_id"], []).append(
@@ -276,7 +276,7 @@ def compare(settings: Settings, base: list[Event], sent: int) -> dict[str, Any]:
     list, and each event once in the histories (their recent ids, at most 1,000 a user)."""
     from tests.integration.harness import assert_equal_to_reference, reference
 
-    events = list(_take(passes_of(base), sent))
+    events = list(itertools.islice(passes_of(base), sent))
     users = sorted({e["user_id"] for _, e in events})
     out: dict[str, Any] = {"users": len(users)}
     try:
@@ -300,11 +300,6 @@ def compare(settings: Settings, base: list[Event], sent: int) -> dict[str, Any]:
     out["events_checked_for_loss"] = len(want)
     out["events_lost"] = len(want - set(seen))
     return out
-
-
-def _take(events: Iterator[Event], n: int) -> Iterator[Event]:
-    for _ in range(n):
-        yield next(events)
 
 
 def summary(soak: Soak, phases: list[tuple[str, float, float]]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.connections import kafka_producer, redis_sync
 from streams.keys import Keys
+from streams.produce import topic_of_kind
 from streams.ranking import Ranking
 from streams.reference import StreamReplica
 from streams.settings import Settings, load_settings
@@ -265,9 +266,7 @@ async def read_topic(settings: Settings, topic: str, expected: int, idle_s: floa
     return out
 
 
-def topic_of(settings: Settings, kind: str) -> str:
-    return {"play": settings.topic_plays, "rating": settings.topic_ratings,
-            "review": settings.topic_reviews}[kind]
+topic_of = topic_of_kind  # the topic of an event kind, as the producers use it
 
 
 def as_messages(settings: Settings, events: Iterable[tuple[str, dict]]
