@@ -8,8 +8,9 @@ is the list the report runs, in order; adding a benchmark is one more entry.
 Outputs: the scripts' full JSON under ``bench/out/`` (not committed); per step
 ``docs/results/<step>.json`` (the summary) and its PNGs; ``docs/results/results.md`` (headline
 table, images, the machine and code measured), rebuilt from every step's summary so that
-``--only`` refreshes one step and keeps the others; the same table and images in the README
-between the ``results:start``/``results:end`` markers.
+``--only`` refreshes one step and keeps the others; the same table and images in
+``docs/results.md`` (the results page the README links to) between the
+``results:start``/``results:end`` markers.
 
     python -m bench.report                    # everything (about an hour on 2 shared cores)
     python -m bench.report --quick            # small versions of every step (minutes)
@@ -36,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 RESULTS = ROOT / "docs" / "results"
-README = ROOT / "README.md"
+RESULTS_PAGE = ROOT / "docs" / "results.md"
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 
 Row = tuple[str, str, str]  # what, measured, target
@@ -739,14 +740,14 @@ def results_markdown(records: Sequence[dict[str, Any]], steps: Sequence[Step],
     return "\n".join(parts).rstrip() + "\n"
 
 
-def update_readme(block: str, readme: Path = README) -> bool:
-    """Replace what is between the README's results markers with ``block``; False when the
-    README has no markers (then it is left alone)."""
-    text = readme.read_text()
+def update_results_page(block: str, page: Path = RESULTS_PAGE) -> bool:
+    """Replace what is between the page's results markers with ``block``; False when the
+    page has no markers (then it is left alone)."""
+    text = page.read_text()
     pattern = re.compile(re.escape(MARK_START) + r".*?" + re.escape(MARK_END), re.S)
     if not pattern.search(text):
         return False
-    readme.write_text(pattern.sub(lambda _: f"{MARK_START}\n{block}{MARK_END}", text))
+    page.write_text(pattern.sub(lambda _: f"{MARK_START}\n{block}{MARK_END}", text))
     return True
 
 
@@ -757,7 +758,8 @@ def main(argv: Sequence[str] | None = None, *, steps: Sequence[Step] = STEPS) ->
                         help=f"run only this step (repeatable): {', '.join(names)}")
     parser.add_argument("--quick", action="store_true", help="small versions of the steps")
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument("--no-page", action="store_true",
+                        help=f"leave {RESULTS_PAGE.relative_to(ROOT)} alone")
     parser.add_argument("--reuse", action="store_true",
                         help="summarise outputs the steps' scripts already wrote (no rerun)")
     args = parser.parse_args(argv)
@@ -782,9 +784,9 @@ def main(argv: Sequence[str] | None = None, *, steps: Sequence[Step] = STEPS) ->
     (args.results / "results.md").write_text(
         "# tastemaker results\n\n" + results_markdown(records, steps))
     print(headline_table(records, steps))
-    if not args.no_readme and args.results == RESULTS:
-        if update_readme(results_markdown(records, steps, image_prefix="docs/results/")):
-            print("README.md: results block updated")
+    if not args.no_page and args.results == RESULTS:
+        if update_results_page(results_markdown(records, steps, image_prefix="results/")):
+            print(f"{RESULTS_PAGE.relative_to(ROOT)}: results block updated")
     print(f"wrote {args.results / 'results.md'}" + (f"; failed: {failed}" if failed else ""))
     return 1 if failed else 0
 

@@ -11,7 +11,8 @@ local stack (free ports, a temporary directory). Writes ``bench/out/soak.json`` 
 The stream is the ML-100K replay (plays, ratings, reviews with their texts) repeated, each pass
 with user and item ids of its own (``~k``), run with ``ROW_CAP`` 2,000: a pass's rows hold at
 most 1,681 items, so no row is pruned. Pruning a full row depends on arrival order, which the
-crash equalities exclude (README, "Reliability"); the default ``ROW_CAP`` would prune here.
+crash equalities exclude (docs/architecture.md, "State you can trust"); the default ``ROW_CAP``
+would prune here.
 
 Capacity (or ``--capacity``): one worker's rate while the producer sends on the same machine, on
 topics of their own, measured first: ``--capacity-events`` sent before the worker starts give a

@@ -334,8 +334,9 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Small versions of the steps.")
                      ] = False,
 ) -> None:
-    """Run the benchmarks; write docs/results/ (results.md, PNGs, JSON) and the README's
-    results block. Needs a checkout (bench/) and, for the stream steps, a running stack."""
+    """Run the benchmarks; write docs/results/ (results.md, PNGs, JSON) and the results
+    block of docs/results.md. Needs a checkout (bench/) and, for the stream steps, a running
+    stack."""
     import sys
     from pathlib import Path
 

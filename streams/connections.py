@@ -10,9 +10,9 @@ files; Kafka ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL`` with PLA
 ...                          kafka_username="app", kafka_password="s3cret"))["sasl_mechanism"]
 'PLAIN'
 
-The Redis commands a worker sends (for an ACL user, see `WORKER_REDIS_COMMANDS` and the README,
-"Security"): the integration test runs a worker as a user allowed exactly these commands on
-its key prefix only, and checks that Redis refused none of them (``ACL LOG``).
+The Redis commands a worker sends (for an ACL user, see `WORKER_REDIS_COMMANDS` and
+docs/operations.md, "Security"): the integration test runs a worker as a user allowed exactly
+these commands on its key prefix only, and checks that Redis refused none of them (``ACL LOG``).
 """
 
 from __future__ import annotations

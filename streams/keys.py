@@ -1,4 +1,5 @@
-"""The Redis key layout: a public contract any Redis client can read (see README, "Redis keys").
+"""The Redis key layout: a public contract any Redis client can read (docs/contract.md,
+"The Redis contract").
 
 Every key starts with the optional ``key_prefix`` setting.
 

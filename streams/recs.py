@@ -158,8 +158,8 @@ def get_recommendations(
             client.close()
 
 
-#: What a reader of recommendations sends to Redis (for an ACL user, see the README, "Security"):
-#: the script, the commands it runs, and ``hget`` for the rare second trip.
+#: What a reader of recommendations sends to Redis (for an ACL user, see docs/operations.md,
+#: "Security"): the script, the commands it runs, and ``hget`` for the rare second trip.
 READER_REDIS_COMMANDS: tuple[str, ...] = (
     "client|setinfo", "evalsha", "eval", "zrevrange", "hget", "hmget", "get")
 

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     # --- service security (streams.connections builds every client from these) ------------------
-    redis_username: str | None = None  # an ACL user (see README, "Security"); None: the URL's
+    redis_username: str | None = None  # an ACL user (docs/operations.md, Security); None: the URL's
     redis_password: SecretStr | None = None
     redis_tls_ca_file: Path | None = None  # with a rediss:// URL: the CA that signed the server
     redis_tls_cert_file: Path | None = None  # client certificate, when the server asks for one
@@ -126,13 +126,13 @@ class Settings(BaseSettings):
     neighbour_cap: Positive = 300
     # ten years: similarity and trending decay on a scale where catalogues stay relevant for
     # years; 180 days lost 25% nDCG@10 offline once ML-100K's time was stretched x30
-    # (python -m bench.generalise; README, Results)
+    # (python -m bench.generalise; docs/results.md)
     half_life_days: Annotated[float, Field(gt=0)] = 3650.0
     decay_epoch: float = 1e9
     row_cap: Positive = 1000
     # live items kept in the statistics at most (0: no cap); past it the coldest are evicted
     # (models.cooccurrence.ItemCooccurrence). A worker holds ~35 bytes per co-occurrence entry
-    # (row + neighbour list), up to row_cap entries an item (README, Memory)
+    # (row + neighbour list), up to row_cap entries an item (docs/reliability.md, Memory)
     max_items: Annotated[int, Field(ge=0)] = 200_000
     similarity_alpha: Annotated[float, Field(ge=0, le=1)] = 0.5
     recent_items: Positive = 500
@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     likers_cap: Positive = 100  # latest likers kept per item (similar-user index)
     user_items_cap: Positive = 50  # latest liked items kept per user (similar-user index)
     # users in the similar-user index at most (0: no cap); past it those whose latest like is
-    # oldest leave it (~3 KB a user in every worker; README, Memory)
+    # oldest leave it (~3 KB a user in every worker; docs/reliability.md, Memory)
     max_indexed_users: Annotated[int, Field(ge=0)] = 500_000
 
     # --- popularity-bias and diversity controls (models.rerank), applied to the served list ---

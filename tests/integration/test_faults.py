@@ -361,7 +361,7 @@ def test_hostile_input_goes_to_the_dlq_and_changes_nothing_else(unique_topics: S
     assert assert_equal_to_reference(settings, reference(settings, valid), users) > 0
     assert all(r.exists(keys.recs(u)) for u in ODD_IDS)
 
-    # memory: see the README (Reliability) for the bound
+    # memory: see docs/reliability.md (Memory) for the bound
     bound = baseline + MEMORY_HEADROOM
     stamps = sorted(d["rejected_at"] for d in letters)
     print(f"DLQ: {len(letters)} dead letters in {stamps[-1] - stamps[0]:.1f} s "

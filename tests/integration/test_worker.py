@@ -256,7 +256,8 @@ def test_kill_minus_9_three_times_gives_the_uninterrupted_result(unique_topics: 
     the settled Redis state equals that of the in-process model fed each event once.
 
     Rows reach 1,000 entries on this slice; pruning a full row depends on arrival order (see
-    README), so the equality is checked with rows uncapped on this catalogue (1,104 items)."""
+    docs/architecture.md), so the equality is checked with rows uncapped on this catalogue
+    (1,104 items)."""
     settings = load_settings(**{**unique_topics.model_dump(), "row_cap": 2000})
     events = movielens_slice(settings, 9120)
     assert len(events) >= 20_000

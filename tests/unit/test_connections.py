@@ -107,11 +107,11 @@ def test_acl_rules_confine_keys_and_commands() -> None:
     assert "+flushall" not in rules and "+config" not in rules and "+exec" in rules
 
 
-def test_the_readme_acl_line_is_the_worker_command_list() -> None:
+def test_the_documented_acl_line_is_the_worker_command_list() -> None:
     from streams.connections import WORKER_REDIS_COMMANDS
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert " ".join(f"+{c}" for c in WORKER_REDIS_COMMANDS) in readme
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert " ".join(f"+{c}" for c in WORKER_REDIS_COMMANDS) in docs
 
 
 def test_every_redis_client_parses_replies_with_hiredis() -> None:

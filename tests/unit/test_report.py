@@ -1,5 +1,5 @@
 """bench.report: a step is one entry; the report runs its script, keeps its summary and plots,
-and rebuilds results.md and the README block from every step's summary.
+and rebuilds results.md and the results page's block from every step's summary.
 
 This file is also the fake benchmark script the test runs (``python -m tests.unit.test_report
 OUT``), as the report runs the real ``bench/`` scripts."""
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from bench import report
-from bench.report import MARK_END, MARK_START, STEPS, Figures, Step, update_readme
+from bench.report import MARK_END, MARK_START, STEPS, Figures, Step, update_results_page
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def _fake_step(output: Path) -> Step:
 def test_a_step_added_to_the_list_is_run_summarised_plotted_and_reported(tmp_path: Path):
     step = _fake_step(tmp_path / "fake.json")
     results = tmp_path / "results"
-    assert report.main(["--quick", "--results", str(results), "--no-readme"],
+    assert report.main(["--quick", "--results", str(results), "--no-page"],
                        steps=[step]) == 0
     record = json.loads((results / "fake.json").read_text())
     assert record["summary"] == {"lift": 1.5}
@@ -54,8 +54,8 @@ def test_only_one_step_keeps_the_others_summaries(tmp_path: Path):
     first, second = _fake_step(tmp_path / "a.json"), _fake_step(tmp_path / "b.json")
     second = Step(**{**second.__dict__, "name": "other", "title": "Another"})
     results = tmp_path / "results"
-    report.main(["--results", str(results), "--no-readme"], steps=[first, second])
-    report.main(["--only", "other", "--quick", "--results", str(results), "--no-readme"],
+    report.main(["--results", str(results), "--no-page"], steps=[first, second])
+    report.main(["--only", "other", "--quick", "--results", str(results), "--no-page"],
                 steps=[first, second])
     text = (results / "results.md").read_text()
     assert "| fake lift | 1.25x | > 1 |" in text and "| fake lift | 1.50x | > 1 |" in text
@@ -63,25 +63,25 @@ def test_only_one_step_keeps_the_others_summaries(tmp_path: Path):
 
 def test_a_failing_step_is_reported_and_the_exit_code_is_1(tmp_path: Path):
     broken = Step(**{**_fake_step(tmp_path / "x.json").__dict__, "args": ["/nonexistent/x", "1"]})
-    assert report.main(["--results", str(tmp_path), "--no-readme"], steps=[broken]) == 1
+    assert report.main(["--results", str(tmp_path), "--no-page"], steps=[broken]) == 1
 
 
-def test_readme_block_between_the_markers_is_replaced(tmp_path: Path):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n## Results\n{MARK_START}\nold\n{MARK_END}\nafter\n")
-    assert update_readme("| new |\n", readme)
-    assert readme.read_text() == f"# x\n\n## Results\n{MARK_START}\n| new |\n{MARK_END}\nafter\n"
+def test_the_block_between_the_markers_is_replaced(tmp_path: Path):
+    page = tmp_path / "results.md"
+    page.write_text(f"# x\n\n## Results\n{MARK_START}\nold\n{MARK_END}\nafter\n")
+    assert update_results_page("| new |\n", page)
+    assert page.read_text() == f"# x\n\n## Results\n{MARK_START}\n| new |\n{MARK_END}\nafter\n"
     plain = tmp_path / "plain.md"
     plain.write_text("no markers\n")
-    assert not update_readme("x", plain)
+    assert not update_results_page("x", plain)
     assert plain.read_text() == "no markers\n"
 
 
-def test_the_steps_are_the_bench_scripts_and_the_readme_has_the_block():
+def test_the_steps_are_the_bench_scripts_and_the_results_page_has_the_block():
     assert len({s.name for s in STEPS}) == len(STEPS)
     for step in STEPS:
         assert (ROOT / (step.module.replace(".", "/") + ".py")).exists(), step.module
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "results.md").read_text()
     assert text.index(MARK_START) < text.index(MARK_END)
 
 
