@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -40,7 +39,7 @@ from streams.dlq import parse_dead_letter
 from streams.keys import Keys
 from streams.replay import load_dataset, movielens_events
 from streams.settings import Settings, get_settings, load_settings
-from streams.stack import LocalStack, run_coroutine
+from streams.stack import LocalStack, free_port, run_coroutine
 from streams.state import UserState
 from streams.supervisor import WorkerProcess, processed, rss_bytes
 from streams.topics import ensure_topics
@@ -49,18 +48,12 @@ from tests.hostile import hostile_messages  # the seeded generator the fuzz test
 Message = tuple[str, bytes | None, bytes | None]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def private_stack() -> Iterator[LocalStack]:
     with tempfile.TemporaryDirectory(prefix="tastemaker-faults-") as root:
         settings = load_settings(**{
-            **get_settings().model_dump(), "kafka_port": _free_port(),
-            "kafka_controller_port": _free_port(), "redis_port": _free_port(),
+            **get_settings().model_dump(), "kafka_port": free_port(),
+            "kafka_controller_port": free_port(), "redis_port": free_port(),
             "stack_dir": Path(root)})
         stack = LocalStack(settings)
         try:

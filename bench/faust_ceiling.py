@@ -37,13 +37,13 @@ from bench.speed import (
     OUT_DIR,
     another_worker,
     bench_settings,
-    cleanup,
     cpu_seconds,
     create_topics,
     machine,
     raw_consume,
     run_worker_until,
 )
+from streams.namespaces import drop_namespaces
 from streams.settings import Settings, get_settings
 from streams.supervisor import settings_env
 
@@ -80,7 +80,7 @@ def null_agent(total: int, out: Path, mode: str) -> None:
         topic = faust_consumer.event_topic(app, settings.event_topics)
     seen = {"n": 0, "first": 0.0}
 
-    def collect(events: list) -> None:  # noqa: ANN001 - Faust events
+    def collect(events: list) -> None:  # Faust events
         batch = [SourceMessage.of(e.message) for e in events]
         if not seen["n"]:
             seen["first"] = time.perf_counter()
@@ -91,7 +91,7 @@ def null_agent(total: int, out: Path, mode: str) -> None:
             os._exit(0)
 
     @app.agent(topic, name="null_events", concurrency=1)
-    async def null_events(stream):  # noqa: ANN001, ANN202 - a Faust stream
+    async def null_events(stream):  # a Faust stream
         if mode == "worker":
             async for events in faust_consumer.batches(app, stream, settings.batch_size,
                                                        settings.batch_within_s):
@@ -164,7 +164,7 @@ def main() -> None:
             print(f"tastemaker worker: {result['worker']}")
     finally:
         with suppress(Exception):
-            asyncio.run(cleanup([settings, *modes.values(), worker]))
+            asyncio.run(drop_namespaces([settings, *modes.values(), worker]))
     result["load_after"] = machine()
     result["command"] = f"python -m bench.faust_ceiling --events {args.events}" + (
         " --worker" if args.worker else "")

@@ -27,9 +27,10 @@ from typing import Any
 
 import orjson
 
-from bench.speed import OUT_DIR, bench_settings, cleanup, create_topics, machine
+from bench.speed import OUT_DIR, bench_settings, create_topics, machine
 from streams import connections
 from streams.keys import Keys
+from streams.namespaces import drop_namespaces
 from streams.settings import Settings, get_settings
 from streams.worker import EventProcessor, SourceMessage
 
@@ -154,7 +155,7 @@ def main() -> None:
         result = asyncio.run(run(settings, args.events, args.users, args.run_length))
     finally:
         with suppress(Exception):
-            asyncio.run(cleanup([settings]))
+            asyncio.run(drop_namespaces([settings]))
     result.update(load_before=load_before, load_after=machine(),
                   command=f"python -m bench.flood --events {args.events} --users {args.users} "
                   f"--run-length {args.run_length}"

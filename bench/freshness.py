@@ -40,7 +40,6 @@ from redis.exceptions import RedisError
 from bench.speed import (
     OUT_DIR,
     bench_settings,
-    cleanup,
     create_topics,
     machine,
     ml_events,
@@ -51,6 +50,7 @@ from bench.speed import (
 from streams.connections import redis_async, redis_sync
 from streams.events import Event
 from streams.keys import Keys
+from streams.namespaces import drop_namespaces
 from streams.settings import Settings, get_settings
 
 POLL_S = 0.01
@@ -325,7 +325,7 @@ def main() -> None:
         if worker is not None:
             worker.stop()
         with suppress(Exception):
-            asyncio.run(cleanup([settings]))
+            asyncio.run(drop_namespaces([settings]))
     result = summarize(run, rate=args.rate, seconds=args.seconds, sample_every=args.sample,
                        started_at=started_at)
     result.update(batch_size=settings.batch_size, batch_within_s=settings.batch_within_s,

@@ -69,7 +69,7 @@ PUBLISHED_NDCG = {"SAR": 0.382, "NCF": 0.396, "LightGCN": 0.420, "BPR": 0.442, "
 
 def learn_and_log(split: Split, settings: Settings, genres: dict[str, tuple[str, ...]], *,
                   encoding: Encoding, rate: float, objective: Objective = "next"
-                  ):  # noqa: ANN201 - (model, ranking, groups)
+                  ):  # (model, ranking, groups)
     """Learn the train split as the workers would, logging their training examples.
 
     ``objective="next"``: the workers' examples (the candidate chosen next). ``"later"``: at the
@@ -120,7 +120,7 @@ def learn_and_log(split: Split, settings: Settings, genres: dict[str, tuple[str,
     return model, ranking, Groups.of(examples)
 
 
-def fit_factors(ratings: Sequence, settings: Settings) -> ItemFactors | None:  # noqa: ANN001
+def fit_factors(ratings: Sequence, settings: Settings) -> ItemFactors | None:
     """The trainer's item factors (`streams.trainer.factors_of_baskets`) of a set of ratings:
     each user's basket the items they rated."""
     baskets: dict[str, set[str]] = {}
@@ -210,7 +210,7 @@ def train(groups: Groups, settings: Settings, *, loss: str, max_epochs: int
     return best_model, info
 
 
-def ranked_lists(model, ranking: Ranking, ranker: RankerMLP | None):  # noqa: ANN001, ANN201
+def ranked_lists(model, ranking: Ranking, ranker: RankerMLP | None):
     """The `bench.offline.Ranker` of the served lists: candidates re-ordered by ``ranker`` as
     a worker serving it would (its item factors, if any, giving ``factor_score``)."""
     s = ranking.settings

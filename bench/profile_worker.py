@@ -37,8 +37,9 @@ from typing import Any
 
 import orjson
 
-from bench.speed import OUT_DIR, baseline_checkout, bench_settings, cleanup, create_topics
+from bench.speed import OUT_DIR, baseline_checkout, bench_settings, create_topics
 from streams import connections
+from streams.namespaces import drop_namespaces
 from streams.replay import load_dataset, movielens_events
 from streams.settings import Settings, get_settings
 from streams.worker import EventProcessor, SourceMessage
@@ -194,7 +195,7 @@ def main() -> None:
             args.json.write_text(json.dumps(result))
     finally:
         with suppress(Exception):
-            asyncio.run(cleanup([settings]))
+            asyncio.run(drop_namespaces([settings]))
 
 
 if __name__ == "__main__":

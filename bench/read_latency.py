@@ -48,7 +48,7 @@ TOP = 100
 TARGET_PING_RATIO = 3.0  # plain p50 / PING p50
 
 
-def learn(settings: Settings, ratings: int):  # noqa: ANN201 - CooccurrenceRecommender
+def learn(settings: Settings, ratings: int):  # CooccurrenceRecommender
     """The in-process model after the first ``ratings`` ML-100K ratings (as the replay sends
     them: a play with the rating's completion, then the rating); and the movies."""
     from streams.replay import completion_of, load_dataset
@@ -64,7 +64,7 @@ def learn(settings: Settings, ratings: int):  # noqa: ANN201 - CooccurrenceRecom
     return model, movies
 
 
-async def write_lists(settings: Settings, model, movies, users: int) -> list[str]:  # noqa: ANN001
+async def write_lists(settings: Settings, model, movies, users: int) -> list[str]:
     """Every user's top-N with explanations through the worker's writer; returns the user ids
     written (``users`` of them, the first ones again under ``<id>~<n>`` when there are fewer)."""
     from streams.connections import redis_async
@@ -106,7 +106,7 @@ def measure(settings: Settings, users: list[str], *, reads: int, warmup: int,
     def python(user: str) -> tuple[int, int]:
         return len(get_recommendations(user, TOP, settings=settings, client=client)), 0
 
-    def plain_on(redis_client):  # noqa: ANN001, ANN202
+    def plain_on(redis_client):
         def plain(user: str) -> tuple[int, int]:
             with redis_client.pipeline(transaction=False) as pipe:
                 pipe.zrevrange(keys.recs(user), 0, TOP - 1, withscores=True)

@@ -96,7 +96,7 @@ def machine_info() -> dict[str, Any]:
 
         with redis.Redis.from_url(settings.redis_url, socket_timeout=5) as r:
             redis_version = r.info("server")["redis_version"]
-    except Exception as exc:  # noqa: BLE001 - the report still says what it could not learn
+    except Exception as exc:  # the report still says what it could not learn
         redis_version = f"unknown ({type(exc).__name__})"
     return {
         "cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram_gib,
@@ -137,7 +137,7 @@ class Figures:
     directory: Path
     caption: str
 
-    def save(self, fig, name: str) -> Path:  # noqa: ANN001 - a matplotlib Figure
+    def save(self, fig, name: str) -> Path:  # a matplotlib Figure
         fig.text(0.01, 0.01, self.caption, fontsize=6.5, color="#555555", ha="left",
                  va="bottom", wrap=True)
         fig.tight_layout(rect=(0, 0.05, 1, 1))
@@ -149,7 +149,7 @@ class Figures:
         return path
 
 
-def _pyplot():  # noqa: ANN202
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -772,7 +772,7 @@ def main(argv: Sequence[str] | None = None, *, steps: Sequence[Step] = STEPS) ->
         try:
             record = run_step(step, quick=args.quick, figures=figures, log_dir=OUT / "logs",
                               reuse=args.reuse)
-        except Exception as exc:  # noqa: BLE001 - one step failing must not lose the others
+        except Exception as exc:  # one step failing must not lose the others
             print(f"!! {step.name} failed: {exc}", flush=True)
             failed.append(step.name)
             continue

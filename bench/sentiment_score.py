@@ -46,7 +46,7 @@ def reviews(limit: int, seed: int) -> list[Review]:
     return out
 
 
-def fresh(settings, keys) -> ReviewSentiments:  # noqa: ANN001
+def fresh(settings, keys) -> ReviewSentiments:
     from models.sentiment import ReviewSentiment
 
     sentiments = ReviewSentiments(settings, keys)

@@ -78,7 +78,7 @@ async def send_event(producer: AIOKafkaProducer, settings: Settings, kind: str,
                         key=event["user_id"].encode())
 
 
-def safely(fn, *args, default=None):  # noqa: ANN001, ANN002, ANN201 - Redis may be restarting
+def safely(fn, *args, default=None):  # Redis may be restarting
     try:
         return fn(*args)
     except (RedisError, OSError):

@@ -53,7 +53,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ from typing import Any
 
 from models import cooccurrence_oracle as oracle
 from streams.events import Event, parse_event
+from streams.namespaces import drop_namespaces, namespaced
 from streams.replay import load_dataset, movielens_events
 from streams.settings import Settings, get_settings, load_settings
 from streams.supervisor import WorkerProcess, processed
@@ -105,18 +105,9 @@ def ml_events(settings: Settings, limit: int | None = None) -> list[Event]:
 
 
 def bench_settings(base: Settings, tag: str | None = None, **overrides: object) -> Settings:
-    """``base`` with topics, key prefix and consumer group of its own (like the tests'
-    ``isolated_settings``), so a benchmark neither sees nor disturbs anyone else's."""
-    tag = tag or uuid.uuid4().hex[:10]
-    return load_settings(**{
-        **base.model_dump(),
-        "topic_plays": f"bench-plays-{tag}", "topic_ratings": f"bench-ratings-{tag}",
-        "topic_reviews": f"bench-reviews-{tag}", "topic_dlq": f"bench-events-dlq-{tag}",
-        "topic_model_updates": f"bench-model-updates-{tag}",
-        "topic_ranker_examples": f"bench-ranker-examples-{tag}",
-        "key_prefix": f"bench-{tag}:", "app_id": f"tastemaker-bench-{tag}",
-        **overrides,
-    })
+    """``base`` with topics, key prefix and consumer group of its own
+    (`streams.namespaces.namespaced`), so a benchmark neither sees nor disturbs anyone else's."""
+    return namespaced(base, "bench", tag, **overrides)
 
 
 def another_worker(settings: Settings, suffix: str, **overrides: object) -> Settings:
@@ -131,39 +122,6 @@ async def create_topics(settings: Settings) -> None:
     from streams.topics import ensure_topics
 
     await ensure_topics(settings)
-
-
-async def cleanup(runs: Sequence[Settings]) -> None:
-    """Delete the runs' topics (and Faust's ``<app_id>-*`` topics) and their Redis keys."""
-    from streams.connections import kafka_admin, redis_async
-    from streams.topics import topic_partitions
-
-    admin = kafka_admin(runs[0])
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        doomed = set()
-        for s in runs:
-            doomed |= set(topic_partitions(s))
-            doomed |= {t for t in existing if t.startswith(f"{s.app_id}-")}
-        doomed &= existing
-        if doomed:
-            await admin.delete_topics(sorted(doomed))
-    finally:
-        await admin.close()
-    client = redis_async(runs[0])
-    try:
-        for s in runs:
-            batch = []
-            async for key in client.scan_iter(match=f"{s.key_prefix}*", count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    await client.delete(*batch)
-                    batch.clear()
-            if batch:
-                await client.delete(*batch)
-    finally:
-        await client.aclose()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -459,7 +417,7 @@ def bench_e2e(base: Settings, *, batch_sizes: Sequence[int], limit: int | None,
                   f"{out['cpu_per_event_over_baseline']}x its CPU per event")
     finally:
         with suppress(Exception):
-            asyncio.run(cleanup([settings, *runs, peer]))
+            asyncio.run(drop_namespaces([settings, *runs, peer]))
     out["load_after"] = machine()
     return out
 
@@ -532,7 +490,7 @@ def bench_scaling_one(base: Settings, partitions: int, workers: int, *, limit: i
         for w in procs:
             w.stop()
         with suppress(Exception):
-            asyncio.run(cleanup([settings]))
+            asyncio.run(drop_namespaces([settings]))
     out["load_after"] = machine()
     return out
 

@@ -38,7 +38,6 @@ import redis
 from bench.speed import (
     OUT_DIR,
     bench_settings,
-    cleanup,
     create_topics,
     machine,
     ml_events,
@@ -48,6 +47,7 @@ from bench.speed import (
 from models.cooccurrence import ItemCooccurrence
 from streams.connections import redis_sync
 from streams.keys import Keys
+from streams.namespaces import drop_namespaces
 from streams.settings import Settings, get_settings
 from streams.state import SEEN_IDS_CAP
 
@@ -327,7 +327,7 @@ def main() -> None:
             r = worker_state(settings, client, limit=args.limit, budget_s=args.budget)
     finally:
         with suppress(Exception):
-            asyncio.run(cleanup([settings]))
+            asyncio.run(drop_namespaces([settings]))
         client.close()
     r.update(load_before=load_before, load_after=machine())
     result[args.mode] = r

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import orjson
 
-from bench.speed import OUT_DIR, bench_settings, cleanup, create_topics, machine, start_worker
+from bench.speed import OUT_DIR, bench_settings, create_topics, machine, start_worker
 from models.ranker import RankerMLP, fine_tune, toy_groups
 from streams import connections
 from streams.keys import Keys
 from streams.model_store import ModelStore
+from streams.namespaces import drop_namespaces
 from streams.settings import get_settings
 
 
@@ -81,7 +82,7 @@ async def measure(args: argparse.Namespace) -> dict:
         for w in workers:
             w.stop()
         await client.aclose()
-        await cleanup([settings])
+        await drop_namespaces([settings])
 
 
 def main() -> None:

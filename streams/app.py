@@ -120,7 +120,7 @@ async def read_range(consumer: AIOKafkaConsumer, ranges: dict[tuple[str, int], t
     return out[:limit]
 
 
-def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
+def create_app(settings: Settings):  # faust.App, imported lazily
     """Build the Faust app with its agent and timers."""
     import faust
 
@@ -164,15 +164,15 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
         """The worker holding partition 0 of the plays topic writes item-wide keys."""
         return (settings.topic_plays, 0) in assigned()
 
-    def event_partitions(tps: Iterable) -> list[tuple[str, int]]:  # noqa: ANN001 - Faust TPs
+    def event_partitions(tps: Iterable) -> list[tuple[str, int]]:  # Faust TPs
         return sorted((tp.topic, tp.partition) for tp in tps if tp.topic in settings.event_topics)
 
     @app.on_partitions_revoked.connect
-    async def disown(app, revoked, **kwargs) -> None:  # noqa: ANN001, ANN003
+    async def disown(app, revoked, **kwargs) -> None:
         (await processor()).release(event_partitions(revoked))
 
     @app.on_partitions_assigned.connect
-    async def own(app, assigned, **kwargs) -> None:  # noqa: ANN001, ANN003
+    async def own(app, assigned, **kwargs) -> None:
         """Own the assigned partitions in Redis before any of their batches: the previous
         owner, if it still runs (a zombie), can no longer commit them. Where the consumer
         group starts them is noted: what Redis lacks before that is read back from Kafka
@@ -202,7 +202,7 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
                 if meta.offset >= 0}
 
     @app.agent(topic, name="track_events", concurrency=1)
-    async def track_events(stream):  # noqa: ANN001
+    async def track_events(stream):
         proc = await processor()
         async for events in faust_consumer.batches(app, stream, settings.batch_size,
                                                    settings.batch_within_s):
@@ -304,7 +304,7 @@ def create_app(settings: Settings):  # noqa: ANN201 - faust.App, imported lazily
             record_lag(*read)
 
     @app.on_before_shutdown.connect
-    async def close_clients(app, **kwargs) -> None:  # noqa: ANN001, ANN003
+    async def close_clients(app, **kwargs) -> None:
         if "c" in lag_reader:
             await lag_reader["c"].stop()
         if "p" in runtime:

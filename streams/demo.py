@@ -14,14 +14,12 @@ them first, so it can be run again; it stops what it started unless ``--keep``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import math
 import re
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -213,7 +211,7 @@ def _exit_on_sigterm() -> Iterator[None]:
 def _run_demo(base: Settings, *, keep: bool, limit: int | None, console: Console, name: str
               ) -> DemoReport:
     from streams.datasets import movielens_100k
-    from streams.stack import LocalStack, kafka_answers, run_coroutine
+    from streams.stack import LocalStack, free_port, kafka_answers, run_coroutine
 
     settings = demo_settings(base, name)
     stack = None
@@ -225,7 +223,7 @@ def _run_demo(base: Settings, *, keep: bool, limit: int | None, console: Console
     try:
         _reset(settings)
         logs = Path(tempfile.mkdtemp(prefix=f"tastemaker-{name}-"))
-        metrics_port = _free_port()
+        metrics_port = free_port()
         console.print(f"[bold]starting a stream worker[/] (log: {logs / 'worker.log'}, "
                       f"metrics: http://127.0.0.1:{metrics_port}/metrics)")
         worker = WorkerProcess(load_settings(**{**settings.model_dump(),
@@ -265,12 +263,6 @@ def _run_demo(base: Settings, *, keep: bool, limit: int | None, console: Console
                 stack.down()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _redis_answers(settings: Settings) -> bool:
     try:
         with redis_sync(settings, socket_timeout=2) as r:
@@ -281,27 +273,12 @@ def _redis_answers(settings: Settings) -> bool:
 
 def _reset(settings: Settings) -> None:
     """Delete the demo's topics and keys, then create the topics afresh."""
+    from streams.namespaces import drop_namespaces
     from streams.stack import run_coroutine
-    from streams.topics import ensure_topics, topic_partitions
+    from streams.topics import ensure_topics
 
-    async def drop_topics() -> None:
-        admin = kafka_admin(settings)
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            doomed = [t for t in existing
-                      if t in topic_partitions(settings) or t.startswith(settings.app_id + "-")]
-            if doomed:
-                await admin.delete_topics(doomed)
-                await asyncio.sleep(1.0)
-        finally:
-            await admin.close()
-
-    run_coroutine(drop_topics())
-    with redis_sync(settings) as r:
-        keys = list(r.scan_iter(match=f"{settings.key_prefix}*", count=10_000))
-        for start in range(0, len(keys), 10_000):
-            r.delete(*keys[start:start + 10_000])
+    run_coroutine(drop_namespaces([settings]))
+    time.sleep(1.0)  # the broker finishes deleting the topics before they are created again
     run_coroutine(ensure_topics(settings))
 
 

@@ -107,7 +107,7 @@ async def erase_user(settings: Settings, user_id: str, *, client: aioredis.Redis
     return report
 
 
-async def _summaries_without(pipe, keys: Keys, items: list[str], author: str  # noqa: ANN001
+async def _summaries_without(pipe, keys: Keys, items: list[str], author: str
                              ) -> dict[str, tuple[bytes, int]]:
     """The summaries of ``items`` holding sentences by ``author``, rewritten without them (key ->
     (new value, sentences removed)); watched, so a concurrent merge restarts the erasure."""

@@ -60,7 +60,7 @@ class _Started(Awaitable[Any]):
             except GeneratorExit:
                 coro.close()
                 raise
-            except BaseException as exc:  # noqa: BLE001 - cancellation too: the coroutine decides
+            except BaseException as exc:  # cancellation too: the coroutine decides
                 try:
                     step = coro.throw(exc)
                 except StopIteration as done:
@@ -110,10 +110,10 @@ class RawSchema(faust.Schema):
     def __init__(self) -> None:
         super().__init__(key_serializer="raw", value_serializer="raw", allow_empty=True)
 
-    def compile(self, app: faust.types.AppT, **_: Any) -> Any:  # noqa: ANN401 - Faust's type
+    def compile(self, app: faust.types.AppT, **_: Any) -> Any:  # Faust's type
         create_event = app.create_event
 
-        async def decode(message: Any, *, propagate: bool = False) -> Any:  # noqa: ANN401
+        async def decode(message: Any, *, propagate: bool = False) -> Any:
             return create_event(message.key, message.value, message.headers, message)
 
         return decode

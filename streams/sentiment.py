@@ -127,7 +127,7 @@ class ReviewSentiments:
                 entry.batches_since_snapshot = 0
         return due
 
-    async def ensure(self, client, partition: int, committed: int) -> None:  # noqa: ANN001
+    async def ensure(self, client, partition: int, committed: int) -> None:
         """Make the partition's model reflect exactly the messages before ``committed``."""
         entry = self.models.get(partition)
         if entry is not None and entry.next_offset == committed:
@@ -207,7 +207,7 @@ class ReviewSentiments:
                          partition, position, end, RELEARN_IDLE_S)
         return learned
 
-    async def _past_retention(self, consumer, tp: TopicPartition, position: int, end: int  # noqa: ANN001
+    async def _past_retention(self, consumer, tp: TopicPartition, position: int, end: int
                               ) -> int:
         """``position``, or the log's first offset (at most ``end``) when retention has deleted
         the offsets before it: logged as a warning naming what is lost."""
@@ -220,7 +220,7 @@ class ReviewSentiments:
                        tp.partition, position, resumed, first, resumed, end)
         return resumed
 
-    def _learn_message(self, model: ReviewSentiment, message) -> int:  # noqa: ANN001
+    def _learn_message(self, model: ReviewSentiment, message) -> int:
         """Learn one message as the worker did: rejected as the worker rejected it (the same
         record timestamp), learned when rated. Returns 1 when learned."""
         try:

@@ -162,6 +162,14 @@ def port_is_free(port: int, host: str = HOST) -> bool:
     return True
 
 
+def free_port(host: str = HOST) -> int:
+    """A port nothing listens on now, chosen by the OS: for private stacks, metrics endpoints
+    and tests (the demo, the fault benchmark and the integration tests use this one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from sync code, also when the caller's thread has a loop."""
     try:

@@ -601,7 +601,7 @@ class EventProcessor:
         lists = self.ranking.top_model(model, users)
         ttl_ms = int(self.settings.recs_ttl_s * 1000)
 
-        def queue(pipe, user_id: str) -> None:  # noqa: ANN001 - a redis pipeline
+        def queue(pipe, user_id: str) -> None:  # a redis pipeline
             recs = lists[user_id]
             pipe.delete(keys.recs(user_id), keys.explain(user_id))
             if recs:
@@ -776,7 +776,7 @@ class EventProcessor:
                 self.batches_since_snapshot = 0
 
     # --- resilience -----------------------------------------------------------------------------
-    async def _retrying(self, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    async def _retrying(self, fn, *args, **kwargs):
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_outage),
             wait=wait_exponential(multiplier=0.1, max=5.0),

@@ -16,8 +16,6 @@ its own topic names, key prefix and app id, so tests don't see each other's even
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -26,7 +24,9 @@ from typing import Any, NoReturn
 
 import pytest
 
+from streams.namespaces import drop_namespaces, namespaced
 from streams.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from streams.stack import free_port
 
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 SERVICE_WAIT_S = 120
@@ -45,12 +45,6 @@ def services_unavailable(reason: str) -> NoReturn:
     if CI:
         pytest.fail(f"integration services unavailable (CI=true, so not skipping): {reason}")
     pytest.skip(f"integration services unavailable: {reason}")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def kafka_answers(bootstrap_servers: str) -> bool:
@@ -224,23 +218,9 @@ def isolated_settings(base: Settings, tag: str | None = None) -> Settings:
 
     >>> s = isolated_settings(load_settings(topic_plays="plays", topic_dlq="events-dlq"), tag="abc")
     >>> s.topic_plays, s.topic_dlq, s.key_prefix, s.app_id
-    ('plays-abc', 'events-dlq-abc', 'tabc:', 'tastemaker-test-abc')
+    ('test-plays-abc', 'test-events-dlq-abc', 'test-abc:', 'tastemaker-test-abc')
     """
-    tag = tag or uuid.uuid4().hex[:12]
-    return load_settings(
-        **{
-            **base.model_dump(),
-            "topic_plays": f"{base.topic_plays}-{tag}",
-            "topic_ratings": f"{base.topic_ratings}-{tag}",
-            "topic_reviews": f"{base.topic_reviews}-{tag}",
-            "topic_dlq": f"{base.topic_dlq}-{tag}",
-            "topic_model_updates": f"{base.topic_model_updates}-{tag}",
-            "topic_ranker_examples": f"{base.topic_ranker_examples}-{tag}",
-            "key_prefix": f"t{tag}:",
-            "app_id": f"tastemaker-test-{tag}",
-            "web_port": free_port(),
-        }
-    )
+    return namespaced(base, "test", tag, web_port=free_port())
 
 
 @pytest.fixture
@@ -249,43 +229,12 @@ def unique_topics(settings: Settings) -> Iterator[Settings]:
     afterwards with any ``<app_id>-*`` topics Faust made) and its own Redis key prefix (keys
     deleted afterwards)."""
     from streams.stack import run_coroutine
-    from streams.topics import ensure_topics, topic_partitions
+    from streams.topics import ensure_topics
 
     isolated = isolated_settings(settings)
     run_coroutine(ensure_topics(isolated))
     yield isolated
     with suppress(Exception):
-        run_coroutine(_delete_topics(isolated, set(topic_partitions(isolated))))
-    with suppress(Exception):
-        _delete_keys(isolated)
+        run_coroutine(drop_namespaces([isolated]))
 
 
-async def _delete_topics(settings: Settings, topics: set[str]) -> None:
-    from streams.connections import kafka_admin
-
-    admin = kafka_admin(settings)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        doomed = (topics | {t for t in existing if t.startswith(f"{settings.app_id}-")}) & existing
-        if doomed:
-            await admin.delete_topics(sorted(doomed))
-    finally:
-        await admin.close()
-
-
-def _delete_keys(settings: Settings) -> None:
-    from streams.connections import redis_sync
-
-    client = redis_sync(settings)
-    try:
-        batch = []
-        for key in client.scan_iter(match=f"{settings.key_prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                client.delete(*batch)
-                batch.clear()
-        if batch:
-            client.delete(*batch)
-    finally:
-        client.close()

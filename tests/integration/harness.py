@@ -75,14 +75,14 @@ def recommendations_in_redis(settings: Settings, users: Iterable[str]
     return out
 
 
-def reference(settings: Settings, events: Iterable[tuple[str, dict]]):  # noqa: ANN201
+def reference(settings: Settings, events: Iterable[tuple[str, dict]]):
     """The in-process model fed ``(kind, event dict)`` as the workers are (`StreamReplica`)."""
     replica = StreamReplica(settings)
     replica.learn_many(events)
     return replica.model
 
 
-def assert_equal_to_reference(settings: Settings, model, users: Iterable[str]) -> int:  # noqa: ANN001
+def assert_equal_to_reference(settings: Settings, model, users: Iterable[str]) -> int:
     """Every user's recommendations in Redis equal the reference's: the same items in the same
     order with the same explanations, scores equal up to float rounding (the workers add the
     same terms in another order). Where two items' scores differ by rounding alone, either may
@@ -176,7 +176,8 @@ def private_stack(root: Path) -> Iterator[LocalStack]:
     """A Kafka broker and a Redis server of our own (free ports, data under ``root``), so a test
     may stop and restart them without touching the shared services; wiped afterwards. Fails
     loudly (or skips outside CI) when it cannot start."""
-    from tests.conftest import free_port, services_unavailable
+    from streams.stack import free_port
+    from tests.conftest import services_unavailable
 
     base = load_settings()
     settings = load_settings(**{
@@ -216,7 +217,7 @@ class ProducerThread:
 
         self.producer = self._call(start())
 
-    def _call(self, coro, timeout: float = 300.0):  # noqa: ANN001, ANN202
+    def _call(self, coro, timeout: float = 300.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def send(self, messages: Iterable[tuple[str, bytes | None, bytes | None]]

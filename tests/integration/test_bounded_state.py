@@ -109,7 +109,7 @@ def test_a_ranker_swap_during_a_settle_pass_leaves_the_users_unsettled(
     keys, r = Keys(settings.key_prefix), client(settings)
     write, swaps = EventProcessor._write_recommendations, []
 
-    async def write_then_swap(self, *args, **kwargs):  # noqa: ANN001, ANN202
+    async def write_then_swap(self, *args, **kwargs):
         await write(self, *args, **kwargs)
         if not swaps:  # the swap waits for the lock while the pass is in its first step
             swaps.append(asyncio.ensure_future(self.maybe_swap()))

@@ -12,11 +12,10 @@ import pytest
 from rich.console import Console
 
 from streams.demo import DemoReport, demo_settings, run_demo
+from streams.namespaces import drop_namespaces
 from streams.recs import get_recommendations
 from streams.settings import Settings
 from streams.stack import run_coroutine
-from streams.topics import topic_partitions
-from tests.conftest import _delete_keys, _delete_topics
 
 pytestmark = pytest.mark.integration
 
@@ -30,9 +29,7 @@ def demo_name(settings: Settings) -> Iterator[str]:
     yield name
     own = demo_settings(settings, name)
     with suppress(Exception):
-        run_coroutine(_delete_topics(own, set(topic_partitions(own))))
-    with suppress(Exception):
-        _delete_keys(own)
+        run_coroutine(drop_namespaces([own]))
 
 
 def test_demo_prints_titled_explained_recommendations_and_the_summary(

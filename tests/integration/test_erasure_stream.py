@@ -49,7 +49,7 @@ def events(start_ts: float, n: int, seed: int) -> list[tuple[str, dict]]:
     return out
 
 
-def messages(settings: Settings, batch: list[tuple[str, dict]]):  # noqa: ANN201
+def messages(settings: Settings, batch: list[tuple[str, dict]]):
     topics = {"play": settings.topic_plays, "rating": settings.topic_ratings}
     return [(topics[kind], str(v["user_id"]).encode(), orjson.dumps(v)) for kind, v in batch]
 
@@ -72,7 +72,7 @@ def assert_erased(settings: Settings, user_id: str) -> None:
             assert r.zscore(keys.active(topic, partition), user_id) is None
 
 
-def assert_item_lists_equal(settings: Settings, model) -> None:  # noqa: ANN001
+def assert_item_lists_equal(settings: Settings, model) -> None:
     """The trending list in Redis equals the reference's (the same items, scores to 1e-9)."""
     got = client(settings).zrevrange(Keys(settings.key_prefix).trending, 0, -1, withscores=True)
     want = model.items.trending(settings.top_n)

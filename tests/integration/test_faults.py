@@ -69,7 +69,7 @@ def _own_topics(stack: LocalStack) -> Settings:
     return settings
 
 
-def _wait_for(condition, worker: WorkerProcess, what: str, timeout: float = 120.0) -> None:  # noqa: ANN001
+def _wait_for(condition, worker: WorkerProcess, what: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert worker.alive(), f"worker died waiting for {what}:\n{worker.tail()}"
@@ -110,7 +110,7 @@ def _assert_dead_letters(settings: Settings, bad_at: set[tuple[str, int, int]]) 
 
 
 def _fault_run(stack: LocalStack, tmp_path: Path, fault, ratings: int = 1400
-               ) -> tuple[Settings, WorkerProcess, int]:  # noqa: ANN001
+               ) -> tuple[Settings, WorkerProcess, int]:
     """Stream a MovieLens slice with malformed messages mixed in to one worker; as soon as it has
     committed its first batch of the first four fifths, run ``fault(send_rest, worker)``, which
     must send the rest; then wait until everything is processed and settled. Returns the worker
@@ -161,7 +161,7 @@ def test_redis_outage_is_ridden_out_by_the_same_worker(stack: LocalStack, tmp_pa
     lost, none counted twice. Dead letters of bad messages around the outage are all written (at
     least once). A killed Redis loses nothing it acknowledged: it writes the AOF before replying
     (``appendfsync everysec`` only delays the fsync, which matters to a machine crash)."""
-    def outage(send_rest, worker: WorkerProcess) -> None:  # noqa: ANN001
+    def outage(send_rest, worker: WorkerProcess) -> None:
         stack.stop_redis(kill=how == "killed")
         down_at = time.monotonic()
         send_rest()  # Kafka is up: the stream goes on
@@ -236,7 +236,7 @@ def test_broker_restart_is_ridden_out_by_the_same_worker(stack: LocalStack, tmp_
     """The broker restarted mid-stream (the producer, the same client, keeps sending once it is
     back): the worker carries on in the same process and the settled state equals the reference:
     no event lost, none counted twice; dead letters all written (at least once)."""
-    def restart(send_rest, worker: WorkerProcess) -> None:  # noqa: ANN001
+    def restart(send_rest, worker: WorkerProcess) -> None:
         stack.restart_kafka()
         assert worker.alive(), f"the worker exited while the broker restarted:\n{worker.tail()}"
         send_rest()

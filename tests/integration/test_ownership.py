@@ -44,7 +44,7 @@ class Paused:
         self.reached, self.go = asyncio.Event(), asyncio.Event()
         commit = proc.state.commit
 
-        async def held(batch):  # noqa: ANN001, ANN202
+        async def held(batch):
             self.reached.set()
             await self.go.wait()
             return await commit(batch)
@@ -52,7 +52,7 @@ class Paused:
         proc.state.commit = held  # type: ignore[method-assign]
 
 
-async def _processors(settings: Settings, n: int):  # noqa: ANN202
+async def _processors(settings: Settings, n: int):
     out = []
     for _ in range(n):
         producer = connections.kafka_producer(settings, acks="all")
@@ -116,7 +116,7 @@ def test_a_zombie_cannot_commit_after_the_new_owner_claimed_and_the_order_of_del
     asyncio.run(run())
 
 
-def _any_batch(proc: EventProcessor):  # noqa: ANN202
+def _any_batch(proc: EventProcessor):
     from streams.state import BatchCommit
     name = f"{proc.settings.topic_plays}:0"
     return BatchCommit(expected={name: 50}, offsets={name: 51}, users={})
@@ -126,14 +126,14 @@ class TrimAfterFirstPage:
     """A follower's Redis client that lets ``trim`` run right after the first page of the
     deltas stream was read: a snapshot saved by another worker between two pages."""
 
-    def __init__(self, real, trim) -> None:  # noqa: ANN001
+    def __init__(self, real, trim) -> None:
         self.real, self.trim, self.pages = real, trim, 0
 
-    def pipeline(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    def pipeline(self, *args, **kwargs):
         pipe = self.real.pipeline(*args, **kwargs)
         execute = pipe.execute
 
-        async def then_trim(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        async def then_trim(*a, **k):
             out = await execute(*a, **k)
             self.pages += 1
             if self.pages == 1:
@@ -143,7 +143,7 @@ class TrimAfterFirstPage:
         pipe.execute = then_trim
         return pipe
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self.real, name)
 
 

@@ -71,7 +71,7 @@ def _stream(settings: Settings, messages: list, chunks: int, pause: float,
                 gate.wait(timeout=300)
             asyncio.run(send_raw(settings, messages[start:start + size]))
             time.sleep(pause)
-    except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+    except BaseException as exc:  # reported by the test thread
         errors.append(exc)
 
 

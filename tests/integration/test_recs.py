@@ -11,6 +11,7 @@ import redis
 
 from streams.connections import redis_sync
 from streams.keys import Keys
+from streams.namespaces import drop_namespaces
 from streams.recs import (
     Because,
     Recommendation,
@@ -21,7 +22,8 @@ from streams.recs import (
     get_recommendations,
 )
 from streams.settings import Settings
-from tests.conftest import _delete_keys, isolated_settings
+from streams.stack import run_coroutine
+from tests.conftest import isolated_settings
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +33,7 @@ def own(settings: Settings) -> Iterator[Settings]:
     """The session's Redis under a key prefix of this test's own (deleted afterwards)."""
     isolated = isolated_settings(settings)
     yield isolated
-    _delete_keys(isolated)
+    run_coroutine(drop_namespaces([isolated]))
 
 
 def read_key_by_key(client: redis.Redis, keys: Keys, user_id: str, n: int
@@ -92,7 +94,7 @@ class Trips:
         self.count = 0
         send = redis.connection.AbstractConnection.send_packed_command
 
-        def counting(conn, command, check_health=True):  # noqa: ANN001, ANN202
+        def counting(conn, command, check_health=True):
             self.count += 1
             return send(conn, command, check_health)
 

@@ -29,9 +29,9 @@ from streams.connections import (
 from streams.erasure import erase_user
 from streams.keys import Keys
 from streams.settings import KafkaSecurityProtocol, Settings, load_settings
-from streams.stack import LocalStack, StackError, run_coroutine, write_certificates
+from streams.stack import LocalStack, StackError, free_port, run_coroutine, write_certificates
 from streams.topics import ensure_topics
-from tests.conftest import free_port, isolated_settings
+from tests.conftest import isolated_settings
 from tests.integration.harness import (
     WorkerProcess,
     client,

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from streams.cli import app
 from streams.settings import load_settings
-from streams.stack import LocalStack, StackError
-from tests.conftest import free_port, services_unavailable
+from streams.stack import LocalStack, StackError, free_port
+from tests.conftest import services_unavailable
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from streams.app import past_markers
 from streams.connections import kafka_consumer, kafka_producer
 from streams.keys import Keys
 from streams.settings import Settings, load_settings
+from streams.stack import free_port
 from streams.state import UserState
-from tests.conftest import free_port
 from tests.integration.harness import (
     WorkerProcess,
     assert_equal_to_reference,

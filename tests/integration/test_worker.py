@@ -33,14 +33,14 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 
 
-def _worker_factory(settings: Settings, tmp_path: Path):  # noqa: ANN202
+def _worker_factory(settings: Settings, tmp_path: Path):
     def start(n: int = 0) -> WorkerProcess:
         return WorkerProcess(settings, tmp_path / f"worker-{n}.log").start()
     return start
 
 
 @pytest.fixture
-def worker(unique_topics: Settings, tmp_path: Path):  # noqa: ANN201
+def worker(unique_topics: Settings, tmp_path: Path):
     started: list[WorkerProcess] = []
     factory = _worker_factory(unique_topics, tmp_path)
 
@@ -129,7 +129,7 @@ def _invalid_messages(settings: Settings, n: int) -> list[tuple[str, bytes, byte
 
 def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_carries_on(
         unique_topics: Settings, tmp_path: Path):
-    from tests.conftest import free_port
+    from streams.stack import free_port
 
     settings = load_settings(**{**unique_topics.model_dump(), "metrics_port": free_port()})
     worker = _worker_factory(settings, tmp_path)

@@ -11,7 +11,7 @@ import pytest
 
 from streams.keys import Keys
 from streams.settings import Settings, load_settings
-from tests.conftest import free_port
+from streams.stack import free_port
 from tests.integration.harness import (
     WorkerProcess,
     client,

@@ -26,7 +26,7 @@ from streams.state import decode_entry, encode_entry
 TS = 1e9  # the default decay epoch: g = 1
 
 
-def learn(model: CooccurrenceRecommender, events) -> CooccurrenceRecommender:  # noqa: ANN001
+def learn(model: CooccurrenceRecommender, events) -> CooccurrenceRecommender:
     for user, item, weight, ts in events:
         model.learn_one(user, item, weight=weight, ts=ts)
     return model

@@ -68,7 +68,7 @@ def assert_same_recommendations(got: CooccurrenceRecommender,
                  ("b", "i1", 1.0, 1e9 + 90 * 86400), ("b", "i2", 1.0, 1e9 + 90 * 86400)],
          config={"history_cap": 2, "row_cap": 4, "user_items_cap": 1, "similar_users": 0,
                  "likers_cap": 1, "half_life_days": 1.0}, cuts=[], erased="a")
-def test_the_vectorised_core_equals_the_oracle(events, config, cuts, erased) -> None:  # noqa: ANN001
+def test_the_vectorised_core_equals_the_oracle(events, config, cuts, erased) -> None:
     config = {**config, "neighbour_cap": min(config["row_cap"], 5)}
     fast, slow = CooccurrenceRecommender(**config), oracle.CooccurrenceRecommender(**config)
     bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
@@ -92,7 +92,7 @@ def test_the_vectorised_core_equals_the_oracle(events, config, cuts, erased) -> 
 
 @settings(max_examples=60, deadline=None)
 @given(events=events_strategy, config=config_strategy)
-def test_one_event_at_a_time_equals_one_batch(events, config) -> None:  # noqa: ANN001
+def test_one_event_at_a_time_equals_one_batch(events, config) -> None:
     config = {**config, "neighbour_cap": min(config["row_cap"], 5)}
     one, many = CooccurrenceRecommender(**config), CooccurrenceRecommender(**config)
     for user, item, weight, ts in events:

@@ -80,7 +80,7 @@ def test_forgetting_a_user_equals_never_having_seen_them(seed: int) -> None:
                                  st.sampled_from([1.0, 0.5, -1.0]),
                                  st.floats(1e9, 1e9 + 3e7)), max_size=40),
        erased=st.sampled_from(["a", "b", "c"]))
-def test_forgetting_cancels_any_history(events, erased) -> None:  # noqa: ANN001
+def test_forgetting_cancels_any_history(events, erased) -> None:
     seen, never = model(), model()
     for user, item, weight, ts in events:
         seen.learn_one(user, item, weight=weight, ts=ts)

@@ -408,7 +408,7 @@ def test_accuracy_floor_on_real_reviews() -> None:
     assert correct / len(test) > 0.75, f"accuracy {correct / len(test):.3f}"
 
 
-def _curve_point(build, train, test) -> tuple[float, float]:  # noqa: ANN001
+def _curve_point(build, train, test) -> tuple[float, float]:
     model = build()
     for review in train:
         model.predict_proba_one(review.text)
