@@ -18,14 +18,13 @@ import contextlib
 import json
 import logging
 import math
-import re
 import signal
 import tempfile
 import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,12 +71,7 @@ def demo_settings(base: Settings, name: str = "demo") -> Settings:
     })
 
 
-# --- what the trainer's log says ------------------------------------------------------------------
-ATTEMPT = re.compile(r"(fitting on|only|no fit:) \d+ examples \((\d+) read\)")
-DECISION = re.compile(r"guard (published|refused): held-out nDCG@10 ([\d.]+) \(fine-tuned\) vs "
-                      r"([\d.]+) \(([^)]*)\) on (\d+) groups")
-
-
+# --- what the trainer did ------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Decision:
     published: bool
@@ -89,35 +83,43 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class TrainerLog:
-    """The fits a trainer's log records: attempts (with how many example records it had read
-    then) and the guard's decisions, in order."""
+    """The fits a trainer recorded in its log stream (`streams.keys.Keys.trainer_log`):
+    attempts (with how many example records it had read then) and the guard's decisions, in
+    order."""
 
     fits_started: int = 0
     attempts: tuple[int, ...] = ()  # records read at each fit or non-fit (too few, none new)
     decisions: tuple[Decision, ...] = ()
 
     @classmethod
-    def parse(cls, text: str) -> TrainerLog:
-        """
-        >>> log = TrainerLog.parse('''x only 12 examples (12 read): not fitting yet
-        ... x fitting on 900 examples (950 read)
-        ... x guard refused: held-out nDCG@10 0.12 (fine-tuned) vs 0.13 (version 1) on 180 groups
-        ... x fitting on 2000 examples (2100 read)
-        ... x guard published: held-out nDCG@10 0.14 (fine-tuned) vs 0.13 (version 1) on 400 groups
-        ... x no fit: 2000 examples (2150 read), none new since the last fit''')
+    def of(cls, entries: Sequence[Mapping[bytes, bytes]]) -> TrainerLog:
+        """From the stream's entries' fields, oldest first (as ``XRANGE`` returns them).
+
+        >>> log = TrainerLog.of([
+        ...     {b"kind": b"attempt", b"fitting": b"0", b"read": b"12"},
+        ...     {b"kind": b"attempt", b"fitting": b"1", b"read": b"950"},
+        ...     {b"kind": b"decision", b"published": b"0", b"candidate_ndcg": b"0.12",
+        ...      b"current_ndcg": b"0.13", b"against": b"version 1", b"holdout_groups": b"180"},
+        ...     {b"kind": b"attempt", b"fitting": b"1", b"read": b"2100"},
+        ...     {b"kind": b"decision", b"published": b"1", b"candidate_ndcg": b"0.14",
+        ...      b"current_ndcg": b"0.13", b"against": b"version 1", b"holdout_groups": b"400"},
+        ...     {b"kind": b"attempt", b"fitting": b"0", b"read": b"2150"}])
         >>> log.attempts, log.fits_started, [d.published for d in log.decisions]
         ((12, 950, 2100, 2150), 2, [False, True])
         >>> log.caught_up(2150), log.caught_up(2200)  # the last 50 records read were repeats
         (True, False)
         """
         started, attempts, decisions = 0, [], []
-        for line in text.splitlines():
-            if m := ATTEMPT.search(line):
-                started += m.group(1) == "fitting on"
-                attempts.append(int(m.group(2)))
-            elif m := DECISION.search(line):
-                decisions.append(Decision(m.group(1) == "published", float(m.group(2)),
-                                          float(m.group(3)), m.group(4), int(m.group(5))))
+        for entry in entries:
+            fields = {k.decode(): v.decode() for k, v in entry.items()}
+            if fields.get("kind") == "attempt":
+                started += fields["fitting"] == "1"
+                attempts.append(int(fields["read"]))
+            elif fields.get("kind") == "decision":
+                decisions.append(Decision(
+                    fields["published"] == "1", float(fields["candidate_ndcg"]),
+                    float(fields["current_ndcg"]), fields["against"],
+                    int(fields["holdout_groups"])))
         return cls(started, tuple(attempts), tuple(decisions))
 
     @property
@@ -334,8 +336,8 @@ def _wait_for_ranker(settings: Settings, report: DemoReport, worker: WorkerProce
     started = time.monotonic()
     while True:
         _check_alive(worker, trainer)
-        report.trainer = TrainerLog.parse(trainer.log_path.read_text(errors="replace"))
         with redis_sync(settings) as r:
+            report.trainer = TrainerLog.of([f for _, f in r.xrange(keys.trainer_log)])
             current = int(r.get(keys.ranker_current) or 0)
             serving = [orjson.loads(v)["version"] for v in r.hvals(keys.ranker_serving)]
             models = [r.hget(keys.recs_meta(u), "model") for u in users]

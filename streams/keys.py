@@ -75,6 +75,14 @@ class Keys:
         return f"{self.prefix}ranker:next_version"
 
     @property
+    def trainer_log(self) -> str:
+        """Stream: what the trainer did, an entry per fit attempt (``kind`` "attempt":
+        ``fitting`` 1 or 0, ``read`` example records read by then) and per guard decision
+        (``kind`` "decision": ``published`` 1 or 0, ``candidate_ndcg``, ``current_ndcg``,
+        ``against``, ``holdout_groups``); the newest ~1,000 kept."""
+        return f"{self.prefix}ranker:trainer-log"
+
+    @property
     def ranker_serving(self) -> str:
         """Hash: worker id -> JSON {"version", "since"}: what each worker serves now."""
         return f"{self.prefix}ranker:serving"

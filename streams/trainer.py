@@ -225,15 +225,22 @@ class Trainer:
         while len(self.window) > self.settings.trainer_window:
             self.window.popitem(last=False)
 
+    async def _record(self, **fields: str | int | float) -> None:
+        """One entry of the trainer's log stream (`streams.keys.Keys.trainer_log`): what it
+        did, for whoever waits on it (the demo) to read as data rather than log text."""
+        await self.client.xadd(self.keys.trainer_log, fields, maxlen=1000, approximate=True)
+
     async def fit(self, producer: AIOKafkaProducer) -> TrainResult | None:
         """One train step on the window; publish and announce when the guard allows."""
         if len(self.window) < 20:
             logger.info("only %d examples (%d read): not fitting yet", len(self.window),
                         self.read)
+            await self._record(kind="attempt", fitting=0, read=self.read)
             return None
         await self._load_current()
-        # "(N read)": how far into the topic this fit is, for whoever waits on the trainer (demo)
         logger.info("fitting on %d examples (%d read)", len(self.window), self.read)
+        # how far into the topic this fit is, for whoever waits on the trainer (the demo)
+        await self._record(kind="attempt", fitting=1, read=self.read)
         examples = list(self.window.values())
         self.new_since_fit = 0
         result = await asyncio.to_thread(train_step, self.current, examples, self.settings)
@@ -242,14 +249,19 @@ class Trainer:
         decision = "published" if result.published else "refused"
         TRAINER_GUARD.labels(decision).inc()
         factors = result.model.factors
+        against = (f"version {self.current_version}" if self.current is not None
+                   else "co-occurrence order")
         logger.info("guard %s: held-out nDCG@10 %.4f (fine-tuned) vs %.4f (%s) on %d groups; "
                     "fit %d groups x %d epochs on %s in %.2f s; item factors: %s", decision,
                     result.candidate["ndcg@10"], result.current["ndcg@10"],
-                    f"version {self.current_version}" if self.current is not None
-                    else "co-occurrence order", result.holdout_groups, result.train_groups,
+                    against, result.holdout_groups, result.train_groups,
                     self.settings.trainer_epochs, result.fit.device, result.fit.seconds,
                     f"{len(factors.ids)} x {factors.rank} in {result.factor_seconds:.2f} s"
                     if factors is not None else "none")
+        await self._record(kind="decision", published=int(result.published),
+                           candidate_ndcg=result.candidate["ndcg@10"],
+                           current_ndcg=result.current["ndcg@10"], against=against,
+                           holdout_groups=result.holdout_groups)
         if result.published:
             version = await self.store.publish(result.model, {
                 "holdout": result.candidate, "previous": result.current,
@@ -290,6 +302,7 @@ class Trainer:
                     # the trainer having seen every record (the demo)
                     logger.info("no fit: %d examples (%d read), none new since the last fit",
                                 len(self.window), self.read)
+                    await self._record(kind="attempt", fitting=0, read=self.read)
                     last_fit, reported = time.monotonic(), self.read
         finally:
             await consumer.stop()

@@ -1,4 +1,5 @@
-"""The demo's pure parts: reading the trainer's log and percentiles from histogram buckets."""
+"""The demo's pure parts: reading the trainer's log stream and percentiles from histogram
+buckets."""
 
 from __future__ import annotations
 
@@ -9,22 +10,30 @@ import pytest
 from streams.demo import TrainerLog
 from streams.metrics import histogram_quantile
 
-# lines as the trainer writes them (streams.trainer.Trainer.fit), with other loggers around
-LOG = """\
-21:09:10 INFO aiokafka.consumer.subscription_state: Updating subscribed topics to: frozenset()
-21:09:12 INFO streams.trainer: only 12 examples (12 read): not fitting yet
-21:09:20 INFO streams.trainer: fitting on 274 examples (280 read)
-21:09:24 INFO streams.trainer: guard published: held-out nDCG@10 0.1126 (fine-tuned) vs 0.1124 \
-(co-occurrence order) on 55 groups; fit 219 groups x 20 epochs on cpu in 0.44 s
-21:09:50 INFO streams.trainer: fine-tuning from ranker version 1
-21:09:50 INFO streams.trainer: fitting on 900 examples (910 read)
-21:09:55 INFO streams.trainer: guard refused: held-out nDCG@10 0.1001 (fine-tuned) vs 0.1050 \
-(version 1) on 180 groups; fit 720 groups x 20 epochs on cpu in 1.20 s
-"""
+
+def attempt(read: int, *, fitting: bool) -> dict[bytes, bytes]:
+    """A fit attempt's entry, as `streams.trainer.Trainer` adds it to the trainer log stream."""
+    return {b"kind": b"attempt", b"fitting": b"1" if fitting else b"0", b"read": b"%d" % read}
+
+
+def decision(published: bool, candidate: float, current: float, against: str, groups: int
+             ) -> dict[bytes, bytes]:
+    return {b"kind": b"decision", b"published": b"1" if published else b"0",
+            b"candidate_ndcg": repr(candidate).encode(), b"current_ndcg": repr(current).encode(),
+            b"against": against.encode(), b"holdout_groups": b"%d" % groups}
+
+
+ENTRIES = [
+    attempt(12, fitting=False),  # too few examples
+    attempt(280, fitting=True),
+    decision(True, 0.1126, 0.1124, "co-occurrence order", 55),
+    attempt(910, fitting=True),
+    decision(False, 0.1001, 0.1050, "version 1", 180),
+]
 
 
 def test_trainer_log_counts_fits_and_decisions():
-    log = TrainerLog.parse(LOG)
+    log = TrainerLog.of(ENTRIES)
     assert log.attempts == (12, 280, 910)
     assert log.fits_started == 2 and not log.in_flight
     assert (log.published, log.refused) == (1, 1)
@@ -36,20 +45,19 @@ def test_trainer_log_counts_fits_and_decisions():
 
 @pytest.mark.parametrize(("logged", "caught_up"), [(910, True), (900, True), (911, False)])
 def test_caught_up_once_the_last_fit_read_everything_logged(logged: int, caught_up: bool):
-    assert TrainerLog.parse(LOG).caught_up(logged) is caught_up
+    assert TrainerLog.of(ENTRIES).caught_up(logged) is caught_up
 
 
 def test_not_caught_up_while_a_fit_is_in_flight():
-    log = TrainerLog.parse(LOG + "21:10:30 INFO streams.trainer: fitting on 950 examples "
-                                 "(960 read)\n")
+    log = TrainerLog.of([*ENTRIES, attempt(960, fitting=True)])
     assert log.in_flight and not log.caught_up(960)
 
 
 def test_too_few_examples_is_caught_up_when_everything_was_read():
-    log = TrainerLog.parse("x only 5 examples (5 read): not fitting yet\n")
+    log = TrainerLog.of([attempt(5, fitting=False)])
     assert log.caught_up(5) and not log.caught_up(6)
-    assert TrainerLog.parse("").caught_up(0)  # nothing logged: no fit will come
-    assert not TrainerLog.parse("").caught_up(1)
+    assert TrainerLog.of([]).caught_up(0)  # nothing logged: no fit will come
+    assert not TrainerLog.of([]).caught_up(1)
 
 
 def test_histogram_quantile_is_the_upper_bound_of_the_bucket():
