@@ -1,7 +1,7 @@
 """The price of the popularity-bias and diversity controls: accuracy against coverage and novelty.
 
 One point per setting of ``popularity_penalty`` and ``diversity`` (`models.rerank`, applied by
-`streams.ranking.Ranking` as the workers apply it), each measured on both protocols with the
+`streams.runtime.ranking.Ranking` as the workers apply it), each measured on both protocols with the
 current defaults otherwise:
 
 - offline: `bench.offline` (MS Recommenders' stratified 75/25 split of ML-100K);
@@ -27,8 +27,8 @@ from typing import Any
 from bench.offline import Split, offline_table, offline_tastemaker
 from bench.quality import beyond, tastemaker
 from bench.quality import run as prequential
-from streams.datasets import movielens_100k
 from streams.settings import get_settings, load_settings
+from streams.tools.datasets import movielens_100k
 
 POINTS: dict[str, dict[str, float]] = {
     "off": {},

@@ -1,16 +1,17 @@
 """Decoding speed: CPU µs per event to decode and validate the ML-100K replay's message values.
 
-The values are the replay's own encoding (`streams.events.encode_event` of `bench.speed.ml_events`),
-decoded in batches of one topic as a worker takes them, with a time limit as a worker passes it.
-Measures, interleaved round by round so that a busy machine slows all alike:
+The values are the replay's own encoding (`streams.contract.events.encode_event` of
+`bench.speed.ml_events`), decoded in batches of one topic as a worker takes them, with a time limit
+as a worker passes it. Measures, interleaved round by round so that a busy machine slows all alike:
 
 - ``before``: `decode_event` of ``--before`` (a git revision; default the parent of the fast path),
-  loaded from that revision's ``streams/events.py``;
+  loaded from that revision's ``streams/contract/events.py``;
 - ``decode_event`` and ``decode_events`` of the working tree;
 - parts: ``orjson.loads`` alone, pydantic's ``model_validate`` of the decoded dicts, the fast
-  path's checks and construction alone (`streams.events.parse_event` of the dicts), and building
-  the ratings from their already-checked values: as a pydantic model the way the fast path does,
-  and, for what a lighter event class would save, as a frozen slotted dataclass or a NamedTuple.
+  path's checks and construction alone (`streams.contract.events.parse_event` of the dicts), and
+  building the ratings from their already-checked values: as a pydantic model the way the fast path
+  does, and, for what a lighter event class would save, as a frozen slotted dataclass or a
+  NamedTuple.
 
 The parts run over values decoded or checked beforehand (colder in the caches than a value
 just read), so they do not add up to the totals; they say where the time goes. With the garbage
@@ -40,7 +41,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from bench.speed import ml_events
-from streams import events
+from streams.contract import events
 from streams.settings import get_settings
 
 OUT = Path(__file__).parent / "out" / "decode.json"
@@ -66,12 +67,18 @@ class _TupleRating(NamedTuple):
 
 
 def module_at(revision: str) -> types.ModuleType:
-    """``streams/events.py`` as it was at ``revision``, as a module of its own."""
-    source = subprocess.run(["git", "show", f"{revision}:streams/events.py"], cwd=ROOT,
-                            check=True, capture_output=True, text=True).stdout
+    """``streams/contract/events.py`` as it was at ``revision`` (``streams/events.py`` before
+    ``streams/`` was grouped into packages), as a module of its own."""
+    for path in ("streams/contract/events.py", "streams/events.py"):
+        shown = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=ROOT,
+                               capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise FileNotFoundError(f"no events module at {revision}: {shown.stderr.strip()}")
     module = types.ModuleType(f"events_at_{revision}")
     sys.modules[module.__name__] = module  # pydantic resolves annotations through it
-    exec(compile(source, f"{revision}:streams/events.py", "exec"), module.__dict__)
+    exec(compile(shown.stdout, f"{revision}:{path}", "exec"), module.__dict__)
     return module
 
 

@@ -35,14 +35,14 @@ import orjson
 import redis
 
 from bench.speed import LOG_DIR, OUT_DIR, bench_settings, machine
-from streams.dlq import parse_dead_letter
-from streams.keys import Keys
-from streams.replay import load_dataset, movielens_events
+from streams.contract.dlq import parse_dead_letter
+from streams.contract.keys import Keys
+from streams.contract.topics import ensure_topics
+from streams.runtime.state import UserState
 from streams.settings import Settings, get_settings, load_settings
-from streams.stack import LocalStack, free_port, run_coroutine
-from streams.state import UserState
-from streams.supervisor import WorkerProcess, processed, rss_bytes
-from streams.topics import ensure_topics
+from streams.tools.replay import load_dataset, movielens_events
+from streams.tools.stack import LocalStack, free_port, run_coroutine
+from streams.tools.supervisor import WorkerProcess, processed, rss_bytes
 from tests.hostile import hostile_messages  # the seeded generator the fuzz test uses
 
 Message = tuple[str, bytes | None, bytes | None]
@@ -143,12 +143,12 @@ def bench_outage(stack: LocalStack, *, outage_s: float, ratings: int, bad: int,
         while processed(settings) == 0 and worker.alive():
             time.sleep(0.05)
         out["processed_at_kill"] = processed(settings)
-        stack.stop_kafka(kill=True)
+        stack.kafka.stop(kill=True)
         killed = time.monotonic()
         while time.monotonic() - killed < outage_s and worker.alive():
             time.sleep(0.5)
         out["worker_alive_after_outage"] = worker.alive()
-        stack.start_kafka()
+        stack.kafka.start()
         out["processed_all"] = _wait(worker, settings, len(mixed), budget_s)
         out["processed"] = processed(settings)
         out["same_process"] = worker.alive() and worker.proc.pid == pid

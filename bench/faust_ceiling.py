@@ -2,15 +2,15 @@
 
 Replays the first ``--events`` ML-100K events to topics of their own, then, in the same run:
 a raw aiokafka consumer reads them (no group, no processing); then three Faust apps configured
-as the worker's (`streams.app.create_app`: same broker settings, poll size, one agent over the
-three event topics, batches of at most ``BATCH_SIZE`` within ``BATCH_WITHIN_S``, each event
+as the worker's (`streams.runtime.app.create_app`: same broker settings, poll size, one agent over
+the three event topics, batches of at most ``BATCH_SIZE`` within ``BATCH_WITHIN_S``, each event
 turned into the worker's `SourceMessage`) consume them and do nothing else:
 
 - ``stock``: Faust's own aiokafka transport (``kafka://``), raw schema and
   ``stream.take_events`` — a Faust agent as Faust ships it;
-- ``take_events``: the worker's transport and topic (`streams.faust_consumer`), with
+- ``take_events``: the worker's transport and topic (`streams.runtime.faust_consumer`), with
   ``stream.take_events``;
-- ``worker``: the worker's transport, topic and `streams.faust_consumer.batches` — what the
+- ``worker``: the worker's transport, topic and `streams.runtime.faust_consumer.batches` — what the
   worker runs under its computation;
 
 and, with ``--worker``, the real worker (``tastemaker worker``) processes them. Prints events/s
@@ -43,9 +43,9 @@ from bench.speed import (
     raw_consume,
     run_worker_until,
 )
-from streams.namespaces import drop_namespaces
 from streams.settings import Settings, get_settings
-from streams.supervisor import settings_env
+from streams.tools.namespaces import drop_namespaces
+from streams.tools.supervisor import settings_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def null_agent(total: int, out: Path, mode: str) -> None:
     import faust
 
     from streams import connections, faust_consumer
-    from streams.worker import SourceMessage
+    from streams.runtime.worker import SourceMessage
 
     settings = get_settings()
     (settings.stack_dir / "faust").mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ def main() -> None:
                         help="also run the real worker over the same events")
     parser.add_argument("--out", type=Path, default=OUT_DIR / "faust_ceiling.json")
     args = parser.parse_args()
-    from streams.replay import replay
+    from streams.tools.replay import replay
 
     settings = bench_settings(get_settings())
     modes = {mode: another_worker(settings, mode.replace("_", "-"))

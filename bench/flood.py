@@ -1,7 +1,7 @@
 """A flood of fresh item ids (issue 19): does a worker's memory stay bounded, and its settle pass
 short, when every event names an item never seen before?
 
-Drives the worker's per-batch code (`streams.worker.EventProcessor`, what ``tastemaker
+Drives the worker's per-batch code (`streams.runtime.worker.EventProcessor`, what ``tastemaker
 worker`` runs under Faust) in this process against the real Redis of the local stack: ``--events``
 plays, each of a fresh item id, from ``--users`` users (``--run-length`` events in a row each), in
 batches of ``BATCH_SIZE``, with the
@@ -29,10 +29,10 @@ import orjson
 
 from bench.speed import OUT_DIR, bench_settings, create_topics, machine
 from streams import connections
-from streams.keys import Keys
-from streams.namespaces import drop_namespaces
+from streams.contract.keys import Keys
+from streams.runtime.worker import EventProcessor, SourceMessage
 from streams.settings import Settings, get_settings
-from streams.worker import EventProcessor, SourceMessage
+from streams.tools.namespaces import drop_namespaces
 
 TS = 1.7e9
 

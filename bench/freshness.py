@@ -1,9 +1,9 @@
 """Freshness: from an event's send to its user's recommendations rewritten, at a steady rate.
 
 A paced producer sends the ML-100K replay events (in replay order, through the real producer
-path, `streams.produce.EventSender`) at ``--rate`` events/s for ``--seconds`` into one running
-worker process. Every ``--sample``-th event is tracked: its send time is the wall clock when it
-is handed to the producer, and its offset is known (fresh topics, this producer their only
+path, `streams.client.produce.EventSender`) at ``--rate`` events/s for ``--seconds`` into one
+running worker process. Every ``--sample``-th event is tracked: its send time is the wall clock when
+it is handed to the producer, and its offset is known (fresh topics, this producer their only
 writer: offsets count up from 0 per partition in send order). A poller takes atomic snapshots
 inside Redis (one Lua script per pass, every ~10 ms): the committed offsets (committed with the
 users' state in one transaction) and each pending user's ``recsmeta`` ``updated_at`` (the
@@ -48,10 +48,10 @@ from bench.speed import (
     start_worker,
 )
 from streams.connections import redis_async, redis_sync
-from streams.events import Event
-from streams.keys import Keys
-from streams.namespaces import drop_namespaces
+from streams.contract.events import Event
+from streams.contract.keys import Keys
 from streams.settings import Settings, get_settings
+from streams.tools.namespaces import drop_namespaces
 
 POLL_S = 0.01
 
@@ -149,7 +149,7 @@ async def paced_run(settings: Settings, events: list[Event], *, rate: float, sec
     is warm), then ``rate`` events/s for ``seconds``, then wait up to ``drain_s`` for the rest."""
     from aiokafka.partitioner import murmur2
 
-    from streams.produce import EventSender, kafka_producer, topic_of_kind
+    from streams.client.produce import EventSender, kafka_producer, topic_of_kind
 
     n_events = min(len(events) - 1, int(rate * seconds))
     pending: dict[str, list[Sample]] = {}  # user -> samples, oldest first

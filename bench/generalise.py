@@ -6,7 +6,7 @@ configuration (settings overrides) is measured on the 2 x 2 x 2 setups:
 - protocol: prequential (`bench.quality.run` on the first ``--limit`` ratings in time order) and
   offline (`bench.offline`: MS Recommenders' per-user 75/25 split, full ML-100K);
 - encoding: plays whose completion follows the stars, and plays without completion plus ratings
-  (`streams.replay.ENCODINGS`);
+  (`streams.tools.replay.ENCODINGS`);
 - time: ML-100K's timestamps, and the same stretched x30 (about 17 years).
 
 The tastemaker rows are compared with a popularity baseline in the same setup (decayed popularity
@@ -30,10 +30,10 @@ from bench.offline import Split, evaluate, offline_tastemaker, popularity_ranker
 from bench.quality import run as prequential
 from bench.quality import stretch_time
 from models.popularity import DecayedPopularity
-from streams.datasets import movielens_100k
-from streams.replay import ENCODINGS
+from streams.runtime.learning import reference_recommender
 from streams.settings import get_settings, load_settings
-from streams.worker import reference_recommender
+from streams.tools.datasets import movielens_100k
+from streams.tools.replay import ENCODINGS
 
 STRETCHES = (1.0, 30.0)
 # today's defaults first; then the half-life (which also sets trending's decay today: see the

@@ -12,8 +12,8 @@ figures sit beside the ones they publish:
   ``np.random.rand`` and keep ``rank / count <= 0.75``: 74,646 / 25,354, a different split.)
 - **Training**: tastemaker learns the train ratings *as a stream*, in time order, each as the
   replay sends it: a ``play`` then the ``rating``, weighted by the settings' feedback weights, in
-  either encoding of `streams.replay` (the play's completion follows the stars, or the play has
-  none; both run by default). The baselines are batch models on the same train ratings.
+  either encoding of `streams.tools.replay` (the play's completion follows the stars, or the play
+  has none; both run by default). The baselines are batch models on the same train ratings.
 - **Ranking**: each test user's top 10 among the items they did not rate in train
   (``remove_seen=True``).
 - **Relevance**: every test rating, whatever its stars (their ranking metrics take all of
@@ -56,11 +56,11 @@ from models.metrics import (
     recall_at_k,
 )
 from models.popularity import DecayedPopularity
-from streams.datasets import RECBOLE, Rating, fetch_wheel, movielens_100k
-from streams.ranking import Ranking
-from streams.replay import ENCODINGS, Encoding, play_completion
+from streams.runtime.learning import reference_recommender
+from streams.runtime.ranking import Ranking
 from streams.settings import Settings, get_settings, load_settings
-from streams.worker import reference_recommender
+from streams.tools.datasets import RECBOLE, Rating, fetch_wheel, movielens_100k
+from streams.tools.replay import ENCODINGS, Encoding, play_completion
 
 logger = logging.getLogger(__name__)
 

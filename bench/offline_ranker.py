@@ -5,9 +5,9 @@ the items a user did not rate in train, every test rating relevant). The ranker 
 deployment would have logged while learning the train split:
 
 1. the train ratings are learned as a stream, in time order, as the replay sends them (a play,
-   then the rating), through the model and `streams.ranking.Ranking` configured by the settings;
-   at ``--example-rate`` of the positive events the worker's training example is logged (the
-   candidates the user would have been served just before it, their features, the chosen item);
+   then the rating), through the model and `streams.runtime.ranking.Ranking` configured by the
+   settings; at ``--example-rate`` of the positive events the worker's training example is logged
+   (the candidates the user would have been served just before it, their features, the chosen item);
 2. the MLP is trained on those examples (`models.ranker.fine_tune`, the oldest 80% to fit, the
    newest 20% held out for the choice of epochs), with the listwise objective and, as the
    ablation, the pointwise MSE one;
@@ -50,12 +50,12 @@ from bench.offline import PUBLISHED, K, Split, evaluate, print_beyond, print_tab
 from models.factors import ItemFactors
 from models.ranker import FACTOR, Groups, RankerMLP, fine_tune, rerank
 from models.ranker import evaluate as evaluate_groups
-from streams.datasets import movielens_100k
-from streams.ranking import Ranking, choice_id, sampled
-from streams.replay import ENCODINGS, Encoding, play_completion
+from streams.runtime.learning import reference_recommender
+from streams.runtime.ranking import Ranking, choice_id, sampled
+from streams.runtime.trainer import factors_of_baskets
 from streams.settings import Settings, get_settings
-from streams.trainer import factors_of_baskets
-from streams.worker import reference_recommender
+from streams.tools.datasets import movielens_100k
+from streams.tools.replay import ENCODINGS, Encoding, play_completion
 
 Objective = Literal["next", "later", "fold", "fold+factors"]
 POSITIVES = 5  # per logged event, with objective "later"
@@ -121,8 +121,8 @@ def learn_and_log(split: Split, settings: Settings, genres: dict[str, tuple[str,
 
 
 def fit_factors(ratings: Sequence, settings: Settings) -> ItemFactors | None:
-    """The trainer's item factors (`streams.trainer.factors_of_baskets`) of a set of ratings:
-    each user's basket the items they rated."""
+    """The trainer's item factors (`streams.runtime.trainer.factors_of_baskets`) of a set of
+    ratings: each user's basket the items they rated."""
     baskets: dict[str, set[str]] = {}
     for r in ratings:
         baskets.setdefault(r.user_id, set()).add(r.item_id)

@@ -1,6 +1,6 @@
 """Where a worker's time goes, per batch step: the worker's per-batch code
-(`streams.worker.EventProcessor`, what ``tastemaker worker`` runs under Faust) driven in this
-process over the first ``--events`` ML-100K replay events (as the replay sends them: plays,
+(`streams.runtime.worker.EventProcessor`, what ``tastemaker worker`` runs under Faust) driven in
+this process over the first ``--events`` ML-100K replay events (as the replay sends them: plays,
 ratings and reviews on their topics, one partition each) in batches of ``BATCH_SIZE``, against
 the real Kafka and Redis of the local stack. Times each named step with a wall clock and prints
 the share of each; ``--cprofile N`` adds cProfile's top N functions by own time.
@@ -39,10 +39,10 @@ import orjson
 
 from bench.speed import OUT_DIR, baseline_checkout, bench_settings, create_topics
 from streams import connections
-from streams.namespaces import drop_namespaces
-from streams.replay import load_dataset, movielens_events
+from streams.runtime.worker import EventProcessor, SourceMessage
 from streams.settings import Settings, get_settings
-from streams.worker import EventProcessor, SourceMessage
+from streams.tools.namespaces import drop_namespaces
+from streams.tools.replay import load_dataset, movielens_events
 
 # the batch steps, as EventProcessor names them (async ones are awaited inside _process)
 STEPS = ("_decode", "_learn", "_send_examples", "_send_dead_letters", "_refresh_catalogue",

@@ -4,8 +4,8 @@ In time order, before each rating is learned, the user's top-10 is asked of ever
 the rated item being in it (every rated item was watched, so it is relevant). Recall@10 and nDCG@10
 are averaged over the evaluated events. All models learn every event and are asked at the same
 seeded sample of events. Each rating is learned as the replay sends it: a ``play`` then a
-``rating``, in either encoding of `streams.replay` (the play's completion follows the stars, or
-the play has none); both run by default. Beside Recall@10 and nDCG@10, every model row has the
+``rating``, in either encoding of `streams.tools.replay` (the play's completion follows the stars,
+or the play has none); both run by default. Beside Recall@10 and nDCG@10, every model row has the
 beyond-accuracy measures of `models.metrics.beyond_accuracy` over the lists it was asked for
 (popularity and intra-list similarity from the ratings replayed: see `beyond`).
 
@@ -33,11 +33,11 @@ from models.cooccurrence import CooccurrenceRecommender, Recommendation
 from models.feedback import FeedbackWeights
 from models.metrics import beyond_accuracy, cosine_similarity
 from models.popularity import DecayedPopularity
-from streams.datasets import Rating, movielens_100k
-from streams.ranking import Ranking
-from streams.replay import ENCODINGS, Encoding, play_completion
+from streams.runtime.learning import reference_recommender
+from streams.runtime.ranking import Ranking
 from streams.settings import Settings, get_settings
-from streams.worker import reference_recommender
+from streams.tools.datasets import Rating, movielens_100k
+from streams.tools.replay import ENCODINGS, Encoding, play_completion
 
 K = 10
 
@@ -105,8 +105,8 @@ class BiasedMFRanker:
 
 
 class ControlledRecommender:
-    """The tastemaker model served through the worker's `streams.ranking.Ranking`: what users
-    get with the popularity-bias and diversity controls of ``settings`` (without a ranker)."""
+    """The tastemaker model served through the worker's `streams.runtime.ranking.Ranking`: what
+    users get with the popularity-bias and diversity controls of ``settings`` (without a ranker)."""
 
     def __init__(self, settings: Settings) -> None:
         self.model = reference_recommender(settings)
@@ -219,9 +219,9 @@ def _learn(model: object, r: Rating, feedback: FeedbackWeights, encoding: Encodi
 def run_replay(events: Sequence[tuple[str, dict]], *, eval_share: float, seed: int,
                variants: Sequence[str] = ("sentiment", "stars", "none")) -> dict[str, Score]:
     """Prequential over the stream the replay sends (plays, ratings, reviews with real texts),
-    through `streams.reference.StreamReplica` — the workers' computation — once per way of
+    through `streams.tools.reference.StreamReplica` — the workers' computation — once per way of
     turning a review into feedback. Asked at each play (one per rating) before it is learned."""
-    from streams.reference import StreamReplica
+    from streams.tools.reference import StreamReplica
 
     rng = random.Random(seed)
     asked = [kind == "play" and rng.random() < eval_share for kind, _ in events]
@@ -292,7 +292,7 @@ def print_table(result: dict[str, dict]) -> None:
 
 
 def main_reviews(args: argparse.Namespace) -> None:
-    from streams.replay import load_dataset, movielens_events
+    from streams.tools.replay import load_dataset, movielens_events
 
     ratings, reviews, _ = load_dataset(get_settings(), "movielens-100k")
     events = list(movielens_events(ratings[: args.limit], reviews, seed=args.seed))

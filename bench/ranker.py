@@ -1,14 +1,14 @@
 """Lift of the MLP ranker over the raw co-occurrence order: prequential on the ML-100K replay.
 
 One pass over the replay's events (plays, ratings, reviews with real texts) through
-`streams.reference.StreamReplica` — the workers' computation — with the worker's `Ranking`:
+`streams.tools.reference.StreamReplica` — the workers' computation — with the worker's `Ranking`:
 
 - at a seeded ``eval_share`` of the plays, before the play is learned, the user's top-10 is asked
   twice, from the same candidates: in co-occurrence order and re-ordered by the ranker currently
   "published" (none at first: then both lists are equal). A hit is the played item in the top-10;
 - at ``ranker_example_rate`` of the positive events the training example is logged, as workers
   do;
-- every ``--train-every`` events the trainer's step runs (`streams.trainer.train_step`): it
+- every ``--train-every`` events the trainer's step runs (`streams.runtime.trainer.train_step`): it
   fits item factors and fine-tunes the current model on the latest ``trainer_window`` examples
   less the newest ``trainer_holdout`` share, and publishes only if its held-out nDCG@10 is not
   worse than the current version's (the co-occurrence order when none); the published model
@@ -36,11 +36,11 @@ import torch
 
 from bench.quality import K, Score
 from models.ranker import Groups, RankerMLP, rerank
-from streams.ranking import choice_id, sampled
-from streams.reference import StreamReplica
-from streams.replay import load_dataset, movielens_events
+from streams.runtime.ranking import choice_id, sampled
+from streams.runtime.trainer import Example, train_step
 from streams.settings import get_settings
-from streams.trainer import Example, train_step
+from streams.tools.reference import StreamReplica
+from streams.tools.replay import load_dataset, movielens_events
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """What serving item factors costs a worker: the ranker's re-rank of one batch of users with and
 without ``factor_score``.
 
-The replay's first ``--ratings`` ratings are learned by `streams.reference.StreamReplica` (the
-workers' computation); then `streams.ranking.Ranking.top_model` — what a worker runs for a batch's
-users with a ranker served — ranks ``--users`` users in one batch with the same MLP, once without
-item factors and once with factors fitted on the users' liked items (each user then folded in),
-alternating ``--rounds`` times. CPU time per user; medians printed and written as JSON.
+The replay's first ``--ratings`` ratings are learned by `streams.tools.reference.StreamReplica` (the
+workers' computation); then `streams.runtime.ranking.Ranking.top_model` — what a worker runs for a
+batch's users with a ranker served — ranks ``--users`` users in one batch with the same MLP, once
+without item factors and once with factors fitted on the users' liked items (each user then folded
+in), alternating ``--rounds`` times. CPU time per user; medians printed and written as JSON.
 
     python -m bench.ranker_serving                   # bench/out/ranker_serving.json
     python -m bench.ranker_serving --users 500 --rounds 5
@@ -23,9 +23,9 @@ import torch
 
 from models.factors import ItemFactors
 from models.ranker import RankerMLP, toy_groups
-from streams.reference import StreamReplica
-from streams.replay import load_dataset, movielens_events
 from streams.settings import get_settings
+from streams.tools.reference import StreamReplica
+from streams.tools.replay import load_dataset, movielens_events
 
 
 def main() -> None:

@@ -1,16 +1,16 @@
 """Read latency: a user's top-100 with explanations, read back from Redis on loopback.
 
 Writes realistic lists first, through the worker's own writer
-(`streams.worker.EventProcessor._write_recommendations`, top_n = 100): the in-process model learns
-the first ``--learn`` ML-100K ratings as the replay sends them (a play, then the rating), every
-user's top-100 with explanations is written under a key prefix of its own, plus the movies'
+(`streams.runtime.worker.EventProcessor._write_recommendations`, top_n = 100): the in-process model
+learns the first ``--learn`` ML-100K ratings as the replay sends them (a play, then the rating),
+every user's top-100 with explanations is written under a key prefix of its own, plus the movies'
 ``item:{id}`` hashes (the Python API reads titles). ML-100K has 943 users; the lists of the first
 users are written again under other ids up to ``--users``.
 
 Then ``--reads`` reads of a random user each (seeded), warm-up excluded, interleaved (in a new
 random order each round) so that every reader sees the same machine load:
 
-- ``python``: `streams.recs.get_recommendations(user, 100)` — recs, explanations, titles,
+- ``python``: `streams.client.recs.get_recommendations(user, 100)` — recs, explanations, titles,
   sentiment and summaries of the 100 items and the titles of their explaining items in one Lua
   script (one round trip), decoded into dataclasses;
 - ``plain``: redis-py, ``ZREVRANGE recs:{user} 0 99 WITHSCORES`` + ``HGETALL explain:{user}`` in
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from bench.speed import OUT_DIR, bench_settings, machine
-from streams.keys import Keys
+from streams.contract.keys import Keys
 from streams.settings import Settings, get_settings
 
 TOP = 100
@@ -51,8 +51,8 @@ TARGET_PING_RATIO = 3.0  # plain p50 / PING p50
 def learn(settings: Settings, ratings: int):  # CooccurrenceRecommender
     """The in-process model after the first ``ratings`` ML-100K ratings (as the replay sends
     them: a play with the rating's completion, then the rating); and the movies."""
-    from streams.replay import completion_of, load_dataset
-    from streams.worker import reference_recommender
+    from streams.runtime.learning import reference_recommender
+    from streams.tools.replay import completion_of, load_dataset
 
     all_ratings, _, movies = load_dataset(settings, "movielens-100k")
     model = reference_recommender(settings)
@@ -68,9 +68,9 @@ async def write_lists(settings: Settings, model, movies, users: int) -> list[str
     """Every user's top-N with explanations through the worker's writer; returns the user ids
     written (``users`` of them, the first ones again under ``<id>~<n>`` when there are fewer)."""
     from streams.connections import redis_async
-    from streams.replay import write_item_metadata
-    from streams.state import UserState
-    from streams.worker import EventProcessor
+    from streams.runtime.learning import EventProcessor
+    from streams.runtime.state import UserState
+    from streams.tools.replay import write_item_metadata
 
     client = redis_async(settings)
     try:
@@ -96,8 +96,8 @@ def measure(settings: Settings, users: list[str], *, reads: int, warmup: int,
     """Interleaved reads through every reader, in a new random order each round (a read right
     after the Python API's, which keeps Redis busy longest, waits longer for a core on a loaded
     machine); milliseconds per read, warm-up dropped."""
+    from streams.client.recs import get_recommendations
     from streams.connections import redis_sync
-    from streams.recs import get_recommendations
 
     keys = Keys(settings.key_prefix)
     client = redis_sync(settings)

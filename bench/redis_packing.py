@@ -17,7 +17,7 @@ from streams.connections import hiredis_packing
 
 
 def batch_writes(users: int = 500, top_n: int = 50) -> list[tuple]:
-    """The commands `streams.worker.EventProcessor._write_recommendations` queues."""
+    """The commands `streams.runtime.worker.EventProcessor._write_recommendations` queues."""
     why = orjson.dumps({"because": ["item1", "item2"], "source": "items"})
     commands: list[tuple] = []
     for u in range(users):

@@ -17,8 +17,8 @@ import os
 import platform
 from pathlib import Path
 
-from streams.replay import replay
 from streams.settings import get_settings
+from streams.tools.replay import replay
 
 OUT = Path(__file__).parent / "out" / "replay.json"
 

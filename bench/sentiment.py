@@ -35,9 +35,9 @@ same texts write the same snapshot bytes. Writes ``sentiment_curve.json`` and
     python -m bench.sentiment --summaries --out docs/results
 
 ``--summaries`` evaluates the per-item review summaries (`models.summary`): MovieLens-100K replayed
-as the demo does (`streams.replay.movielens_events`, real review texts of the rating's polarity,
-one sentiment model per reviews partition as in the workers); over the items with at least 10
-reviews, the Spearman correlation between the summary's sentiment (mean P(positive) of its
+as the demo does (`streams.tools.replay.movielens_events`, real review texts of the rating's
+polarity, one sentiment model per reviews partition as in the workers); over the items with at least
+10 reviews, the Spearman correlation between the summary's sentiment (mean P(positive) of its
 sentences) and the item's mean review P(positive); a few summaries printed. Writes
 ``summaries.json`` to ``--out``.
 """
@@ -65,8 +65,8 @@ from bench.sentiment_baselines import (
     river_multinomial_nb,
 )
 from models.sentiment import ReviewSentiment, clean_text, tokenize
-from streams.datasets import LabelledReview, labelled_reviews
 from streams.settings import get_settings
+from streams.tools.datasets import LabelledReview, labelled_reviews
 
 logger = logging.getLogger(__name__)
 
@@ -497,8 +497,8 @@ def summaries_main(reviews: list[LabelledReview], args: argparse.Namespace, comm
 
     from models.sentiment import label_from_rating
     from models.summary import ItemSummary, author_tag, digest_review
-    from streams.datasets import movielens_100k
-    from streams.replay import movielens_events
+    from streams.tools.datasets import movielens_100k
+    from streams.tools.replay import movielens_events
 
     settings = get_settings()
     ratings, movies = movielens_100k(settings.cache_dir)

@@ -1,4 +1,5 @@
-"""Per-review cost of the worker's sentiment step: `streams.sentiment.ReviewSentiments.score`.
+"""Per-review cost of the worker's sentiment step:
+`streams.runtime.sentiment.ReviewSentiments.score`.
 
 What the worker runs for each review (issue 13): P(positive) with the partition's model, the
 item-summary digest (`models.summary.digest_review`, which scores up to six sentences), then
@@ -28,11 +29,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from streams.datasets import labelled_reviews
-from streams.events import MAX_TEXT_CHARS, Review
-from streams.keys import Keys
-from streams.sentiment import PartitionModel, ReviewSentiments
+from streams.contract.events import MAX_TEXT_CHARS, Review
+from streams.contract.keys import Keys
+from streams.runtime.sentiment import PartitionModel, ReviewSentiments
 from streams.settings import get_settings
+from streams.tools.datasets import labelled_reviews
 
 
 def reviews(limit: int, seed: int) -> list[Review]:

@@ -46,15 +46,15 @@ from redis.exceptions import RedisError
 from bench.faults import private_stack
 from bench.freshness import Sample, poll
 from bench.speed import LOG_DIR, OUT_DIR, bench_settings, machine, percentiles
+from streams.client.produce import topic_of_kind
 from streams.connections import kafka_producer, redis_sync
-from streams.keys import Keys
-from streams.produce import topic_of_kind
-from streams.replay import load_dataset, movielens_events
+from streams.contract.keys import Keys
+from streams.contract.topics import ensure_topics
+from streams.runtime.state import SEEN_IDS_CAP, UserState
 from streams.settings import Settings
-from streams.stack import LocalStack, run_coroutine
-from streams.state import SEEN_IDS_CAP, UserState
-from streams.supervisor import WorkerProcess, is_settled, processed, rss_bytes
-from streams.topics import ensure_topics
+from streams.tools.replay import load_dataset, movielens_events
+from streams.tools.stack import LocalStack, run_coroutine
+from streams.tools.supervisor import WorkerProcess, is_settled, processed, rss_bytes
 
 ROW_CAP = 2000  # above any row of one pass (1,681 items): no pruning, no arrival-order effect
 Event = tuple[str, dict[str, Any]]
@@ -242,7 +242,7 @@ class Soak:
                 self.worker = self._start_worker(len(self.events))
             else:
                 self.events.append({"t": round(self.now(), 1), "what": "redis restart"})
-                await asyncio.to_thread(self.stack.restart_redis)
+                await asyncio.to_thread(self.stack.redis.restart)
                 self.events.append({"t": round(self.now(), 1), "what": "redis back"})
 
     async def _sample(self, stop: asyncio.Event) -> None:

@@ -1,8 +1,8 @@
 """Speed: the model core in one process, and the stream end to end against a running stack.
 
-``core``: the full ML-100K replay (`streams.replay.movielens_events`, every kind) turned into
-feedback weights as the worker does (`streams.worker.event_feedback`), learned by the vectorised
-core (``learn_many`` per ``--chunk`` events) and by the scalar oracle
+``core``: the full ML-100K replay (`streams.tools.replay.movielens_events`, every kind) turned into
+feedback weights as the worker does (`streams.runtime.learning.event_feedback`), learned by the
+vectorised core (``learn_many`` per ``--chunk`` events) and by the scalar oracle
 (`models.cooccurrence_oracle`, ``learn_one``) in the same run: the core before the oracle and
 again after it, its time the mean of the two (the shared machine's speed drifts over the
 oracle's minute). The oracle lists every user and is dropped before the core is scored (its
@@ -60,12 +60,12 @@ from pathlib import Path
 from typing import Any
 
 from models import cooccurrence_oracle as oracle
-from streams.events import Event, parse_event
-from streams.namespaces import drop_namespaces, namespaced
-from streams.replay import load_dataset, movielens_events
+from streams.contract.events import Event, parse_event
+from streams.runtime.learning import event_feedback, reference_recommender
 from streams.settings import Settings, get_settings, load_settings
-from streams.supervisor import WorkerProcess, processed
-from streams.worker import event_feedback, reference_recommender
+from streams.tools.namespaces import drop_namespaces, namespaced
+from streams.tools.replay import load_dataset, movielens_events
+from streams.tools.supervisor import WorkerProcess, processed
 
 OUT_DIR = Path(__file__).parent / "out"
 LOG_DIR = OUT_DIR / "logs"
@@ -94,7 +94,7 @@ def revision() -> dict[str, Any]:
 
 
 def ml_events(settings: Settings, limit: int | None = None) -> list[Event]:
-    """The ML-100K replay events, in the order `streams.replay.replay` sends them."""
+    """The ML-100K replay events, in the order `streams.tools.replay.replay` sends them."""
     ratings, reviews, _ = load_dataset(settings, "movielens-100k")
     out = []
     for kind, obj in movielens_events(ratings, reviews):
@@ -106,7 +106,8 @@ def ml_events(settings: Settings, limit: int | None = None) -> list[Event]:
 
 def bench_settings(base: Settings, tag: str | None = None, **overrides: object) -> Settings:
     """``base`` with topics, key prefix and consumer group of its own
-    (`streams.namespaces.namespaced`), so a benchmark neither sees nor disturbs anyone else's."""
+    (`streams.tools.namespaces.namespaced`), so a benchmark neither sees nor disturbs anyone
+    else's."""
     return namespaced(base, "bench", tag, **overrides)
 
 
@@ -119,7 +120,7 @@ def another_worker(settings: Settings, suffix: str, **overrides: object) -> Sett
 
 
 async def create_topics(settings: Settings) -> None:
-    from streams.topics import ensure_topics
+    from streams.contract.topics import ensure_topics
 
     await ensure_topics(settings)
 
@@ -376,7 +377,7 @@ def bench_e2e(base: Settings, *, batch_sizes: Sequence[int], limit: int | None,
     """The worker against a raw consumer (and, with ``baseline``, against the worker of that
     git revision, with batches of ``baseline_batch_size`` — by default the first of
     ``batch_sizes``) on the same topics in the same run."""
-    from streams.replay import replay
+    from streams.tools.replay import replay
 
     settings = bench_settings(base)
     runs = [another_worker(settings, f"b{b}", batch_size=b) for b in batch_sizes]
@@ -442,7 +443,7 @@ def bench_scaling_one(base: Settings, partitions: int, workers: int, *, limit: i
     and ready (the group settled) before the first event is sent; then the first ``limit``
     replay events are produced and the rate is taken from the first committed batch to the last
     (``processed() == total``), or over what was processed within ``budget_s``."""
-    from streams.replay import replay
+    from streams.tools.replay import replay
 
     settings = bench_settings(base, topic_partitions=partitions)
     procs: list[WorkerProcess] = []

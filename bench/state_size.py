@@ -1,8 +1,8 @@
 """State size after a full ML-100K replay: per user, per item, snapshot, deltas stream.
 
 ``--mode model`` (default, ~2 min): the full replay through the worker's own state classes in
-this process (`streams.state.UserState`, `models.cooccurrence`), in the order the replay sends
-it. Each user's state is written to Redis as the worker writes it and measured with
+this process (`streams.runtime.state.UserState`, `models.cooccurrence`), in the order the replay
+sends it. Each user's state is written to Redis as the worker writes it and measured with
 ``MEMORY USAGE``; the item statistics are measured in memory (entries per row; Python heap via
 tracemalloc while loading their snapshot) and as a snapshot; every batch's deltas are encoded
 as the commit encodes them, and the stream's size follows from the encoded total and the
@@ -46,10 +46,10 @@ from bench.speed import (
 )
 from models.cooccurrence import ItemCooccurrence
 from streams.connections import redis_sync
-from streams.keys import Keys
-from streams.namespaces import drop_namespaces
+from streams.contract.keys import Keys
+from streams.runtime.state import SEEN_IDS_CAP
 from streams.settings import Settings, get_settings
-from streams.state import SEEN_IDS_CAP
+from streams.tools.namespaces import drop_namespaces
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -201,19 +201,20 @@ def measure(settings: Settings, client: redis.Redis) -> dict[str, Any]:
 def model_state(settings: Settings, client: redis.Redis, *, limit: int | None,
                 keep_batches: int = 10) -> dict[str, Any]:
     """The full replay through the worker's state classes in this process: each user's state
-    as `streams.state.UserState` serialises it (history + recent event ids), the item statistics
-    and their snapshot, and every batch of ``batch_size`` events' deltas encoded as the commit
-    encodes them. Per-user keys and the last ``keep_batches`` batches go to Redis (own prefix)
-    for ``MEMORY USAGE``; the whole stream's size is the encoded total times the overhead
+    as `streams.runtime.state.UserState` serialises it (history + recent event ids), the item
+    statistics and their snapshot, and every batch of ``batch_size`` events' deltas encoded as the
+    commit encodes them. Per-user keys and the last ``keep_batches`` batches go to Redis (own
+    prefix) for ``MEMORY USAGE``; the whole stream's size is the encoded total times the overhead
     measured on those. Reviews count by their stars here (the worker scores their sentiment),
     which moves sizes very little."""
-    from streams.state import UserState, encode_entry
-    from streams.worker import batch_model, event_feedback, reference_recommender
+    from streams.runtime.learning import CooccurrenceConfig, event_feedback
+    from streams.runtime.state import UserState, encode_entry
 
     keys = Keys(settings.key_prefix)
     events = ml_events(settings, limit)
     weights = settings.feedback_weights()
-    items = reference_recommender(settings).items  # as a worker keeps them
+    config = CooccurrenceConfig.of(settings)
+    items = config.model().items  # as a worker keeps them
     states: dict[str, UserState] = {}
     batch_bytes: list[int] = []
     kept: list[dict[str, bytes]] = []
@@ -221,7 +222,7 @@ def model_state(settings: Settings, client: redis.Redis, *, limit: int | None,
     size = settings.batch_size
     for start in range(0, len(events), size):  # as a worker learns and commits a batch
         batch = events[start:start + size]
-        model = batch_model(settings, items, {
+        model = config.batch_model(items, {
             u: states.setdefault(u, UserState()) for u in {e.user_id for e in batch}})
         deltas, _ = model.observe_many(
             (e.user_id, e.item_id, event_feedback(e, weights), e.ts) for e in batch)
@@ -277,7 +278,7 @@ def model_state(settings: Settings, client: redis.Redis, *, limit: int | None,
 
 def worker_state(settings: Settings, client: redis.Redis, *, limit: int | None,
                  budget_s: float) -> dict[str, Any]:
-    from streams.replay import replay
+    from streams.tools.replay import replay
 
     result: dict[str, Any] = {}
     watch = StreamWatch(settings)

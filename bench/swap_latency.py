@@ -1,7 +1,7 @@
 """Publish-to-swap latency: from a ranker version's publication to every worker serving it.
 
 Starts ``--workers`` worker processes on topics of their own, warms them with a few hundred
-events, then ``--publishes`` times: publishes a new version through `streams.model_store`
+events, then ``--publishes`` times: publishes a new version through `streams.runtime.model_store`
 (what the trainer does) and polls ``ranker:serving`` (each worker writes the version it serves
 and when it swapped) until every worker reports it. The latency is the last worker's swap time
 minus the publish time (one machine, one clock). Workers poll ``ranker:current`` every
@@ -24,10 +24,10 @@ import orjson
 from bench.speed import OUT_DIR, bench_settings, create_topics, machine, start_worker
 from models.ranker import RankerMLP, fine_tune, toy_groups
 from streams import connections
-from streams.keys import Keys
-from streams.model_store import ModelStore
-from streams.namespaces import drop_namespaces
+from streams.contract.keys import Keys
+from streams.runtime.model_store import ModelStore
 from streams.settings import get_settings
+from streams.tools.namespaces import drop_namespaces
 
 
 async def measure(args: argparse.Namespace) -> dict:

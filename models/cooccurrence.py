@@ -76,8 +76,8 @@ def decay_factor(ts: float, *, half_life_s: float, epoch: float) -> float:
 
     Saturates ``MAX_DECAY_EXPONENT`` half-lives from the epoch, so that no timestamp can raise or
     overflow the sums: the stream contract keeps event times near their Kafka record's time
-    (`streams.events.latest_event_ts`), and the settings refuse an epoch and half-life whose
-    range does not cover the years ahead (`streams.settings`), so live events never reach it.
+    (`streams.contract.events.latest_event_ts`), and the settings refuse an epoch and half-life
+    whose range does not cover the years ahead (`streams.settings`), so live events never reach it.
 
     >>> decay_factor(86_400.0, half_life_s=86_400.0, epoch=0.0)
     2.0

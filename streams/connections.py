@@ -206,8 +206,9 @@ def kafka_admin(settings: Settings, **options: Any) -> AIOKafkaAdminClient:
 # --- Faust ------------------------------------------------------------------------------------
 def faust_broker(settings: Settings) -> list[str]:
     """The Faust app's broker URLs, with the scheme of tastemaker's Faust transport
-    (`streams.faust_consumer`: Faust's aiokafka transport, without four tasks per message)."""
-    from streams.faust_consumer import SCHEME
+    (`streams.runtime.faust_consumer`: Faust's aiokafka transport, without four tasks per
+    message)."""
+    from streams.runtime.faust_consumer import SCHEME
 
     return [f"{SCHEME}://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
 

@@ -1,7 +1,7 @@
 """Log output: plain text for people, or one JSON object per line for log collectors.
 
 ``TASTEMAKER_LOG_FORMAT=json`` makes every process (the worker, the CLI, the trainer) write lines
-like ``{"ts": "2026-11-28T20:41:07.512Z", "level": "INFO", "logger": "streams.state",
+like ``{"ts": "2026-11-28T20:41:07.512Z", "level": "INFO", "logger": "streams.runtime.state",
 "message": "snapshot saved at delta 17-0 (1,104 items)"}`` plus any ``extra=`` fields of the
 call and ``exc`` with the traceback. Neither python-json-logger nor structlog is a dependency, so
 this is a stdlib `logging.Formatter` serialised with orjson (already a dependency).

@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.cooccurrence import DAY_S, MAX_DECAY_EXPONENT, decay_horizon
 from models.feedback import FeedbackWeights
-from streams.events import MAX_EVENT_FUTURE_S
+from streams.contract.events import MAX_EVENT_FUTURE_S
 
 ENV_PREFIX = "TASTEMAKER_"
 DECAY_MARGIN_YEARS = 20  # the decay must cover at least this many years from now
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     topic_partitions: Positive = 6
     max_message_bytes: Positive = 1_000_000
     # an event whose ts is later than its Kafka record's timestamp plus this goes to the
-    # dead-letter topic (ts_out_of_range): see streams.events.latest_event_ts
+    # dead-letter topic (ts_out_of_range): see streams.contract.events.latest_event_ts
     max_event_future_s: Annotated[float, Field(ge=0, le=365 * 86_400)] = MAX_EVENT_FUTURE_S
     # events whose Kafka key is not their user_id go to events-dlq (key_mismatch); false accepts
     # any key, and then two workers may update one user's history at once (the later wins)

@@ -5,7 +5,8 @@ The services come from the first of these that works, once per session:
 1. ``TASTEMAKER_KAFKA_BOOTSTRAP_SERVERS`` and ``TASTEMAKER_REDIS_URL`` from the environment (what
    ``eval "$(tastemaker up)"`` and ``.ci/run`` set), checked to answer;
 2. test containers (``apache/kafka``, ``redis:7``) when a Docker engine answers;
-3. the local stack (`streams.stack`), started here and stopped at the end of the session if this
+3. the local stack (`streams.tools.stack`), started here and stopped at the end of the session if
+this
    session started it.
 
 When none works the integration tests skip with the reason, or fail under ``CI=true``: CI must
@@ -24,9 +25,9 @@ from typing import Any, NoReturn
 
 import pytest
 
-from streams.namespaces import drop_namespaces, namespaced
 from streams.settings import ENV_PREFIX, Settings, SettingsError, load_settings
-from streams.stack import free_port
+from streams.tools.namespaces import drop_namespaces, namespaced
+from streams.tools.stack import free_port
 
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 SERVICE_WAIT_S = 120
@@ -48,8 +49,8 @@ def services_unavailable(reason: str) -> NoReturn:
 
 
 def kafka_answers(bootstrap_servers: str) -> bool:
-    from streams.stack import kafka_answers as probe
-    from streams.stack import run_coroutine
+    from streams.tools.stack import kafka_answers as probe
+    from streams.tools.stack import run_coroutine
 
     return run_coroutine(probe(load_settings(kafka_bootstrap_servers=bootstrap_servers)))
 
@@ -101,7 +102,7 @@ def _from_containers(settings: Settings) -> Services:
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-    from streams.stack import SINGLE_NODE_BROKER, docker_env
+    from streams.tools.stack import SINGLE_NODE_BROKER, docker_env
 
     services = Services("", "", "test containers")
     try:
@@ -151,7 +152,7 @@ def _from_containers(settings: Settings) -> Services:
 
 
 def _from_local_stack(settings: Settings, rootdir: Path) -> Services:
-    from streams.stack import LocalStack, StackError
+    from streams.tools.stack import LocalStack, StackError
 
     if not settings.stack_dir.is_absolute():  # the repo's .tastemaker/, wherever pytest runs
         settings = load_settings(
@@ -166,7 +167,7 @@ def _from_local_stack(settings: Settings, rootdir: Path) -> Services:
     # Stop only what this session started: a stack the developer brought up stays up.
     for change in changes:
         if change.outcome == "started":
-            stop = stack.stop_kafka if change.name == "kafka" else stack.stop_redis
+            stop = stack.service(change.name).stop
             services.teardown.append(stop)
     return services
 
@@ -228,8 +229,8 @@ def unique_topics(settings: Settings) -> Iterator[Settings]:
     """Settings of the session's services with this test's own topics (created, and deleted
     afterwards with any ``<app_id>-*`` topics Faust made) and its own Redis key prefix (keys
     deleted afterwards)."""
-    from streams.stack import run_coroutine
-    from streams.topics import ensure_topics
+    from streams.contract.topics import ensure_topics
+    from streams.tools.stack import run_coroutine
 
     isolated = isolated_settings(settings)
     run_coroutine(ensure_topics(isolated))

@@ -1,11 +1,11 @@
 """Hostile input for the event topics: a seeded generator of malformed messages, each with the
-reject codes it may earn (`streams.events.RejectedEvent.code`).
+reject codes it may earn (`streams.contract.events.RejectedEvent.code`).
 
 Used by the unit contract test (every message is rejected with a declared code) and by the
 integration fuzz test (every message reaches ``events-dlq`` with its source offset while the
 valid stream around it is unchanged). Every kind below is invalid on *every* event topic unless
 it names the one topic it targets, so none can slip through as a valid event (``far_future_ts``
-is invalid against any record timestamp of this century, `streams.events.latest_event_ts`).
+is invalid against any record timestamp of this century, `streams.contract.events.latest_event_ts`).
 
 `reference_decode` is the decoder before its fast path (pydantic for every event): the oracle the
 fast path is held to, here and in `tests/unit/test_events.py`.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import orjson
 from pydantic import ValidationError
 
-from streams.events import (
+from streams.contract.events import (
     KIND_BY_TOPIC,
     SCHEMA_BY_KIND,
     Event,
@@ -266,8 +266,8 @@ def hostile_messages(seed: int = 8) -> list[Hostile]:
 
 def reference_decode(kind: str, raw: bytes | None, *, max_bytes: int = 1_000_000,
                      not_after: float | None = None) -> Event | RejectedEvent:
-    """`streams.events.decode_event` as it was before its fast path: every event through pydantic.
-    Returns the event or the `RejectedEvent` it raised."""
+    """`streams.contract.events.decode_event` as it was before its fast path: every event through
+    pydantic. Returns the event or the `RejectedEvent` it raised."""
     try:
         kind = KIND_BY_TOPIC.get(kind, kind)
         if kind not in SCHEMA_BY_KIND:
@@ -296,7 +296,7 @@ def reference_decode(kind: str, raw: bytes | None, *, max_bytes: int = 1_000_000
 
 
 def reference_parse(kind: str, obj: object) -> Event:
-    """`streams.events.parse_event` through pydantic alone."""
+    """`streams.contract.events.parse_event` through pydantic alone."""
     if not isinstance(obj, dict):
         raise RejectedEvent(
             f"value: expected a JSON object, got a JSON {type(obj).__name__}", code="not_object")
@@ -307,7 +307,7 @@ def reference_parse(kind: str, obj: object) -> Event:
 
 
 def reference_dedup_id(event: Event) -> str:
-    """`streams.events._Event.dedup_id` through ``model_dump``."""
+    """`streams.contract.events._Event.dedup_id` through ``model_dump``."""
     if event.event_id is not None:
         return event.event_id
     body = orjson.dumps(event.model_dump(exclude={"event_id"}), option=orjson.OPT_SORT_KEYS)

@@ -15,14 +15,14 @@ import orjson
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.client.produce import topic_of_kind
 from streams.connections import kafka_producer, redis_sync
-from streams.keys import Keys
-from streams.produce import topic_of_kind
-from streams.ranking import Ranking
-from streams.reference import StreamReplica
+from streams.contract.keys import Keys
+from streams.runtime.ranking import Ranking
 from streams.settings import Settings, load_settings
-from streams.stack import LocalStack, StackError
-from streams.supervisor import (  # noqa: F401 - re-exported
+from streams.tools.reference import StreamReplica
+from streams.tools.stack import LocalStack, StackError
+from streams.tools.supervisor import (  # noqa: F401 - re-exported
     WorkerProcess,
     is_settled,
     processed,
@@ -176,7 +176,7 @@ def private_stack(root: Path) -> Iterator[LocalStack]:
     """A Kafka broker and a Redis server of our own (free ports, data under ``root``), so a test
     may stop and restart them without touching the shared services; wiped afterwards. Fails
     loudly (or skips outside CI) when it cannot start."""
-    from streams.stack import free_port
+    from streams.tools.stack import free_port
     from tests.conftest import services_unavailable
 
     base = load_settings()
@@ -238,7 +238,7 @@ class ProducerThread:
 
 def event_ids_in_redis(settings: Settings, users: Iterable[str]) -> list[str]:
     """Every event id the users' committed histories recorded (each counted event once)."""
-    from streams.state import UserState
+    from streams.runtime.state import UserState
 
     keys, r = Keys(settings.key_prefix), client(settings)
     return [e for u in users for e in UserState.from_bytes(r.get(keys.history(u))).seen]
@@ -279,7 +279,7 @@ def as_messages(settings: Settings, events: Iterable[tuple[str, dict]]
 
 def movielens_slice(settings: Settings, ratings: int) -> list[tuple[str, dict]]:
     """The replay's events (play, rating, sometimes a review) of the first ``ratings`` ratings."""
-    from streams.replay import load_dataset, movielens_events
+    from streams.tools.replay import load_dataset, movielens_events
 
     all_ratings, reviews, _ = load_dataset(settings, "movielens-100k")
     return list(movielens_events(all_ratings[:ratings], reviews, seed=7))

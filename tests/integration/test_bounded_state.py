@@ -14,14 +14,14 @@ import orjson
 import pytest
 
 from streams import connections
-from streams.keys import Keys
-from streams.settings import Settings, load_settings
-from streams.worker import (
+from streams.contract.keys import Keys
+from streams.runtime.worker import (
     COMPACT_MIN_ITEMS,
     SETTLE_USERS_PER_STEP,
     EventProcessor,
     SourceMessage,
 )
+from streams.settings import Settings, load_settings
 from tests.integration.harness import (
     assert_equal_to_reference,
     client,

@@ -11,11 +11,11 @@ from contextlib import suppress
 import pytest
 from rich.console import Console
 
-from streams.demo import DemoReport, demo_settings, run_demo
-from streams.namespaces import drop_namespaces
-from streams.recs import get_recommendations
+from streams.client.recs import get_recommendations
 from streams.settings import Settings
-from streams.stack import run_coroutine
+from streams.tools.demo import DemoReport, demo_settings, run_demo
+from streams.tools.namespaces import drop_namespaces
+from streams.tools.stack import run_coroutine
 
 pytestmark = pytest.mark.integration
 

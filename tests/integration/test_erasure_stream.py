@@ -12,10 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.keys import Keys
+from streams.contract.keys import Keys
+from streams.runtime.state import UserState
 from streams.settings import Settings
-from streams.state import UserState
-from streams.supervisor import ROOT
+from streams.tools.supervisor import ROOT
 from tests.integration.harness import (
     WorkerProcess,
     assert_equal_to_reference,
@@ -55,7 +55,7 @@ def messages(settings: Settings, batch: list[tuple[str, dict]]):
 
 
 def erase_with_the_cli(settings: Settings, user_id: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "streams.cli", "erase-user", user_id],
+    result = subprocess.run([sys.executable, "-m", "streams.tools.cli", "erase-user", user_id],
                             cwd=ROOT, env=settings_env(settings), capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr

@@ -14,10 +14,10 @@ import orjson
 import pytest
 
 from streams.connections import kafka_producer
-from streams.dlq import parse_dead_letter
-from streams.keys import Keys
+from streams.contract.dlq import parse_dead_letter
+from streams.contract.keys import Keys
+from streams.runtime.state import UserState
 from streams.settings import Settings, load_settings
-from streams.state import UserState
 from tests.integration.harness import (
     WorkerProcess,
     client,

@@ -1,6 +1,6 @@
 """Faults, with real processes: Redis and the broker go away mid-stream, workers join, hostile
 input arrives. Each test checks the final Redis state against the in-process reference
-(`streams.reference.StreamReplica`), exactly as the ``kill -9`` test does.
+(`streams.tools.reference.StreamReplica`), exactly as the ``kill -9`` test does.
 
 Tests that stop or restart a service run against a private local stack (free ports, its own data
 directory), never against the shared services; it is started once for this module.
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from streams.dlq import parse_dead_letter
-from streams.keys import Keys
+from streams.contract.dlq import parse_dead_letter
+from streams.contract.keys import Keys
+from streams.contract.topics import ensure_topics
 from streams.settings import Settings
-from streams.stack import LocalStack, run_coroutine
-from streams.topics import ensure_topics
+from streams.tools.stack import LocalStack, run_coroutine
 from tests.conftest import isolated_settings
 from tests.hostile import hostile_messages
 from tests.integration.harness import (
@@ -162,13 +162,13 @@ def test_redis_outage_is_ridden_out_by_the_same_worker(stack: LocalStack, tmp_pa
     least once). A killed Redis loses nothing it acknowledged: it writes the AOF before replying
     (``appendfsync everysec`` only delays the fsync, which matters to a machine crash)."""
     def outage(send_rest, worker: WorkerProcess) -> None:
-        stack.stop_redis(kill=how == "killed")
+        stack.redis.stop(kill=how == "killed")
         down_at = time.monotonic()
         send_rest()  # Kafka is up: the stream goes on
         while time.monotonic() - down_at < OUTAGE_S:
             assert worker.alive(), f"the worker exited while Redis was down:\n{worker.tail()}"
             time.sleep(0.2)
-        stack.start_redis()
+        stack.redis.start()
 
     _, worker, twice = _fault_run(stack, tmp_path, outage)
     log = worker.log_path.read_text(errors="replace")
@@ -204,12 +204,12 @@ def test_redis_restarted_from_an_older_copy_is_caught_up_from_kafka(stack: Local
         pid = worker.proc.pid
         producer.send(messages[:copied])
         wait_processed(settings, copied, [worker])
-        copy = stack.copy_redis_data(tmp_path / "redis-copy.rdb")
+        copy = stack.redis.copy_data(tmp_path / "redis-copy.rdb")
         producer.send(messages[copied:lost])
         wait_processed(settings, lost, [worker])  # committed after the copy: to be lost
         if then == "restarted":  # its consumer group's offsets committed past the copy
             worker.stop()
-        stack.restart_redis_from(copy)
+        stack.redis.restart_from(copy)
         assert processed(settings) == copied  # Redis went back to the copy
         if then == "restarted":
             worker = WorkerProcess(settings, tmp_path / "worker-2.log").start()
@@ -237,7 +237,7 @@ def test_broker_restart_is_ridden_out_by_the_same_worker(stack: LocalStack, tmp_
     back): the worker carries on in the same process and the settled state equals the reference:
     no event lost, none counted twice; dead letters all written (at least once)."""
     def restart(send_rest, worker: WorkerProcess) -> None:
-        stack.restart_kafka()
+        stack.kafka.restart()
         assert worker.alive(), f"the worker exited while the broker restarted:\n{worker.tail()}"
         send_rest()
 

@@ -11,10 +11,10 @@ import pytest
 
 from models.ranker import ArtefactError, RankerMLP
 from streams import connections
-from streams.keys import Keys
-from streams.model_store import ModelStore
+from streams.contract.keys import Keys
+from streams.runtime.model_store import ModelStore
 from streams.settings import Settings
-from streams.supervisor import ROOT, settings_env
+from streams.tools.supervisor import ROOT, settings_env
 from tests.integration.harness import read_topic
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ def test_versions_are_immutable_pruned_and_rolled_back(unique_topics: Settings):
     published, kept, artefact = asyncio.run(publish_seven())
     assert kept == published[2:]
     rolled = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "trainer", "--rollback", str(published[3])],
+        [sys.executable, "-m", "streams.tools.cli", "trainer", "--rollback", str(published[3])],
         cwd=ROOT, env=settings_env(settings), capture_output=True, text=True, timeout=120)
     assert rolled.returncode == 0, rolled.stderr
     r = connections.redis_sync(settings)
@@ -52,7 +52,7 @@ def test_versions_are_immutable_pruned_and_rolled_back(unique_topics: Settings):
     assert r.get(keys.ranker_artefact(published[3])) == artefact
 
     refused = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "trainer", "--rollback", str(published[0])],
+        [sys.executable, "-m", "streams.tools.cli", "trainer", "--rollback", str(published[0])],
         cwd=ROOT, env=settings_env(settings), capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "no artefact" in refused.stderr
     assert int(r.get(keys.ranker_current)) == published[3]

@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from streams import connections
+from streams.runtime.state import Fenced
+from streams.runtime.worker import EventProcessor, SourceMessage
 from streams.settings import Settings, load_settings
-from streams.state import Fenced
-from streams.worker import EventProcessor, SourceMessage
 from tests.integration.harness import assert_equal_to_reference, reference
 
 pytestmark = pytest.mark.integration
@@ -117,7 +117,7 @@ def test_a_zombie_cannot_commit_after_the_new_owner_claimed_and_the_order_of_del
 
 
 def _any_batch(proc: EventProcessor):
-    from streams.state import BatchCommit
+    from streams.runtime.state import BatchCommit
     name = f"{proc.settings.topic_plays}:0"
     return BatchCommit(expected={name: 50}, offsets={name: 51}, users={})
 
@@ -152,7 +152,7 @@ def test_a_follower_that_finds_unread_entries_trimmed_between_pages_reloads_the_
     settings = _settings(unique_topics)
     stream = _stream(120)
     messages = _messages(settings, stream)
-    monkeypatch.setattr("streams.state.FOLLOW_PAGE", 2)
+    monkeypatch.setattr("streams.runtime.state.FOLLOW_PAGE", 2)
 
     async def run() -> None:
         writer, follower = await _processors(settings, 2)

@@ -13,12 +13,12 @@ import orjson
 import pytest
 
 from models.ranker import FEATURE_VERSION, from_artefact, toy_groups
-from streams.keys import Keys
-from streams.ranking import Ranking
+from streams.contract.keys import Keys
+from streams.runtime.ranking import Ranking
+from streams.runtime.state import UserState
+from streams.runtime.trainer import parse_example
 from streams.settings import Settings, load_settings
-from streams.state import UserState
-from streams.supervisor import ROOT
-from streams.trainer import parse_example
+from streams.tools.supervisor import ROOT
 from tests.integration.harness import (
     WorkerProcess,
     as_messages,
@@ -96,7 +96,7 @@ def test_trainer_publishes_and_a_running_worker_swaps_without_losing_or_repeatin
         wait_processed(settings, len(messages) // 4, [worker])
         asyncio.run(send_raw(settings, _toy_examples(settings)))
         trained = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "trainer", "--once"], cwd=ROOT,
+            [sys.executable, "-m", "streams.tools.cli", "trainer", "--once"], cwd=ROOT,
             env=settings_env(settings), capture_output=True, text=True, timeout=300)
         assert trained.returncode == 0, trained.stdout + trained.stderr
         assert "published" in trained.stdout, trained.stdout + trained.stderr

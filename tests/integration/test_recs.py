@@ -1,5 +1,6 @@
-"""`streams.recs.get_recommendations` against a real Redis: one round trip, and the same result
-as reading the keys one by one (the two-trip read it replaced, kept here as the reference)."""
+"""`streams.client.recs.get_recommendations` against a real Redis: one round trip, and the same
+result as reading the keys one by one (the two-trip read it replaced, kept here as the
+reference)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,7 @@ import orjson
 import pytest
 import redis
 
-from streams.connections import redis_sync
-from streams.keys import Keys
-from streams.namespaces import drop_namespaces
-from streams.recs import (
+from streams.client.recs import (
     Because,
     Recommendation,
     _explanation,
@@ -21,8 +19,11 @@ from streams.recs import (
     _text,
     get_recommendations,
 )
+from streams.connections import redis_sync
+from streams.contract.keys import Keys
 from streams.settings import Settings
-from streams.stack import run_coroutine
+from streams.tools.namespaces import drop_namespaces
+from streams.tools.stack import run_coroutine
 from tests.conftest import isolated_settings
 
 pytestmark = pytest.mark.integration
@@ -163,8 +164,8 @@ def test_one_round_trip_on_worker_written_lists(own: Settings, monkeypatch):
 
 
 def test_a_reader_needs_only_the_reader_commands_on_its_prefix(own: Settings):
+    from streams.client.recs import READER_REDIS_COMMANDS
     from streams.connections import acl_rules, known_commands
-    from streams.recs import READER_REDIS_COMMANDS
     from streams.settings import load_settings
 
     keys = Keys(own.key_prefix)

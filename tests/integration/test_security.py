@@ -26,11 +26,11 @@ from streams.connections import (
     redis_async,
     redis_sync,
 )
-from streams.erasure import erase_user
-from streams.keys import Keys
+from streams.contract.keys import Keys
+from streams.contract.topics import ensure_topics
+from streams.runtime.erasure import erase_user
 from streams.settings import KafkaSecurityProtocol, Settings, load_settings
-from streams.stack import LocalStack, StackError, free_port, run_coroutine, write_certificates
-from streams.topics import ensure_topics
+from streams.tools.stack import LocalStack, StackError, free_port, run_coroutine, write_certificates
 from tests.conftest import isolated_settings
 from tests.integration.harness import (
     WorkerProcess,
@@ -229,7 +229,7 @@ def test_a_sasl_ssl_listener_over_storage_formatted_without_its_user_is_refused(
     other = LocalStack(load_settings(**{**secure_stack.settings.model_dump(),
                                         "stack_sasl_password": "another-password"}))
     with pytest.raises(StackError, match="down --wipe"):
-        other._check_scram_user()
+        other.kafka.check_scram_user()
 
 
 # --- Redis over TLS: a private redis-server with generated certificates ---------------------------
@@ -304,8 +304,8 @@ def test_redis_over_tls_with_a_client_certificate(tls_redis: tuple[int, dict[str
 def test_snapshots_over_the_size_limit_are_refused_before_reading(unique_topics: Settings
                                                                   ) -> None:
     from models.cooccurrence import ItemCooccurrence
-    from streams.sentiment import ReviewSentiments
-    from streams.state import RedisState, SnapshotTooLarge
+    from streams.runtime.sentiment import ReviewSentiments
+    from streams.runtime.state import RedisState, SnapshotTooLarge
 
     settings = load_settings(**{**unique_topics.model_dump(), "max_snapshot_bytes": 1000})
     keys = Keys(settings.key_prefix)

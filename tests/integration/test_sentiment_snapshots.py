@@ -16,8 +16,8 @@ from aiokafka.admin import RecordsToDelete
 
 from models.sentiment import ReviewSentiment, SnapshotFormatError, label_from_rating
 from streams.connections import kafka_admin, kafka_producer, redis_async
-from streams.keys import Keys
-from streams.sentiment import ReviewSentiments
+from streams.contract.keys import Keys
+from streams.runtime.sentiment import ReviewSentiments
 from streams.settings import Settings
 from tests.integration.harness import client
 
@@ -56,7 +56,7 @@ def test_an_old_json_snapshot_is_relearned_from_offset_0(unique_topics: Settings
     key = Keys(settings.key_prefix).sentiment_model(settings.topic_reviews, 0)
     old = {"offset": 0, "state": {"format": "tastemaker.ReviewSentiment/1", "weights": {"a": 1}}}
     client(settings).set(key, orjson.dumps(old))
-    with caplog.at_level(logging.WARNING, logger="streams.sentiment"):
+    with caplog.at_level(logging.WARNING, logger="streams.runtime.sentiment"):
         entry = _ensure(settings, 0).models[0]
     assert entry.model.n_learned == 0 and entry.next_offset == 0
     assert "before issue 14" in caplog.text
@@ -126,7 +126,7 @@ def test_a_snapshot_older_than_the_retention_relearns_what_is_left(
         client(settings).set(key, _learned(range(snapshot_at)).to_bytes(
             meta={"offset": snapshot_at}))
     started = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="streams.sentiment"):
+    with caplog.at_level(logging.INFO, logger="streams.runtime.sentiment"):
         entry = _ensure(settings, 40).models[0]
     took = time.monotonic() - started
     base = _learned(range(snapshot_at)) if snapshot_at is not None else None

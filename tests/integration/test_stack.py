@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streams.cli import app
 from streams.settings import load_settings
-from streams.stack import LocalStack, StackError, free_port
+from streams.tools.cli import app
+from streams.tools.stack import LocalStack, StackError, free_port
 from tests.conftest import services_unavailable
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ runner = CliRunner()
 
 def _require_local_stack() -> None:
     missing = [p for p in ("java", "redis-server") if shutil.which(p) is None]
-    jars_cached = (LocalStack(load_settings()).jars_dir / "libs.complete").exists()
+    jars_cached = (LocalStack(load_settings()).kafka.jars_dir / "libs.complete").exists()
     if not jars_cached and shutil.which("mvn") is None:
         missing.append("mvn")
     if missing:
@@ -116,4 +116,4 @@ def test_busy_port_is_named_and_nothing_is_started(stack_env: dict[str, str]) ->
 
         settings = load_settings(redis_port=busy)
         with pytest.raises(StackError, match=f"port {busy} \\(TASTEMAKER_REDIS_PORT\\)"):
-            LocalStack(settings).start_redis()
+            LocalStack(settings).redis.start()

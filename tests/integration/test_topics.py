@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from streams.connections import kafka_admin
+from streams.contract.topics import ensure_topics, topic_partitions
 from streams.settings import Settings
-from streams.topics import ensure_topics, topic_partitions
 
 pytestmark = pytest.mark.integration
 

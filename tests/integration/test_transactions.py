@@ -15,12 +15,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.app import past_markers
 from streams.connections import kafka_consumer, kafka_producer
-from streams.keys import Keys
+from streams.contract.keys import Keys
+from streams.runtime.app import past_markers
+from streams.runtime.state import UserState
 from streams.settings import Settings, load_settings
-from streams.stack import free_port
-from streams.state import UserState
+from streams.tools.stack import free_port
 from tests.integration.harness import (
     WorkerProcess,
     assert_equal_to_reference,

@@ -11,10 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.dlq import parse_dead_letter
-from streams.keys import Keys
+from streams.contract.dlq import parse_dead_letter
+from streams.contract.keys import Keys
+from streams.runtime.state import UserState
 from streams.settings import Settings, load_settings
-from streams.state import UserState
 from tests.integration.harness import (
     WorkerProcess,
     as_messages,
@@ -129,7 +129,7 @@ def _invalid_messages(settings: Settings, n: int) -> list[tuple[str, bytes, byte
 
 def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_carries_on(
         unique_topics: Settings, tmp_path: Path):
-    from streams.stack import free_port
+    from streams.tools.stack import free_port
 
     settings = load_settings(**{**unique_topics.model_dump(), "metrics_port": free_port()})
     worker = _worker_factory(settings, tmp_path)
@@ -211,7 +211,7 @@ def test_movielens_slice_equals_the_in_process_model(unique_topics: Settings, wo
     # every review, rated or not, was scored and counted in its item's sentiment aggregate
     from collections import Counter
 
-    from streams.recs import get_recommendations
+    from streams.client.recs import get_recommendations
 
     reviews = Counter(e["item_id"] for kind, e in events if kind == "review")
     unrated = sum(1 for kind, e in events if kind == "review" and "rating" not in e)
@@ -230,7 +230,7 @@ def test_movielens_slice_equals_the_in_process_model(unique_topics: Settings, wo
     import orjson
 
     from models.summary import POOL_PER_SIDE, author_tag
-    from streams.erasure import erase_user
+    from streams.runtime.erasure import erase_user
 
     authors: dict[str, set[str]] = {}  # author tag -> items where a sentence of theirs is shown
     for item, n in reviews.items():

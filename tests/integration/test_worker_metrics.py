@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.keys import Keys
+from streams.contract.keys import Keys
 from streams.settings import Settings, load_settings
-from streams.stack import free_port
+from streams.tools.stack import free_port
 from tests.integration.harness import (
     WorkerProcess,
     client,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from streams.cli import app
+from streams.tools.cli import app
 
 runner = CliRunner()
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
+from streams.contract.topics import DLQ_PARTITIONS, MODEL_UPDATES_PARTITIONS
 from streams.settings import ENV_PREFIX, Settings
-from streams.stack import SINGLE_NODE_BROKER, docker_env
-from streams.topics import DLQ_PARTITIONS, MODEL_UPDATES_PARTITIONS
+from streams.tools.stack import SINGLE_NODE_BROKER, docker_env
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "compose.yml"

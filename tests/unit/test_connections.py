@@ -18,7 +18,7 @@ from streams.connections import (
     redis_sync,
 )
 from streams.settings import SettingsError, load_settings
-from streams.supervisor import settings_env
+from streams.tools.supervisor import settings_env
 
 
 def test_plaintext_by_default() -> None:

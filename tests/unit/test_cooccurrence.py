@@ -21,7 +21,7 @@ from models.cooccurrence import (
 )
 from models.feedback import FeedbackWeights
 from models.kernels import _kept, _top
-from streams.state import decode_entry, encode_entry
+from streams.runtime.state import decode_entry, encode_entry
 
 TS = 1e9  # the default decay epoch: g = 1
 

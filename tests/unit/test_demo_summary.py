@@ -7,12 +7,13 @@ import math
 
 import pytest
 
-from streams.demo import TrainerLog
-from streams.metrics import histogram_quantile
+from streams.runtime.metrics import histogram_quantile
+from streams.tools.demo import TrainerLog
 
 
 def attempt(read: int, *, fitting: bool) -> dict[bytes, bytes]:
-    """A fit attempt's entry, as `streams.trainer.Trainer` adds it to the trainer log stream."""
+    """A fit attempt's entry, as `streams.runtime.trainer.Trainer` adds it to the trainer log
+    stream."""
     return {b"kind": b"attempt", b"fitting": b"1" if fitting else b"0", b"read": b"%d" % read}
 
 

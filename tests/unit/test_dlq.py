@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.dlq import DEFAULT_MAX_VALUE_BYTES, dead_letter, parse_dead_letter
+from streams.contract.dlq import DEFAULT_MAX_VALUE_BYTES, dead_letter, parse_dead_letter
 
 WHERE = {"topic": "ratings", "partition": 3, "offset": 1234}
 

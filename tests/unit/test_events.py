@@ -14,8 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from streams.datasets import labelled_reviews, movielens_100k
-from streams.events import (
+from streams.contract.events import (
     MAX_ID_CHARS,
     MAX_TEXT_CHARS,
     SCHEMA_BY_KIND,
@@ -31,9 +30,10 @@ from streams.events import (
     latest_event_ts,
     parse_event,
 )
-from streams.keys import Keys
-from streams.replay import movielens_events
+from streams.contract.keys import Keys
 from streams.settings import SettingsError, load_settings
+from streams.tools.datasets import labelled_reviews, movielens_100k
+from streams.tools.replay import movielens_events
 from tests.hostile import assert_same_outcome, reference_decode, reference_parse
 
 MAX_TS = 32503680000

@@ -20,8 +20,8 @@ from models.ranker import (
     from_artefact,
     to_artefact,
 )
+from streams.runtime.trainer import Example, train_step
 from streams.settings import load_settings
-from streams.trainer import Example, train_step
 
 RANK = FEATURES.index("rank")
 

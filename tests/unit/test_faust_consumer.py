@@ -15,7 +15,7 @@ from mode import Service
 from mode.utils.locks import Event
 
 from streams import connections
-from streams.faust_consumer import SCHEME, EagerWaitFirst, Transport, event_topic
+from streams.runtime.faust_consumer import SCHEME, EagerWaitFirst, Transport, event_topic
 from streams.settings import Settings
 
 

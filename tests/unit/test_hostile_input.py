@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from streams.events import RejectedEvent, decode_event, decode_events, latest_event_ts
+from streams.contract.events import RejectedEvent, decode_event, decode_events, latest_event_ts
 from tests.hostile import FIVE_MB, MIX, assert_same_outcome, hostile_messages, reference_decode
 
 

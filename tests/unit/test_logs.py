@@ -14,8 +14,8 @@ from streams.logs import JsonFormatter, faust_logging_config, formatter
 
 
 def _record(msg: str = "processed %d events", *args: object, **extra: object) -> logging.LogRecord:
-    record = logging.getLogger("streams.worker").makeRecord(
-        "streams.worker", logging.WARNING, __file__, 1, msg, args or (3,), None)
+    record = logging.getLogger("streams.runtime.worker").makeRecord(
+        "streams.runtime.worker", logging.WARNING, __file__, 1, msg, args or (3,), None)
     record.__dict__.update(extra)
     return record
 
@@ -25,7 +25,7 @@ def test_a_record_is_one_json_object_with_ts_level_logger_message():
     assert "\n" not in line
     out = orjson.loads(line)
     assert out.pop("level") == "WARNING"
-    assert out.pop("logger") == "streams.worker"
+    assert out.pop("logger") == "streams.runtime.worker"
     assert out.pop("message") == "processed 3 events"
     ts = datetime.fromisoformat(out.pop("ts"))
     assert ts.utcoffset().total_seconds() == 0
@@ -52,7 +52,7 @@ def test_an_exception_is_one_line_with_its_traceback():
 
 def test_text_format_is_the_plain_line():
     text = formatter("text").format(_record())
-    assert text.endswith("WARNING streams.worker: processed 3 events")
+    assert text.endswith("WARNING streams.runtime.worker: processed 3 events")
 
 
 @pytest.mark.parametrize("name", ["faust.worker", "aiokafka.consumer.group_coordinator", "mode"])

@@ -1,11 +1,12 @@
-"""streams.metrics: every metric named once; lag is end offset minus committed next offset."""
+"""streams.runtime.metrics: every metric named once; lag is end offset minus committed next
+offset."""
 
 from __future__ import annotations
 
 from prometheus_client import REGISTRY, generate_latest
 
-from streams import metrics
-from streams.metrics import CONSUMER_LAG, record_lag
+from streams.runtime import metrics
+from streams.runtime.metrics import CONSUMER_LAG, record_lag
 
 
 def _lag_series() -> dict[tuple[str, str], float]:

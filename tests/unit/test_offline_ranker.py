@@ -18,8 +18,8 @@ from bench.offline_ranker import (
 )
 from models.factors import factor_scores
 from models.ranker import FACTOR, Groups
-from streams.datasets import Rating
 from streams.settings import load_settings
+from streams.tools.datasets import Rating
 
 
 def toy_split(n_users: int = 40, seed: int = 3) -> Split:

@@ -17,9 +17,9 @@ import pytest
 
 from bench.quality import Score, run, tastemaker
 from models.popularity import DecayedPopularity
-from streams.datasets import movielens_100k
-from streams.replay import ENCODINGS, Encoding
 from streams.settings import Settings, load_settings
+from streams.tools.datasets import movielens_100k
+from streams.tools.replay import ENCODINGS, Encoding
 
 SLICE = 20_000  # first ratings in time order
 EVAL_SHARE = 0.2

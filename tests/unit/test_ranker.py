@@ -23,9 +23,9 @@ from models.ranker import (
     to_artefact,
     toy_groups,
 )
-from streams.reference import StreamReplica
+from streams.runtime.trainer import Example, parse_example, train_step
 from streams.settings import load_settings
-from streams.trainer import Example, parse_example, train_step
+from streams.tools.reference import StreamReplica
 
 PLAYS = [(f"u{u}", f"i{(u * 7 + k * 3) % 40}", 1e9 + 3600 * (u * 10 + k))
          for u in range(30) for k in range(8)]
@@ -221,7 +221,7 @@ def test_a_batch_logs_the_examples_the_events_would_log_one_by_one():
     called before each event is observed, one event at a time (the item statistics, in both, as
     they were before the batch: a worker applies a batch's deltas after it commits)."""
     from models.cooccurrence import UserHistory
-    from streams.worker import model_params
+    from streams.runtime.learning import CooccurrenceConfig
 
     settings = load_settings(ranker_example_rate=1.0)
     warm, batch = PLAYS[:160], PLAYS[160:]
@@ -229,7 +229,7 @@ def test_a_batch_logs_the_examples_the_events_would_log_one_by_one():
     items = replica.model.items
 
     def batch_model() -> CooccurrenceRecommender:
-        model = CooccurrenceRecommender.sharing(items, **model_params(settings))
+        model = CooccurrenceConfig.of(settings).sharing(items)
         for user in {u for u, _, _ in batch}:
             if user in replica.model.histories:
                 model.set_history(user, replica.model.histories[user])
@@ -256,7 +256,7 @@ def test_a_batchs_examples_do_not_depend_on_the_order_its_topics_arrived_in(seed
     user may choose several items in the same second. Whatever order they arrive in, each
     choice gives the same example (the snapshot holds only entries older than the event), and
     a rating that arrives first (weight 0 here) does not hide its play's item from the list."""
-    from streams.worker import model_params
+    from streams.runtime.learning import CooccurrenceConfig
 
     settings = load_settings(ranker_example_rate=1.0)
     replica = _replica(PLAYS[:160], ranker_example_rate=1.0)
@@ -269,7 +269,7 @@ def test_a_batchs_examples_do_not_depend_on_the_order_its_topics_arrived_in(seed
                        (f"u{u}", item, 0.6, ts)]
 
     def logged(order):
-        model = CooccurrenceRecommender.sharing(items, **model_params(settings))
+        model = CooccurrenceConfig.of(settings).sharing(items)
         for user in {e[0] for e in order}:
             if user in replica.model.histories:
                 model.set_history(user, replica.model.histories[user])

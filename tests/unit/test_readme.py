@@ -76,7 +76,7 @@ def test_the_commands_the_pages_name_exist():
 
     import typer
 
-    from streams.cli import app
+    from streams.tools.cli import app
 
     commands = set(typer.main.get_command(app).commands)
     readme = (ROOT / "README.md").read_text()

@@ -8,8 +8,8 @@ import json
 import numpy as np
 
 from models.cooccurrence import ItemCooccurrence
-from streams.reference import StreamReplica
 from streams.settings import load_settings
+from streams.tools.reference import StreamReplica
 
 
 def _events() -> list[tuple[str, dict]]:

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from streams.datasets import LabelledReview, Movie, Rating, labelled_reviews, movielens_100k
-from streams.events import RejectedEvent, decode_event, encode_event, parse_event
-from streams.produce import EventSender, numbered_lines, topic_kind, topic_of_kind, validate
-from streams.replay import completion_of, item_metadata, movielens_events
+from streams.client.produce import EventSender, numbered_lines, topic_kind, topic_of_kind, validate
+from streams.contract.events import RejectedEvent, decode_event, encode_event, parse_event
 from streams.settings import load_settings
+from streams.tools.datasets import LabelledReview, Movie, Rating, labelled_reviews, movielens_100k
+from streams.tools.replay import completion_of, item_metadata, movielens_events
 
 Events = list[tuple[str, dict[str, Any]]]
 

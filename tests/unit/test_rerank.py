@@ -10,9 +10,9 @@ import pytest
 
 from models.cooccurrence import CooccurrenceRecommender, Recommendation
 from models.rerank import rerank
-from streams.ranking import Ranking
+from streams.runtime.learning import reference_recommender
+from streams.runtime.ranking import Ranking
 from streams.settings import load_settings
-from streams.worker import reference_recommender
 
 N_USERS, N_ITEMS, PLAYS = 120, 160, 20
 K = 10

@@ -16,9 +16,9 @@ import pytest
 from aiokafka.errors import OffsetOutOfRangeError
 
 from models.sentiment import ReviewSentiment, label_from_rating
-from streams.events import Review
-from streams.keys import Keys
-from streams.sentiment import PartitionModel, ReviewSentiments
+from streams.contract.events import Review
+from streams.contract.keys import Keys
+from streams.runtime.sentiment import PartitionModel, ReviewSentiments
 from streams.settings import load_settings
 from tests.unit.test_sentiment import HOSTILE
 from tests.unit.test_summary import review
@@ -111,7 +111,7 @@ class NoSnapshot:
 
 def ensure_with(log: FakeLog, committed: int, monkeypatch: pytest.MonkeyPatch
                 ) -> ReviewSentiments:
-    monkeypatch.setattr("streams.sentiment.kafka_consumer", lambda *args, **kwargs: log)
+    monkeypatch.setattr("streams.runtime.sentiment.kafka_consumer", lambda *args, **kwargs: log)
     out = sentiments()
     del out.models[0]
     asyncio.run(out.ensure(NoSnapshot(), 0, committed))
@@ -133,7 +133,7 @@ def test_retention_moving_the_log_start_mid_read_skips_and_logs(
         if log.fetches == 2:
             log.first = 20
 
-    with caplog.at_level(logging.WARNING, logger="streams.sentiment"):
+    with caplog.at_level(logging.WARNING, logger="streams.runtime.sentiment"):
         out = ensure_with(FakeLog(40, on_fetch=retention), 30, monkeypatch)
     assert out.models[0].model.to_bytes() == learned_on([*range(3), *range(20, 30)])
     assert "offsets 3..20 are past the topic's retention" in caplog.text
@@ -143,9 +143,9 @@ def test_a_log_that_stops_short_of_the_committed_offset_is_given_up_promptly(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """A truncated log (the committed offset beyond its end): bounded by RELEARN_IDLE_S of no
     progress, logged as an error; the model keeps what it read."""
-    monkeypatch.setattr("streams.sentiment.RELEARN_IDLE_S", 0.3)
+    monkeypatch.setattr("streams.runtime.sentiment.RELEARN_IDLE_S", 0.3)
     started = time.monotonic()
-    with caplog.at_level(logging.ERROR, logger="streams.sentiment"):
+    with caplog.at_level(logging.ERROR, logger="streams.runtime.sentiment"):
         out = ensure_with(FakeLog(10), 15, monkeypatch)
     assert time.monotonic() - started < 3.0
     assert out.models[0].next_offset == 15

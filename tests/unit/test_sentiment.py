@@ -46,8 +46,8 @@ from models.sentiment import (
     sentiment_to_feedback,
     tokenize,
 )
-from streams.datasets import labelled_reviews
 from streams.settings import load_settings
+from streams.tools.datasets import labelled_reviews
 
 POSITIVE_WORDS = ["wonderful", "moving", "brilliant", "superb", "delightful", "masterpiece"]
 NEGATIVE_WORDS = ["boring", "dull", "awful", "tedious", "clumsy", "mess"]

@@ -155,7 +155,7 @@ def test_sentences_are_split_after_punctuation_and_at_paragraphs() -> None:
 def test_recs_table_shows_what_reviewers_say() -> None:
     from rich.console import Console
 
-    from streams.recs import Recommendation, ReviewSummary, _summary, recommendations_table
+    from streams.client.recs import Recommendation, ReviewSummary, _summary, recommendations_table
 
     summary = ItemSummary()
     rng = random.Random(5)

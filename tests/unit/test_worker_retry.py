@@ -20,10 +20,10 @@ from aiokafka.errors import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from streams.dlq import parse_dead_letter
-from streams.events import RejectedEvent
+from streams.contract.dlq import parse_dead_letter
+from streams.contract.events import RejectedEvent
+from streams.runtime.worker import EventProcessor, SourceMessage, is_outage
 from streams.settings import load_settings
-from streams.worker import EventProcessor, SourceMessage, is_outage
 
 
 class FlakyProducer:

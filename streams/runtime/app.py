@@ -1,6 +1,6 @@
-"""The Faust app around `streams.worker.EventProcessor`: the agent that hands it batches, the
-timers (settle pass, ranker swap, lag), ownership of the assigned partitions, and the process
-entry point (``tastemaker worker``). The computation lives in `streams.worker`.
+"""The Faust app around `streams.runtime.worker.EventProcessor`: the agent that hands it batches,
+the timers (settle pass, ranker swap, lag), ownership of the assigned partitions, and the process
+entry point (``tastemaker worker``). The computation lives in `streams.runtime.worker`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from models.cooccurrence import warm_up
 from models.sentiment import warm_up as warm_up_sentiment
 from streams import connections
-from streams.metrics import record_lag
+from streams.runtime.metrics import record_lag
+from streams.runtime.state import offset_field
+from streams.runtime.worker import RETRYABLE, EventProcessor, SourceMessage
 from streams.settings import Settings
-from streams.state import offset_field
-from streams.worker import RETRYABLE, EventProcessor, SourceMessage
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ async def read_range(consumer: AIOKafkaConsumer, ranges: dict[tuple[str, int], t
                      limit: int, *, idle_s: float = REREAD_IDLE_S) -> list[SourceMessage]:
     """The messages of each (topic, partition) from offset ``start`` up to, not including,
     ``stop`` (``ranges``), at most ``limit`` in all, read by the group-less ``consumer``
-    (`streams.worker.Reread`). A start the log no longer holds reads from its earliest offset,
-    as the worker's consumer does; transaction markers are skipped by the fetch. Raises
+    (`streams.runtime.worker.Reread`). A start the log no longer holds reads from its earliest
+    offset, as the worker's consumer does; transaction markers are skipped by the fetch. Raises
     `KafkaTimeoutError` (an outage: the worker retries) when the log yields nothing for
     ``idle_s`` seconds with offsets before ``stop`` unread."""
     pending = {TopicPartition(t, p): (start, stop) for (t, p), (start, stop) in ranges.items()
@@ -124,7 +124,7 @@ def create_app(settings: Settings):  # faust.App, imported lazily
     """Build the Faust app with its agent and timers."""
     import faust
 
-    from streams import faust_consumer
+    from streams.runtime import faust_consumer
 
     faust_dir = settings.stack_dir / "faust"  # Faust's local data, kept out of the cwd
     faust_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +185,7 @@ def create_app(settings: Settings):  # faust.App, imported lazily
     async def group_offsets(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The consumer group's committed offsets of these partitions: where its consumer
         starts them (left out: none committed). Empty when Kafka does not answer: a batch
-        still shows what Redis lacks (`streams.worker.MissedMessages`)."""
+        still shows what Redis lacks (`streams.runtime.worker.MissedMessages`)."""
         if not partitions:
             return {}
         admin = connections.kafka_admin(settings)
@@ -293,8 +293,8 @@ def create_app(settings: Settings):  # faust.App, imported lazily
 
     @app.timer(interval=settings.lag_interval_s)
     async def measure_lag() -> None:
-        """Processing lag of the owned partitions (`streams.metrics.record_lag`), transaction
-        markers not counted (`offsets`)."""
+        """Processing lag of the owned partitions (`streams.runtime.metrics.record_lag`),
+        transaction markers not counted (`offsets`)."""
         owned = assigned()
         if not owned:
             record_lag({}, {})

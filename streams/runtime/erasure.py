@@ -35,9 +35,9 @@ from redis.exceptions import WatchError
 
 from models.summary import author_tag
 from streams.connections import redis_async
-from streams.keys import Keys
+from streams.contract.keys import Keys
+from streams.runtime.state import UserState, delta_entry, dump_summary, load_summary
 from streams.settings import Settings
-from streams.state import UserState, delta_entry, dump_summary, load_summary
 
 logger = logging.getLogger(__name__)
 

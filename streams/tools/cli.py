@@ -60,7 +60,7 @@ def up() -> None:
 
     The export lines go to stdout, so eval "$(tastemaker up)" points this shell at the stack.
     """
-    from streams.stack import LocalStack, StackError
+    from streams.tools.stack import LocalStack, StackError
 
     stack = LocalStack(_settings())
     try:
@@ -81,7 +81,7 @@ def down(
     wipe: Annotated[bool, typer.Option(help="Also delete the stack's data and logs.")] = False,
 ) -> None:
     """Stop the services `up` started (SIGTERM, then SIGKILL)."""
-    from streams.stack import LocalStack, StackError
+    from streams.tools.stack import LocalStack, StackError
 
     stack = LocalStack(_settings())
     try:
@@ -98,7 +98,7 @@ def down(
 @app.command()
 def status() -> None:
     """Show whether each local service is running, its pid and address."""
-    from streams.stack import LocalStack
+    from streams.tools.stack import LocalStack
 
     for state in LocalStack(_settings()).status():
         pid = str(state.pid) if state.pid else "-"
@@ -115,7 +115,7 @@ def topics() -> None:
 
     from aiokafka.errors import KafkaError
 
-    from streams.topics import ensure_topics, topic_partitions
+    from streams.contract.topics import ensure_topics, topic_partitions
 
     settings = _settings()
     try:
@@ -145,7 +145,7 @@ def produce(
     from aiokafka.errors import KafkaError
     from tqdm import tqdm
 
-    from streams.produce import produce_file, topic_kind
+    from streams.client.produce import produce_file, topic_kind
 
     settings = _settings()
     try:
@@ -188,8 +188,8 @@ def replay(
     from aiokafka.errors import KafkaError
     from redis.exceptions import RedisError
 
-    from streams.replay import DATASETS, ENCODINGS
-    from streams.replay import replay as run_replay
+    from streams.tools.replay import DATASETS, ENCODINGS
+    from streams.tools.replay import replay as run_replay
 
     settings = _settings()
     if dataset not in DATASETS:
@@ -218,7 +218,7 @@ def recs(
     from redis.exceptions import RedisError
     from rich.console import Console
 
-    from streams.recs import get_recommendations, recommendations_table
+    from streams.client.recs import get_recommendations, recommendations_table
 
     settings = _settings()
     try:
@@ -241,7 +241,7 @@ def erase_user(
 
     from redis.exceptions import RedisError
 
-    from streams.erasure import erase_user as run_erasure
+    from streams.runtime.erasure import erase_user as run_erasure
 
     settings = _settings()
     try:
@@ -264,7 +264,7 @@ def worker(
     """
     import sys
 
-    from streams.app import run_worker
+    from streams.runtime.app import run_worker
 
     settings = _settings()
     sys.argv = [sys.argv[0]]  # Faust's Worker reads argv; ours was already parsed
@@ -286,7 +286,7 @@ def trainer(
     import asyncio
 
     from models.ranker import ArtefactError
-    from streams.trainer import Trainer
+    from streams.runtime.trainer import Trainer
 
     settings = _settings()
     if settings.metrics_port and rollback is None:
@@ -321,7 +321,7 @@ def demo(
                      ] = None,
 ) -> None:
     """Stack up, a worker, MovieLens-100K replayed, recommendations printed, summary."""
-    from streams.demo import run_demo
+    from streams.tools.demo import run_demo
 
     run_demo(_settings(), keep=keep, limit=limit)
 
@@ -340,7 +340,7 @@ def bench(
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "bench" / "report.py").exists():
         _fail(RuntimeError(f"bench/ not found under {root}: run from a tastemaker checkout"))
     sys.path.insert(0, str(root))

@@ -1,7 +1,7 @@
 """Reading a user's recommendations back from Redis, with titles, explanations and sentiment.
 
-Read-only and layout-driven: every key comes from `streams.keys.Keys`. One round trip, whatever
-``n``: a Lua script (`READ_SCRIPT`, sent as ``EVALSHA``) reads ``ZREVRANGE recs:{user}
+Read-only and layout-driven: every key comes from `streams.contract.keys.Keys`. One round trip,
+whatever ``n``: a Lua script (`READ_SCRIPT`, sent as ``EVALSHA``) reads ``ZREVRANGE recs:{user}
 WITHSCORES``, the items' entries of ``explain:{user}``, the ``item:{id}`` titles, ``sentiment:{id}``
 aggregates and ``summary:{id}`` review summaries of the recommended items and the titles of the
 items that explain them. A script, not a pipeline, because the item keys depend on the top-N; it
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from streams.keys import Keys
+from streams.contract.keys import Keys
 from streams.settings import Settings, get_settings
 
 if TYPE_CHECKING:

@@ -21,10 +21,10 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from models.cooccurrence import CooccurrenceRecommender
 from models.sentiment import ReviewSentiment, label_from_rating
-from streams.events import Event, Review, parse_event
-from streams.ranking import Ranking
+from streams.contract.events import Event, Review, parse_event
+from streams.runtime.learning import event_feedback, reference_recommender
+from streams.runtime.ranking import Ranking
 from streams.settings import ReviewFeedback, Settings
-from streams.worker import event_feedback, reference_recommender
 
 
 class StreamReplica:

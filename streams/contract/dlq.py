@@ -43,8 +43,8 @@ def dead_letter(
 ) -> bytes:
     """The JSON dead-letter record of ``raw``, read at ``topic``/``partition``/``offset``.
 
-    ``reason`` and ``code`` are those of the `streams.events.RejectedEvent`. A ``None`` value
-    (a tombstone) is recorded as ``"value": null``.
+    ``reason`` and ``code`` are those of the `streams.contract.events.RejectedEvent`. A ``None``
+    value (a tombstone) is recorded as ``"value": null``.
     """
     if max_value_bytes < 0:
         raise ValueError(f"max_value_bytes must be >= 0, got {max_value_bytes}")

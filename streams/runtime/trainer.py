@@ -8,8 +8,8 @@ items of the window's users (`models.factors`, ``ranker_factors`` of them), fine
 version on the window less its newest ``trainer_holdout`` share, on CUDA when torch sees one, and
 publish only if the held-out nDCG@10 is not worse than the current version's (the co-occurrence
 order when none is published). Both figures are logged with the decision. Publishing stores an
-immutable artefact (the MLP with its item factors: `streams.model_store`) and announces it on
-``model-updates``.
+immutable artefact (the MLP with its item factors: `streams.runtime.model_store`) and announces it
+on ``model-updates``.
 
 Item factors score only examples newer than what they were fitted on (`train_step`), and the
 published ones are fitted on the training share alone, so the held-out choices the guard scores
@@ -45,9 +45,9 @@ from models.ranker import (
     not_worse,
 )
 from streams import connections
-from streams.keys import Keys
-from streams.metrics import TRAINER_EXAMPLES, TRAINER_GUARD, TRAINER_LOSS, TRAINER_PUBLISHED
-from streams.model_store import ModelStore
+from streams.contract.keys import Keys
+from streams.runtime.metrics import TRAINER_EXAMPLES, TRAINER_GUARD, TRAINER_LOSS, TRAINER_PUBLISHED
+from streams.runtime.model_store import ModelStore
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class Trainer:
             self.window.popitem(last=False)
 
     async def _record(self, **fields: str | int | float) -> None:
-        """One entry of the trainer's log stream (`streams.keys.Keys.trainer_log`): what it
+        """One entry of the trainer's log stream (`streams.contract.keys.Keys.trainer_log`): what it
         did, for whoever waits on it (the demo) to read as data rather than log text."""
         await self.client.xadd(self.keys.trainer_log, fields, maxlen=1000, approximate=True)
 

@@ -8,13 +8,14 @@ Data, logs and pid files live under ``settings.stack_dir`` (``.tastemaker/``, gi
     .tastemaker/redis/{redis.conf,redis.pid,redis.log,appendonlydir/}
 
 A pid file only counts while its process is alive and still names our config file on its command
-line, so ``down`` never signals a stranger that reused the pid. Fault tests drive one service at a
-time (call these from a thread in async tests: ``await asyncio.to_thread(stack.restart_kafka)``)::
+line, so ``down`` never signals a stranger that reused the pid. Each service is an object of its
+own (`KafkaService`, `RedisService`, on `LocalService`); fault tests drive one at a time (call
+these from a thread in async tests: ``await asyncio.to_thread(stack.kafka.restart)``)::
 
     stack = LocalStack(settings)
     stack.up()
-    stack.stop_redis(kill=True)   # crash Redis; the AOF keeps what was fsynced
-    stack.start_redis()
+    stack.redis.stop(kill=True)   # crash Redis; the AOF keeps what was fsynced
+    stack.redis.start()
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ ServiceName = Literal["kafka", "redis"]
 Outcome = Literal["started", "already running", "stopped", "not running"]
 T = TypeVar("T")
 
-SERVICES: tuple[ServiceName, ...] = ("kafka", "redis")
 HOST = "127.0.0.1"
 SLF4J_VERSION = "1.7.36"
 # Two cores and a laptop's memory: a small heap is plenty for test traffic.
@@ -57,7 +57,6 @@ KAFKA_JVM_OPTS = (
     "-Dorg.slf4j.simpleLogger.showDateTime=true",
     "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss.SSS",
 )
-STOP_TIMEOUT_S: dict[ServiceName, float] = {"kafka": 30.0, "redis": 10.0}
 PORT_RELEASE_S = 10.0
 LOG_TAIL_LINES = 30
 
@@ -180,15 +179,466 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
+class LocalService:
+    """One server process of the local stack, in its own folder under the stack's (config,
+    data, log, pid file), owned through that pid file: a process counts as ours only while its
+    command line names our config file. Subclasses say how to start it and where it listens."""
+
+    name: ServiceName
+    config_file: str  # in the service's folder; named on its command line
+    stop_timeout_s: float  # SIGTERM, then this long before SIGKILL
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
+        self.settings = stack.settings
+        self.dir = stack.root / self.name
+
+    @property
+    def address(self) -> str:
+        raise NotImplementedError
+
+    def ports(self) -> dict[str, int]:
+        """The ports it listens on, by setting name."""
+        raise NotImplementedError
+
+    def start(self) -> ServiceChange:
+        raise NotImplementedError
+
+    def stop(self, *, kill: bool = False) -> ServiceChange:
+        """SIGTERM (a clean shutdown) or, with ``kill``, SIGKILL (a crash)."""
+        started = time.monotonic()
+        pid = self.pid()
+        if pid is None:
+            return ServiceChange(self.name, "not running", None, self.address, _since(started))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+        if not self._wait_gone(pid, self.stop_timeout_s):
+            logger.warning("%s (pid %d) ignored SIGTERM for %gs, killing it", self.name, pid,
+                           self.stop_timeout_s)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if not self._wait_gone(pid, 10.0):
+                raise StackError(f"{self.name} (pid {pid}) survived SIGKILL")
+        self.pid_file.unlink(missing_ok=True)
+        # A killed JVM's leader thread exits before its sockets close: wait for the ports, so a
+        # start right after a stop doesn't take our own leftovers for a stranger's.
+        deadline = time.monotonic() + PORT_RELEASE_S
+        while not all(port_is_free(port) for port in self.ports().values()):
+            if time.monotonic() > deadline:
+                logger.warning("%s (pid %d) exited but its ports are still taken", self.name, pid)
+                break
+            time.sleep(0.05)
+        return ServiceChange(self.name, "stopped", pid, self.address, _since(started))
+
+    def restart(self) -> ServiceChange:
+        self.stop()
+        return self.start()
+
+    def pid(self) -> int | None:
+        """The pid of our running service, or None (a stale pid file is removed)."""
+        path = self.pid_file
+        try:
+            pid = int(path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if self._alive(pid):
+            return pid
+        path.unlink(missing_ok=True)
+        return None
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / f"{self.name}.log"
+
+    def _spawn(self, command: list[str]) -> int:
+        """Start ``command`` detached: a throwaway shell backgrounds it and exits, so the service
+        belongs to init, not to the process that ran `up` (a CLI that exits, or a pytest session
+        that would otherwise collect zombies), and its own session keeps a Ctrl-C away from it."""
+        log = self.log_file
+        with open(log, "ab") as f:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            f.write(f"\n--- {stamp} tastemaker starts {self.name}\n".encode())
+        launcher = subprocess.run(
+            ["sh", "-c", 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!', "sh", str(log),
+             *command],
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            start_new_session=True,
+            check=True,
+        )  # fmt: skip
+        pid = int(launcher.stdout.strip())
+        self.pid_file.write_text(f"{pid}\n")
+        logger.info("started %s, pid %d", self.name, pid)
+        return pid
+
+    def _alive(self, pid: int) -> bool:
+        proc = Path("/proc") / str(pid)
+        if Path("/proc/self").exists():
+            try:
+                state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+                cmdline = (proc / "cmdline").read_bytes()
+            except (OSError, IndexError):
+                return False
+            return state != "Z" and str(self.dir / self.config_file).encode() in cmdline
+        try:  # no /proc (macOS): trust the pid file
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _wait_gone(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self._alive(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def check_ports(self) -> None:
+        ports = self.ports()
+        for field, port in ports.items():
+            if not port_is_free(port):
+                raise StackError(
+                    f"port {port} ({ENV_PREFIX}{field.upper()}) is already in use by a process "
+                    f"this stack did not start; stop it or choose another port"
+                )
+
+    def log_tail(self) -> str:
+        path = self.log_file
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            return f"no log at {path}"
+        return f"last lines of {path}:\n{_tail_text(text)}"
+
+
+class KafkaService(LocalService):
+    """One Kafka broker and controller (KRaft), its jars fetched with Maven."""
+
+    name = "kafka"
+    config_file = "server.properties"
+    stop_timeout_s = 30.0
+
+    def __init__(self, stack: LocalStack) -> None:
+        super().__init__(stack)
+        self.jars_dir = (
+            self.settings.cache_dir.expanduser().absolute() / f"kafka-{self.settings.kafka_version}"
+        )
+
+    @property
+    def address(self) -> str:
+        return self.stack.kafka_bootstrap_servers
+
+    def ports(self) -> dict[str, int]:
+        s = self.settings
+        ports = {"kafka_port": s.kafka_port, "kafka_controller_port": s.kafka_controller_port}
+        for protocol, port in self.secure_ports(*SECURE_LISTENERS).items():
+            ports[SECURE_LISTENERS[protocol]] = port
+        return ports
+
+    def start(self) -> ServiceChange:
+        started = time.monotonic()
+        pid = self.pid()
+        outcome: Outcome = "already running"
+        if pid is None:
+            self.check_ports()
+            java = _require("java", "a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
+            libs = self.fetch_jars()
+            tls = self.stack.tls_dir
+            if self.secure_ports("SSL", "SASL_SSL") and not (tls / "server.pem").exists():
+                write_certificates(tls)
+            properties = self._write_properties()
+            if not (self.dir / "data" / "meta.properties").exists():
+                self._format_storage(java, libs, properties)
+            self.check_scram_user()
+            command = [java, *KAFKA_JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(properties)]
+            pid = self._spawn(command)
+            outcome = "started"
+        self._wait(pid, started)
+        return ServiceChange(self.name, outcome, pid, self.address, _since(started))
+
+    def fetch_jars(self) -> Path:
+        """Kafka's runtime jars, fetched with Maven on first use and reused afterwards."""
+        libs = self.jars_dir / "libs"
+        complete = self.jars_dir / "libs.complete"
+        if complete.exists():
+            return libs
+        mvn = _require("mvn", "Maven (apt-get install maven) to fetch the Kafka jars")
+        self.jars_dir.mkdir(parents=True, exist_ok=True)
+        (self.jars_dir / "pom.xml").write_text(
+            POM.format(kafka_version=self.settings.kafka_version, slf4j_version=SLF4J_VERSION)
+        )
+        partial = self.jars_dir / "libs.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        logger.info("fetching Kafka %s jars with Maven into %s", self.settings.kafka_version, libs)
+        result = subprocess.run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={partial}",
+                "-DincludeScope=runtime",
+            ],
+            cwd=self.jars_dir,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise StackError(
+                f"fetching Kafka {self.settings.kafka_version} jars with Maven failed "
+                f"(exit {result.returncode}; check {ENV_PREFIX}KAFKA_VERSION):\n"
+                + _tail_text(result.stdout + result.stderr)
+            )
+        shutil.rmtree(libs, ignore_errors=True)
+        partial.rename(libs)
+        complete.write_text(f"{len(list(libs.glob('*.jar')))} jars\n")
+        return libs
+
+    def _write_properties(self) -> Path:
+        s = self.settings
+        directory = self.dir
+        directory.mkdir(parents=True, exist_ok=True)
+        listeners = [f"PLAINTEXT://{HOST}:{s.kafka_port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        secure: dict[str, str] = {}  # brokers talk PLAINTEXT to each other
+        ports = self.secure_ports(*SECURE_LISTENERS)
+        for protocol, port in ports.items():
+            listeners.append(f"{protocol}://{HOST}:{port}")
+            protocols.append(f"{protocol}:{protocol}")
+        if "SASL_PLAINTEXT" in ports:  # PLAIN: the one user and password in the JAAS config
+            user, password = s.stack_sasl_username, s.stack_sasl_password.get_secret_value()
+            secure["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = "PLAIN"
+            secure["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'user_{user}="{password}";')
+        if "SSL" in ports or "SASL_SSL" in ports:  # PEM files, no Java keystore
+            secure.update({
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(self.stack.tls_dir / "server.pem"),
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(self.stack.tls_dir / "ca.crt"),
+            })
+        if "SSL" in ports:
+            secure["listener.name.ssl.ssl.client.auth"] = "required"
+        if "SASL_SSL" in ports:  # SCRAM: the credential lives in the cluster metadata
+            mechanism = SCRAM_MECHANISM.lower()
+            secure["listener.name.sasl_ssl.sasl.enabled.mechanisms"] = SCRAM_MECHANISM
+            secure[f"listener.name.sasl_ssl.{mechanism}.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{HOST}:{s.kafka_controller_port}",
+            "listeners": ",".join([*listeners, f"CONTROLLER://{HOST}:{s.kafka_controller_port}"]),
+            "advertised.listeners": ",".join(listeners),
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": ",".join(protocols),
+            **secure,
+            "log.dirs": str(directory / "data"),
+            "num.partitions": str(s.topic_partitions),
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            **SINGLE_NODE_BROKER,
+        }
+        path = directory / "server.properties"
+        path.touch(mode=0o600)  # it may hold the SASL password
+        path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+        return path
+
+    def secure_ports(self, *protocols: KafkaSecurityProtocol) -> dict[str, int]:
+        """The ports of the optional listeners of ``protocols`` that are set, by protocol."""
+        found = {p: getattr(self.settings, SECURE_LISTENERS[p]) for p in protocols}
+        return {p: port for p, port in found.items() if port is not None}
+
+    def _scram_fingerprint(self) -> str:
+        """What the SCRAM user was made from, hashed: the marker left at format time."""
+        s = self.settings
+        password = s.stack_sasl_password.get_secret_value()
+        return hashlib.sha256(f"{SCRAM_MECHANISM}:{s.stack_sasl_username}:{password}".encode()
+                              ).hexdigest()
+
+    def check_scram_user(self) -> None:
+        """A SCRAM user is created when the storage is formatted, never later: refuse a
+        SASL_SSL listener over storage formatted without this user and password."""
+        if not self.secure_ports("SASL_SSL"):
+            return
+        marker = self.dir / "scram-user.sha256"
+        if not marker.exists() or marker.read_text().strip() != self._scram_fingerprint():
+            raise StackError(
+                f"Kafka's storage in {self.dir / 'data'} was formatted without the "
+                f"SCRAM user {ENV_PREFIX}STACK_SASL_USERNAME={self.settings.stack_sasl_username!r}"
+                f" and its {ENV_PREFIX}STACK_SASL_PASSWORD: run `tastemaker down --wipe` and "
+                f"start again with {ENV_PREFIX}KAFKA_SASL_SSL_PORT set")
+
+    def _format_storage(self, java: str, libs: Path, properties: Path) -> None:
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # as Kafka's Uuid does: a leading "-" reads as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        scram: list[str] = []
+        if self.secure_ports("SASL_SSL"):  # the SASL user's SCRAM credential, at format time
+            s = self.settings
+            scram = ["--add-scram", f"{SCRAM_MECHANISM}=[name={s.stack_sasl_username},"
+                     f"password={s.stack_sasl_password.get_secret_value()}]"]
+        result = subprocess.run(
+            [java, "-Xmx256m", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
+             "-t", cluster_id, "-c", str(properties), *scram],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise StackError(
+                f"formatting Kafka storage in {properties.parent / 'data'} failed "
+                f"(exit {result.returncode}):\n" + _tail_text(result.stdout + result.stderr)
+            )
+        logger.info("formatted Kafka storage, cluster id %s", cluster_id)
+        if scram:
+            (self.dir / "scram-user.sha256").write_text(self._scram_fingerprint() + "\n")
+
+    def _wait(self, pid: int, started: float) -> None:
+        address = self.stack.kafka_bootstrap_servers
+        probe = self.stack.client_settings()
+        while True:
+            if not self._alive(pid):
+                self.pid_file.unlink(missing_ok=True)
+                raise StackError(f"Kafka exited while starting; {self.log_tail()}")
+            if _accepts_connections(self.settings.kafka_port) and run_coroutine(
+                kafka_answers(probe)
+            ):
+                return
+            if _since(started) > self.settings.stack_start_timeout_s:
+                raise StackError(
+                    f"Kafka (pid {pid}) did not answer a metadata request on {address} within "
+                    f"{self.settings.stack_start_timeout_s:g} s "
+                    f"({ENV_PREFIX}STACK_START_TIMEOUT_S); {self.log_tail()}"
+                )
+            time.sleep(0.25)
+
+
+class RedisService(LocalService):
+    """One Redis server with its append-only file on."""
+
+    name = "redis"
+    config_file = "redis.conf"
+    stop_timeout_s = 10.0
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.settings.redis_port}"
+
+    def ports(self) -> dict[str, int]:
+        return {"redis_port": self.settings.redis_port}
+
+    def start(self) -> ServiceChange:
+        started = time.monotonic()
+        pid = self.pid()
+        outcome: Outcome = "already running"
+        if pid is None:
+            self.check_ports()
+            binary = redis_server_binary()
+            pid = self._spawn([binary, str(self._write_conf())])
+            outcome = "started"
+        self._wait(pid, started)
+        return ServiceChange(self.name, outcome, pid, self.address, _since(started))
+
+    def copy_data(self, destination: Path) -> Path:
+        """A point-in-time copy of everything Redis holds (``SAVE``, then its ``dump.rdb``
+        copied to ``destination``), for `restart_from`."""
+        from streams.connections import redis_sync
+
+        with redis_sync(self.stack.client_settings()) as client:
+            client.save()
+            directory = Path(client.config_get("dir")["dir"])
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(directory / "dump.rdb", destination)
+        return destination
+
+    def restart_from(self, copy: Path) -> ServiceChange:
+        """Stop Redis and start it again holding exactly ``copy`` (`copy_data`): what a
+        restore from a backup does, or a machine crash that lost what was written after the
+        copy. Redis loads the copy with the AOF off (with it on, an empty AOF would win), then
+        turns the AOF on again, rewriting it from the copy."""
+        from streams.connections import redis_sync
+
+        self.stop()
+        directory = self.dir
+        shutil.rmtree(directory / "appendonlydir", ignore_errors=True)
+        shutil.copyfile(copy, directory / "dump.rdb")
+        started = time.monotonic()
+        self.check_ports()
+        pid = self._spawn([redis_server_binary(),
+                                    str(self._write_conf(appendonly=False))])
+        self._wait(pid, started)
+        with redis_sync(self.stack.client_settings()) as client:
+            client.config_set("appendonly", "yes")
+        self._write_conf()  # later starts read the AOF again
+        return ServiceChange(self.name, "started", pid, self.address, _since(started))
+
+    def _write_conf(self, *, appendonly: bool = True) -> Path:
+        directory = self.dir
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "redis.conf"
+        path.write_text(
+            f"bind {HOST}\n"
+            f"port {self.settings.redis_port}\n"
+            f'dir "{directory}"\n'
+            "daemonize no\n"
+            'logfile ""\n'
+            f"appendonly {'yes' if appendonly else 'no'}\n"
+            "appendfsync everysec\n"
+            # The config path on the command line is how a pid file recognises its process.
+            'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"\n'
+        )
+        return path
+
+    def _wait(self, pid: int, started: float) -> None:
+        import redis
+
+        from streams.connections import redis_sync
+
+        client = redis_sync(self.stack.client_settings(), socket_timeout=1.0)
+        try:
+            while True:
+                if not self._alive(pid):
+                    self.pid_file.unlink(missing_ok=True)
+                    raise StackError(f"Redis exited while starting; {self.log_tail()}")
+                try:
+                    if client.ping():
+                        return
+                except (redis.RedisError, OSError):
+                    pass  # not listening yet, or still loading the AOF
+                if _since(started) > self.settings.stack_start_timeout_s:
+                    raise StackError(
+                        f"Redis (pid {pid}) did not answer PING on {self.address} within "
+                        f"{self.settings.stack_start_timeout_s:g} s "
+                        f"({ENV_PREFIX}STACK_START_TIMEOUT_S); {self.log_tail()}"
+                    )
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+
 class LocalStack:
-    """One Kafka broker and one Redis server on 127.0.0.1, owned through pid files."""
+    """One Kafka broker (`KafkaService`) and one Redis server (`RedisService`) on 127.0.0.1,
+    owned through pid files."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.root = settings.stack_dir.expanduser().absolute()
-        self.jars_dir = (
-            settings.cache_dir.expanduser().absolute() / f"kafka-{settings.kafka_version}"
-        )
+        self.kafka = KafkaService(self)
+        self.redis = RedisService(self)
+        self.services: tuple[LocalService, ...] = (self.kafka, self.redis)
+
+    def service(self, name: ServiceName) -> LocalService:
+        return {s.name: s for s in self.services}[name]
 
     # --- addresses ------------------------------------------------------------------------------
     @property
@@ -203,7 +653,7 @@ class LocalStack:
     def tls_dir(self) -> Path:
         """The stack's CA, the broker's certificate and a client certificate
         (`write_certificates`), made at the first start with an SSL or SASL_SSL listener."""
-        return self.root / "kafka" / "tls"
+        return self.kafka.dir / "tls"
 
     def listener_client_settings(self, protocol: KafkaSecurityProtocol) -> Settings:
         """These settings, pointed at this stack's listener of ``protocol`` as its client:
@@ -250,11 +700,10 @@ class LocalStack:
         )
 
     def address(self, name: ServiceName) -> str:
-        return (
-            self.kafka_bootstrap_servers
-            if name == "kafka"
-            else f"{HOST}:{self.settings.redis_port}"
-        )
+        return self.service(name).address
+
+    def pid(self, name: ServiceName) -> int | None:
+        return self.service(name).pid()
 
     # --- the whole stack ------------------------------------------------------------------------
     def up(self) -> list[ServiceChange]:
@@ -263,437 +712,28 @@ class LocalStack:
         Ports are checked for every service first, so a busy Redis port doesn't leave a Kafka
         behind. Running it again changes nothing and reports "already running".
         """
-        from streams.topics import ensure_topics
+        from streams.contract.topics import ensure_topics
 
-        for name in SERVICES:
-            if self.pid(name) is None:
-                self._check_ports(name)
-        changes = [self.start_kafka(), self.start_redis()]
+        for service in self.services:
+            if service.pid() is None:
+                service.check_ports()
+        changes = [service.start() for service in self.services]
         run_coroutine(ensure_topics(self.client_settings()))
         return changes
 
     def down(self, *, wipe: bool = False) -> list[ServiceChange]:
         """Stop what `up` started; with ``wipe`` also delete its data and logs."""
-        changes = [self.stop_redis(), self.stop_kafka()]
+        changes = [service.stop() for service in reversed(self.services)]
         if wipe:
-            for name in SERVICES:
-                shutil.rmtree(self.root / name, ignore_errors=True)
+            for service in self.services:
+                shutil.rmtree(service.dir, ignore_errors=True)
             with contextlib.suppress(OSError):
                 self.root.rmdir()  # only when empty: stack_dir may hold things that aren't ours
         return changes
 
     def status(self) -> list[ServiceState]:
-        return [
-            ServiceState(name, pid is not None, pid, self.address(name))
-            for name in SERVICES
-            for pid in [self.pid(name)]
-        ]
-
-    # --- Kafka ----------------------------------------------------------------------------------
-    def start_kafka(self) -> ServiceChange:
-        started = time.monotonic()
-        pid = self.pid("kafka")
-        outcome: Outcome = "already running"
-        if pid is None:
-            self._check_ports("kafka")
-            java = _require("java", "a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
-            libs = self.fetch_kafka_jars()
-            if self._secure_ports("SSL", "SASL_SSL") and not (self.tls_dir / "server.pem").exists():
-                write_certificates(self.tls_dir)
-            properties = self._write_kafka_properties()
-            if not (self.root / "kafka" / "data" / "meta.properties").exists():
-                self._format_kafka_storage(java, libs, properties)
-            self._check_scram_user()
-            command = [java, *KAFKA_JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(properties)]
-            pid = self._spawn("kafka", command)
-            outcome = "started"
-        self._wait_for_kafka(pid, started)
-        return ServiceChange("kafka", outcome, pid, self.address("kafka"), _since(started))
-
-    def stop_kafka(self, *, kill: bool = False) -> ServiceChange:
-        """Stop the broker: SIGTERM (controlled shutdown) or, with ``kill``, SIGKILL (a crash)."""
-        return self._stop("kafka", kill=kill)
-
-    def restart_kafka(self) -> ServiceChange:
-        self.stop_kafka()
-        return self.start_kafka()
-
-    def fetch_kafka_jars(self) -> Path:
-        """Kafka's runtime jars, fetched with Maven on first use and reused afterwards."""
-        libs = self.jars_dir / "libs"
-        complete = self.jars_dir / "libs.complete"
-        if complete.exists():
-            return libs
-        mvn = _require("mvn", "Maven (apt-get install maven) to fetch the Kafka jars")
-        self.jars_dir.mkdir(parents=True, exist_ok=True)
-        (self.jars_dir / "pom.xml").write_text(
-            POM.format(kafka_version=self.settings.kafka_version, slf4j_version=SLF4J_VERSION)
-        )
-        partial = self.jars_dir / "libs.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        logger.info("fetching Kafka %s jars with Maven into %s", self.settings.kafka_version, libs)
-        result = subprocess.run(
-            [
-                mvn,
-                "-q",
-                "-B",
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={partial}",
-                "-DincludeScope=runtime",
-            ],
-            cwd=self.jars_dir,
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise StackError(
-                f"fetching Kafka {self.settings.kafka_version} jars with Maven failed "
-                f"(exit {result.returncode}; check {ENV_PREFIX}KAFKA_VERSION):\n"
-                + _tail_text(result.stdout + result.stderr)
-            )
-        shutil.rmtree(libs, ignore_errors=True)
-        partial.rename(libs)
-        complete.write_text(f"{len(list(libs.glob('*.jar')))} jars\n")
-        return libs
-
-    def _write_kafka_properties(self) -> Path:
-        s = self.settings
-        directory = self.root / "kafka"
-        directory.mkdir(parents=True, exist_ok=True)
-        listeners = [f"PLAINTEXT://{HOST}:{s.kafka_port}"]
-        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
-        secure: dict[str, str] = {}  # brokers talk PLAINTEXT to each other
-        ports = self._secure_ports(*SECURE_LISTENERS)
-        for protocol, port in ports.items():
-            listeners.append(f"{protocol}://{HOST}:{port}")
-            protocols.append(f"{protocol}:{protocol}")
-        if "SASL_PLAINTEXT" in ports:  # PLAIN: the one user and password in the JAAS config
-            user, password = s.stack_sasl_username, s.stack_sasl_password.get_secret_value()
-            secure["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = "PLAIN"
-            secure["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
-                "org.apache.kafka.common.security.plain.PlainLoginModule required "
-                f'user_{user}="{password}";')
-        if "SSL" in ports or "SASL_SSL" in ports:  # PEM files, no Java keystore
-            secure.update({
-                "ssl.keystore.type": "PEM",
-                "ssl.keystore.location": str(self.tls_dir / "server.pem"),
-                "ssl.truststore.type": "PEM",
-                "ssl.truststore.location": str(self.tls_dir / "ca.crt"),
-            })
-        if "SSL" in ports:
-            secure["listener.name.ssl.ssl.client.auth"] = "required"
-        if "SASL_SSL" in ports:  # SCRAM: the credential lives in the cluster metadata
-            mechanism = SCRAM_MECHANISM.lower()
-            secure["listener.name.sasl_ssl.sasl.enabled.mechanisms"] = SCRAM_MECHANISM
-            secure[f"listener.name.sasl_ssl.{mechanism}.sasl.jaas.config"] = (
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;")
-        properties = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{HOST}:{s.kafka_controller_port}",
-            "listeners": ",".join([*listeners, f"CONTROLLER://{HOST}:{s.kafka_controller_port}"]),
-            "advertised.listeners": ",".join(listeners),
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": ",".join(protocols),
-            **secure,
-            "log.dirs": str(directory / "data"),
-            "num.partitions": str(s.topic_partitions),
-            "num.network.threads": "2",
-            "num.io.threads": "4",
-            **SINGLE_NODE_BROKER,
-        }
-        path = directory / "server.properties"
-        path.touch(mode=0o600)  # it may hold the SASL password
-        path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
-        return path
-
-    def _secure_ports(self, *protocols: KafkaSecurityProtocol) -> dict[str, int]:
-        """The ports of the optional listeners of ``protocols`` that are set, by protocol."""
-        found = {p: getattr(self.settings, SECURE_LISTENERS[p]) for p in protocols}
-        return {p: port for p, port in found.items() if port is not None}
-
-    def _scram_fingerprint(self) -> str:
-        """What the SCRAM user was made from, hashed: the marker left at format time."""
-        s = self.settings
-        password = s.stack_sasl_password.get_secret_value()
-        return hashlib.sha256(f"{SCRAM_MECHANISM}:{s.stack_sasl_username}:{password}".encode()
-                              ).hexdigest()
-
-    def _check_scram_user(self) -> None:
-        """A SCRAM user is created when the storage is formatted, never later: refuse a
-        SASL_SSL listener over storage formatted without this user and password."""
-        if not self._secure_ports("SASL_SSL"):
-            return
-        marker = self.root / "kafka" / "scram-user.sha256"
-        if not marker.exists() or marker.read_text().strip() != self._scram_fingerprint():
-            raise StackError(
-                f"Kafka's storage in {self.root / 'kafka' / 'data'} was formatted without the "
-                f"SCRAM user {ENV_PREFIX}STACK_SASL_USERNAME={self.settings.stack_sasl_username!r}"
-                f" and its {ENV_PREFIX}STACK_SASL_PASSWORD: run `tastemaker down --wipe` and "
-                f"start again with {ENV_PREFIX}KAFKA_SASL_SSL_PORT set")
-
-    def _format_kafka_storage(self, java: str, libs: Path, properties: Path) -> None:
-        cluster_id = "-"
-        while cluster_id.startswith("-"):  # as Kafka's Uuid does: a leading "-" reads as an option
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        scram: list[str] = []
-        if self._secure_ports("SASL_SSL"):  # the SASL user's SCRAM credential, at format time
-            s = self.settings
-            scram = ["--add-scram", f"{SCRAM_MECHANISM}=[name={s.stack_sasl_username},"
-                     f"password={s.stack_sasl_password.get_secret_value()}]"]
-        result = subprocess.run(
-            [java, "-Xmx256m", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(properties), *scram],
-            capture_output=True,
-            text=True,
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise StackError(
-                f"formatting Kafka storage in {properties.parent / 'data'} failed "
-                f"(exit {result.returncode}):\n" + _tail_text(result.stdout + result.stderr)
-            )
-        logger.info("formatted Kafka storage, cluster id %s", cluster_id)
-        if scram:
-            (self.root / "kafka" / "scram-user.sha256").write_text(self._scram_fingerprint() + "\n")
-
-    def _wait_for_kafka(self, pid: int, started: float) -> None:
-        address = self.kafka_bootstrap_servers
-        probe = self.client_settings()
-        while True:
-            if not self._alive("kafka", pid):
-                self._pid_file("kafka").unlink(missing_ok=True)
-                raise StackError(f"Kafka exited while starting; {self._log_tail('kafka')}")
-            if _accepts_connections(self.settings.kafka_port) and run_coroutine(
-                kafka_answers(probe)
-            ):
-                return
-            if _since(started) > self.settings.stack_start_timeout_s:
-                raise StackError(
-                    f"Kafka (pid {pid}) did not answer a metadata request on {address} within "
-                    f"{self.settings.stack_start_timeout_s:g} s "
-                    f"({ENV_PREFIX}STACK_START_TIMEOUT_S); {self._log_tail('kafka')}"
-                )
-            time.sleep(0.25)
-
-    # --- Redis ----------------------------------------------------------------------------------
-    def start_redis(self) -> ServiceChange:
-        started = time.monotonic()
-        pid = self.pid("redis")
-        outcome: Outcome = "already running"
-        if pid is None:
-            self._check_ports("redis")
-            binary = redis_server_binary()
-            pid = self._spawn("redis", [binary, str(self._write_redis_conf())])
-            outcome = "started"
-        self._wait_for_redis(pid, started)
-        return ServiceChange("redis", outcome, pid, self.address("redis"), _since(started))
-
-    def stop_redis(self, *, kill: bool = False) -> ServiceChange:
-        """Stop Redis: SIGTERM (saves and exits) or, with ``kill``, SIGKILL (a crash)."""
-        return self._stop("redis", kill=kill)
-
-    def restart_redis(self) -> ServiceChange:
-        self.stop_redis()
-        return self.start_redis()
-
-    def copy_redis_data(self, destination: Path) -> Path:
-        """A point-in-time copy of everything Redis holds (``SAVE``, then its ``dump.rdb``
-        copied to ``destination``), for `restart_redis_from`."""
-        from streams.connections import redis_sync
-
-        with redis_sync(self.client_settings()) as client:
-            client.save()
-            directory = Path(client.config_get("dir")["dir"])
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(directory / "dump.rdb", destination)
-        return destination
-
-    def restart_redis_from(self, copy: Path) -> ServiceChange:
-        """Stop Redis and start it again holding exactly ``copy`` (`copy_redis_data`): what a
-        restore from a backup does, or a machine crash that lost what was written after the
-        copy. Redis loads the copy with the AOF off (with it on, an empty AOF would win), then
-        turns the AOF on again, rewriting it from the copy."""
-        from streams.connections import redis_sync
-
-        self.stop_redis()
-        directory = self.root / "redis"
-        shutil.rmtree(directory / "appendonlydir", ignore_errors=True)
-        shutil.copyfile(copy, directory / "dump.rdb")
-        started = time.monotonic()
-        self._check_ports("redis")
-        pid = self._spawn("redis", [redis_server_binary(),
-                                    str(self._write_redis_conf(appendonly=False))])
-        self._wait_for_redis(pid, started)
-        with redis_sync(self.client_settings()) as client:
-            client.config_set("appendonly", "yes")
-        self._write_redis_conf()  # later starts read the AOF again
-        return ServiceChange("redis", "started", pid, self.address("redis"), _since(started))
-
-    def _write_redis_conf(self, *, appendonly: bool = True) -> Path:
-        directory = self.root / "redis"
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "redis.conf"
-        path.write_text(
-            f"bind {HOST}\n"
-            f"port {self.settings.redis_port}\n"
-            f'dir "{directory}"\n'
-            "daemonize no\n"
-            'logfile ""\n'
-            f"appendonly {'yes' if appendonly else 'no'}\n"
-            "appendfsync everysec\n"
-            # The config path on the command line is how a pid file recognises its process.
-            'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"\n'
-        )
-        return path
-
-    def _wait_for_redis(self, pid: int, started: float) -> None:
-        import redis
-
-        from streams.connections import redis_sync
-
-        client = redis_sync(self.client_settings(), socket_timeout=1.0)
-        try:
-            while True:
-                if not self._alive("redis", pid):
-                    self._pid_file("redis").unlink(missing_ok=True)
-                    raise StackError(f"Redis exited while starting; {self._log_tail('redis')}")
-                try:
-                    if client.ping():
-                        return
-                except (redis.RedisError, OSError):
-                    pass  # not listening yet, or still loading the AOF
-                if _since(started) > self.settings.stack_start_timeout_s:
-                    raise StackError(
-                        f"Redis (pid {pid}) did not answer PING on {self.address('redis')} within "
-                        f"{self.settings.stack_start_timeout_s:g} s "
-                        f"({ENV_PREFIX}STACK_START_TIMEOUT_S); {self._log_tail('redis')}"
-                    )
-                time.sleep(0.1)
-        finally:
-            client.close()
-
-    # --- processes ------------------------------------------------------------------------------
-    def pid(self, name: ServiceName) -> int | None:
-        """The pid of our running ``name`` service, or None (a stale pid file is removed)."""
-        path = self._pid_file(name)
-        try:
-            pid = int(path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if self._alive(name, pid):
-            return pid
-        path.unlink(missing_ok=True)
-        return None
-
-    def _pid_file(self, name: ServiceName) -> Path:
-        return self.root / name / f"{name}.pid"
-
-    def _log_file(self, name: ServiceName) -> Path:
-        return self.root / name / f"{name}.log"
-
-    def _marker(self, name: ServiceName) -> str:
-        return str(self.root / name / ("server.properties" if name == "kafka" else "redis.conf"))
-
-    def _spawn(self, name: ServiceName, command: list[str]) -> int:
-        """Start ``command`` detached: a throwaway shell backgrounds it and exits, so the service
-        belongs to init, not to the process that ran `up` (a CLI that exits, or a pytest session
-        that would otherwise collect zombies), and its own session keeps a Ctrl-C away from it."""
-        log = self._log_file(name)
-        with open(log, "ab") as f:
-            f.write(
-                f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} tastemaker starts {name}\n".encode()
-            )
-        launcher = subprocess.run(
-            ["sh", "-c", 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!', "sh", str(log),
-             *command],
-            cwd=self.root / name,
-            capture_output=True,
-            text=True,
-            start_new_session=True,
-            check=True,
-        )  # fmt: skip
-        pid = int(launcher.stdout.strip())
-        self._pid_file(name).write_text(f"{pid}\n")
-        logger.info("started %s, pid %d", name, pid)
-        return pid
-
-    def _alive(self, name: ServiceName, pid: int) -> bool:
-        proc = Path("/proc") / str(pid)
-        if Path("/proc/self").exists():
-            try:
-                state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
-                cmdline = (proc / "cmdline").read_bytes()
-            except (OSError, IndexError):
-                return False
-            return state != "Z" and self._marker(name).encode() in cmdline
-        try:  # no /proc (macOS): trust the pid file
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    def _stop(self, name: ServiceName, *, kill: bool) -> ServiceChange:
-        started = time.monotonic()
-        pid = self.pid(name)
-        if pid is None:
-            return ServiceChange(name, "not running", None, self.address(name), _since(started))
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
-        if not self._wait_gone(name, pid, STOP_TIMEOUT_S[name]):
-            logger.warning("%s (pid %d) ignored SIGTERM for %gs, killing it", name, pid,
-                           STOP_TIMEOUT_S[name])  # fmt: skip
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            if not self._wait_gone(name, pid, 10.0):
-                raise StackError(f"{name} (pid {pid}) survived SIGKILL")
-        self._pid_file(name).unlink(missing_ok=True)
-        # A killed JVM's leader thread exits before its sockets close: wait for the ports, so a
-        # start right after a stop doesn't take our own leftovers for a stranger's.
-        deadline = time.monotonic() + PORT_RELEASE_S
-        while not all(port_is_free(port) for port in self._ports(name).values()):
-            if time.monotonic() > deadline:
-                logger.warning("%s (pid %d) exited but its ports are still taken", name, pid)
-                break
-            time.sleep(0.05)
-        return ServiceChange(name, "stopped", pid, self.address(name), _since(started))
-
-    def _wait_gone(self, name: ServiceName, pid: int, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while self._alive(name, pid):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
-
-    def _ports(self, name: ServiceName) -> dict[str, int]:
-        """The ports ``name`` listens on, by setting name."""
-        s = self.settings
-        if name == "kafka":
-            ports = {"kafka_port": s.kafka_port, "kafka_controller_port": s.kafka_controller_port}
-            for protocol, port in self._secure_ports(*SECURE_LISTENERS).items():
-                ports[SECURE_LISTENERS[protocol]] = port
-            return ports
-        return {"redis_port": s.redis_port}
-
-    def _check_ports(self, name: ServiceName) -> None:
-        ports = self._ports(name)
-        for field, port in ports.items():
-            if not port_is_free(port):
-                raise StackError(
-                    f"port {port} ({ENV_PREFIX}{field.upper()}) is already in use by a process "
-                    f"this stack did not start; stop it or choose another port"
-                )
-
-    def _log_tail(self, name: ServiceName) -> str:
-        path = self._log_file(name)
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            return f"no log at {path}"
-        return f"last lines of {path}:\n{_tail_text(text)}"
+        return [ServiceState(s.name, pid is not None, pid, s.address)
+                for s in self.services for pid in [s.pid()]]
 
 
 def redis_server_binary() -> str:

@@ -35,10 +35,10 @@ from rich.table import Table
 from tqdm import tqdm
 
 from streams.connections import kafka_admin, kafka_consumer, redis_sync
-from streams.datasets import Movie, Rating
-from streams.keys import Keys
+from streams.contract.keys import Keys
 from streams.settings import Settings, load_settings
-from streams.supervisor import TrainerProcess, WorkerProcess, is_settled, processed
+from streams.tools.datasets import Movie, Rating
+from streams.tools.supervisor import TrainerProcess, WorkerProcess, is_settled, processed
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class TrainerLog:
-    """The fits a trainer recorded in its log stream (`streams.keys.Keys.trainer_log`):
+    """The fits a trainer recorded in its log stream (`streams.contract.keys.Keys.trainer_log`):
     attempts (with how many example records it had read then) and the guard's decisions, in
     order."""
 
@@ -148,7 +148,7 @@ class Freshness:
     """The worker's ``tastemaker_freshness_seconds`` histogram: one observation per list written
     after a batch (Kafka append time of the user's last event to the list in Redis)."""
 
-    p50: float  # bucket upper bounds (streams.metrics.histogram_quantile)
+    p50: float  # bucket upper bounds (streams.runtime.metrics.histogram_quantile)
     p99: float
     mean: float  # exact: the histogram's sum / count
     count: int
@@ -212,8 +212,8 @@ def _exit_on_sigterm() -> Iterator[None]:
 
 def _run_demo(base: Settings, *, keep: bool, limit: int | None, console: Console, name: str
               ) -> DemoReport:
-    from streams.datasets import movielens_100k
-    from streams.stack import LocalStack, free_port, kafka_answers, run_coroutine
+    from streams.tools.datasets import movielens_100k
+    from streams.tools.stack import LocalStack, free_port, kafka_answers, run_coroutine
 
     settings = demo_settings(base, name)
     stack = None
@@ -275,9 +275,9 @@ def _redis_answers(settings: Settings) -> bool:
 
 def _reset(settings: Settings) -> None:
     """Delete the demo's topics and keys, then create the topics afresh."""
-    from streams.namespaces import drop_namespaces
-    from streams.stack import run_coroutine
-    from streams.topics import ensure_topics
+    from streams.contract.topics import ensure_topics
+    from streams.tools.namespaces import drop_namespaces
+    from streams.tools.stack import run_coroutine
 
     run_coroutine(drop_namespaces([settings]))
     time.sleep(1.0)  # the broker finishes deleting the topics before they are created again
@@ -294,8 +294,8 @@ def _demo_users(ratings: Sequence[Rating]) -> list[str]:
 
 def _replay_and_wait(settings: Settings, worker: WorkerProcess, trainer: TrainerProcess, *,
                      limit: int | None, console: Console) -> DemoReport:
-    from streams.replay import replay
-    from streams.stack import run_coroutine
+    from streams.tools.replay import replay
+    from streams.tools.stack import run_coroutine
 
     console.print("[bold]replaying MovieLens-100K[/] with real review texts")
     started = time.monotonic()
@@ -356,7 +356,7 @@ def _records(settings: Settings, topic: str) -> int:
     """Records in ``topic`` now (end minus beginning offsets, over its partitions)."""
     from aiokafka import TopicPartition
 
-    from streams.stack import run_coroutine
+    from streams.tools.stack import run_coroutine
 
     async def count() -> int:
         # the partitions from the admin client: a consumer's partitions_for_topic reads its own
@@ -387,7 +387,7 @@ def _freshness(port: int) -> Freshness | None:
     """Read the worker's freshness histogram from its Prometheus endpoint."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from streams.metrics import histogram_quantile
+    from streams.runtime.metrics import histogram_quantile
 
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
@@ -441,7 +441,7 @@ def _ranker_state(settings: Settings, trainer: TrainerLog) -> RankerState:
 # --- printing -----------------------------------------------------------------------------------
 def _show_users(settings: Settings, console: Console, ratings: Sequence[Rating],
                 movies: dict[str, Movie], users: Sequence[str]) -> None:
-    from streams.recs import get_recommendations, recommendations_table
+    from streams.client.recs import get_recommendations, recommendations_table
 
     for user in users:
         history = [r for r in ratings if r.user_id == user][-5:]

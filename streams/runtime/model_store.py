@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import redis.asyncio as aioredis
 
 from models.ranker import ArtefactError, RankerMLP, from_artefact, to_artefact
-from streams.keys import Keys
+from streams.contract.keys import Keys
 
 logger = logging.getLogger(__name__)
 

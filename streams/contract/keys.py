@@ -55,7 +55,8 @@ class Keys:
         """Sorted set: member = item id, score = popularity with time decay."""
         return f"{self.prefix}trending"
 
-    # --- the ranker's model store (streams.model_store) ------------------------------------------
+    # --- the ranker's model store (streams.runtime.model_store)
+    # ------------------------------------------
     def ranker_artefact(self, version: int) -> str:
         """String: an immutable safetensors artefact of one published ranker version."""
         return f"{self.prefix}ranker:artefact:{version}"
@@ -100,7 +101,7 @@ class Keys:
     def owners(self) -> str:
         """Hash: "topic:partition" -> the worker that owns it now. A worker claims its
         partitions when they are assigned, and commits only while it is their owner: a zombie
-        that lost them cannot commit (`streams.state.Fenced`)."""
+        that lost them cannot commit (`streams.runtime.state.Fenced`)."""
         return f"{self.prefix}owners"
 
     @property
@@ -125,7 +126,7 @@ class Keys:
     @property
     def erased(self) -> str:
         """Hash: user id -> erased_at (epoch s). The user's events at or before it are ignored,
-        so a replay cannot bring an erased user back (`streams.erasure`)."""
+        so a replay cannot bring an erased user back (`streams.runtime.erasure`)."""
         return f"{self.prefix}erased"
 
     def active(self, topic: str, partition: int) -> str:

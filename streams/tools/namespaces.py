@@ -16,8 +16,8 @@ import uuid
 from collections.abc import Sequence
 
 from streams.connections import kafka_admin, redis_async
+from streams.contract.topics import topic_partitions
 from streams.settings import Settings, load_settings
-from streams.topics import topic_partitions
 
 TOPIC_SETTINGS = ("topic_plays", "topic_ratings", "topic_reviews", "topic_dlq",
                   "topic_model_updates", "topic_ranker_examples")

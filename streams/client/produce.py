@@ -1,8 +1,8 @@
 """Producing events: validate each one against the event contract, then send it keyed by user.
 
-Every event is checked with `streams.events` before it leaves the process, so nothing this module
-sends will be dead-lettered by the workers. Invalid inputs are skipped and reported (``line N:
-reason`` for files, ``event N: reason`` otherwise), never sent.
+Every event is checked with `streams.contract.events` before it leaves the process, so nothing this
+module sends will be dead-lettered by the workers. Invalid inputs are skipped and reported (``line
+N: reason`` for files, ``event N: reason`` otherwise), never sent.
 
 The producer is tuned for throughput with full durability: ``acks=all`` and idempotence (no
 duplicates on retry, per-partition order kept), ``linger_ms`` so sends share batches, large batches.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from streams.events import (
+from streams.contract.events import (
     Event,
     EventKind,
     RejectedEvent,

@@ -42,8 +42,8 @@ from redis.exceptions import WatchError
 
 from models.cooccurrence import Delta, ItemCooccurrence, PackedDeltas, UserHistory
 from models.summary import ItemSummary, ReviewDigest
-from streams.keys import Keys
-from streams.metrics import REDIS_WRITE_SECONDS
+from streams.contract.keys import Keys
+from streams.runtime.metrics import REDIS_WRITE_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -377,7 +377,7 @@ class RedisState:
                 pipe.hincrbyfloat(key, "decayed_weight", decayed_weight)
             for key, value in {**batch.blobs, **merged}.items():
                 pipe.set(key, value)
-            # these partitions' users now await a settle pass (see streams.worker)
+            # these partitions' users now await a settle pass (see streams.runtime.worker)
             pipe.hdel(keys.settled, *fields)
             if batch.has_entry:
                 pipe.xadd(keys.deltas, encode_entry(batch.deltas, self.items.names,

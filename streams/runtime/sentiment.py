@@ -49,16 +49,16 @@ from aiokafka.errors import OffsetOutOfRangeError
 from models.sentiment import ReviewSentiment, SnapshotFormatError, label_from_rating
 from models.summary import ReviewDigest, author_tag, digest_reading, read_review
 from streams.connections import kafka_consumer
-from streams.events import (
+from streams.contract.events import (
     RejectedEvent,
     Review,
     check_event_key,
     decode_event,
     latest_event_ts,
 )
-from streams.keys import Keys
+from streams.contract.keys import Keys
+from streams.runtime.state import SnapshotTooLarge
 from streams.settings import Settings
-from streams.state import SnapshotTooLarge
 
 logger = logging.getLogger(__name__)
 

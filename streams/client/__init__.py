@@ -1,0 +1,1 @@
+"""Clients of the contract: sending events to Kafka and reading recommendations from Redis."""
