@@ -480,6 +480,26 @@ class ItemCooccurrence:
     ['a']
     >>> items.compact()
     ['b', 'c']
+
+    Parameters
+    ----------
+    neighbour_cap
+        Nearest neighbours kept per item.
+    row_cap
+        Co-occurrence entries a row keeps (pruned to its most similar half past it); at least
+        ``neighbour_cap``.
+    alpha
+        Similarity ``C[i][j] / (N[i]^alpha N[j]^(1 - alpha))``; 0.5 is cosine.
+    staleness
+        Relative change of a row after which its neighbour list is computed again.
+    likers_cap
+        Latest likers kept per item in the similar-user index.
+    user_items_cap
+        Latest liked items kept per user in the similar-user index.
+    max_items
+        Live items at most (the coldest are evicted; 0: no cap).
+    max_users
+        Users in the similar-user index at most (0: no cap).
     """
 
     def __init__(self, *, neighbour_cap: int = 300, row_cap: int = 1000, alpha: float = 0.5,
@@ -899,6 +919,29 @@ class ItemCooccurrence:
         go to the smaller `item_key`. Each item is explained by the ``explain_items`` recent
         items that added most to it. When fewer than ``n`` items score, trending items fill
         the list. One user of `score_many`.
+
+        Parameters
+        ----------
+        recent
+            The user's liked items, newest first, each with the user's affinity for it.
+        n
+            How many items to return.
+        exclude
+            Items never to return (those the user already has).
+        recency_half_life
+            Recency weight of ``recent``, in positions.
+        explain_items
+            Recent items named as each item's reason.
+        fresh
+            Compute every neighbour list needed now, however little its row changed.
+        backfill
+            Fill a short list with trending items.
+        user_id
+            The user, for the similar-user part (which needs it).
+        similar_users
+            Similar users whose items are blended in; 0: none.
+        user_blend
+            Weight of the similar-user part.
         """
         return self.score_many([ScoreRequest(recent, exclude, user_id)], n,
                                recency_half_life=recency_half_life, explain_items=explain_items,
@@ -1224,6 +1267,43 @@ class CooccurrenceRecommender:
     tests).
 
     ``learn_one``/``learn_many`` take each event's feedback weight (see `models.feedback`).
+
+    Parameters
+    ----------
+    history_cap
+        Items a user's history keeps; over it, the oldest leaves and its contribution is
+        subtracted.
+    neighbour_cap
+        Nearest neighbours kept per item (its neighbour list).
+    row_cap
+        Co-occurrence entries an item row keeps; over it, the row is pruned to its most similar
+        half.
+    half_life_days
+        Time decay of co-occurrence and popularity (forward decay from ``decay_epoch``).
+    decay_epoch
+        The epoch (seconds) forward decay counts from.
+    alpha
+        Similarity ``C[i][j] / (N[i]^alpha N[j]^(1 - alpha))``; 0.5 is cosine.
+    recent_items
+        A user's most recent liked items a score sums over.
+    recency_half_life
+        Recency weight of those items, in positions (newest first).
+    similar_users
+        Similar users whose items are blended in; 0 turns the user-based part off.
+    user_blend
+        Weight of the similar-user part (both parts scaled to a maximum of 1).
+    explain_items
+        The user's items named as the reason for each recommendation.
+    exclude_seen
+        Leave out items the user already has in their history.
+    likers_cap
+        Latest likers kept per item in the similar-user index.
+    user_items_cap
+        Latest liked items kept per user in the similar-user index.
+    max_items
+        Live items at most (the coldest are evicted; 0: no cap), see `ItemCooccurrence`.
+    max_users
+        Users in the similar-user index at most (0: no cap).
     """
 
     history_cap: int = 500

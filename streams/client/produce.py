@@ -265,7 +265,21 @@ async def produce_events(
 ) -> ProduceReport:
     """Validate and send ``events`` (dicts or event objects) to the event topic ``topic``.
 
-    Invalid ones are skipped and reported as ``event N: reason`` (N counts from 1)."""
+    Invalid ones are skipped and reported as ``event N: reason`` (N counts from 1).
+
+    Parameters
+    ----------
+    settings
+        Where Kafka is and how to reach it (security settings included).
+    topic
+        One of the event topics (``settings.event_topics``); its kind decides the checks.
+    events
+        JSON-like dicts (as any producer would send them) or event objects.
+    progress
+        Show a progress bar on the terminal.
+    on_reject
+        Called with each rejection (``event N: reason``); the report keeps the first 100.
+    """
     total = len(events) if hasattr(events, "__len__") else None  # type: ignore[arg-type]
     numbered = ((f"event {n}", e) for n, e in enumerate(events, start=1))
     return await _produce(settings, topic, numbered, progress=progress, total=total,

@@ -141,7 +141,19 @@ def get_recommendations(
     settings: Settings | None = None,
     client: redis.Redis | None = None,
 ) -> list[Recommendation]:
-    """The user's top ``n`` recommendations, best first; empty when there are none (yet)."""
+    """The user's top ``n`` recommendations, best first; empty when there are none (yet).
+
+    Parameters
+    ----------
+    user_id
+        The user, as the events named them.
+    n
+        How many (the workers write ``TOP_N``, 50 by default).
+    settings
+        Where Redis is and the key prefix (default: `streams.settings.get_settings`).
+    client
+        A Redis client to use (and leave open); default: one made from ``settings`` and closed.
+    """
     if n < 1:
         return []
     settings = settings or get_settings()
