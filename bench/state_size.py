@@ -47,6 +47,7 @@ from bench.speed import (
 from models.cooccurrence import ItemCooccurrence
 from streams.connections import redis_sync
 from streams.contract.keys import Keys
+from streams.runtime.learning import CooccurrenceConfig, event_feedback
 from streams.runtime.state import SEEN_IDS_CAP
 from streams.settings import Settings, get_settings
 from streams.tools.namespaces import drop_namespaces
@@ -119,8 +120,7 @@ def item_stats(settings: Settings, snapshot: bytes) -> tuple[dict[str, Any], lis
     """Rows of the item statistics in a snapshot, and the heap they take once loaded: the
     statistics with their rows, the neighbour lists once all are computed, and apart from
     them the similar-user index (per user: their latest liked items, and each item's likers)."""
-    items = ItemCooccurrence(neighbour_cap=settings.neighbour_cap, row_cap=settings.row_cap,
-                             alpha=settings.similarity_alpha)
+    items = CooccurrenceConfig.of(settings).model().items  # as a worker keeps them
     heap = traced(lambda: items.load_bytes(snapshot))
     neighbours = traced(items.refresh)
     index = items._user_items
@@ -207,7 +207,6 @@ def model_state(settings: Settings, client: redis.Redis, *, limit: int | None,
     prefix) for ``MEMORY USAGE``; the whole stream's size is the encoded total times the overhead
     measured on those. Reviews count by their stars here (the worker scores their sentiment),
     which moves sizes very little."""
-    from streams.runtime.learning import CooccurrenceConfig, event_feedback
     from streams.runtime.state import UserState, encode_entry
 
     keys = Keys(settings.key_prefix)
