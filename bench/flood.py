@@ -76,7 +76,7 @@ def flood(settings: Settings, first: int, n: int, users: int, run: int
 
 
 async def run(settings: Settings, n: int, users: int, run_length: int) -> dict[str, Any]:
-    producer = connections.kafka_producer(settings, acks="all")
+    producer = connections.worker_producer(settings)  # as the worker's
     await producer.start()
     client = connections.redis_async(settings)
     proc = EventProcessor(settings, client, producer)

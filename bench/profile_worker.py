@@ -88,7 +88,7 @@ def timed(totals: dict[str, float], name: str, fn: Any) -> Any:
 
 async def run(settings: Settings, messages: list[SourceMessage], cprofile: int
               ) -> dict[str, float]:
-    producer = connections.kafka_producer(settings, acks="all")
+    producer = connections.worker_producer(settings)  # as the worker's
     await producer.start()
     client = connections.redis_async(settings)
     proc = EventProcessor(settings, client, producer)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from streams.connections import MAX_BATCH_BYTES
 from streams.contract.events import (
     Event,
     EventKind,
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LINGER_MS = 20
-MAX_BATCH_BYTES = 512 * 1024  # well under the broker's default 1 MiB record-batch limit
 DRAIN_EVERY_BATCHES = 200  # await acknowledgements this often, to surface errors early
 KEEP_PROBLEMS = 100  # rejection messages kept in the report; all of them go to ``on_reject``
 

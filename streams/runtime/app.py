@@ -150,7 +150,7 @@ def create_app(settings: Settings):  # faust.App, imported lazily
         if "p" not in runtime:
             client = connections.redis_async(settings, socket_timeout=10,
                                              health_check_interval=10)
-            producer = connections.kafka_producer(settings, acks="all", enable_idempotence=True)
+            producer = connections.worker_producer(settings)
             await producer.start()
             runtime["p"] = EventProcessor(settings, client, producer, claims_on_assignment=True,
                                           reread=reread)
