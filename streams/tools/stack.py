@@ -33,7 +33,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -202,6 +202,23 @@ class LocalService:
         raise NotImplementedError
 
     def start(self) -> ServiceChange:
+        """Start it unless it runs already, and wait until it answers."""
+        started = time.monotonic()
+        pid = self.pid()
+        outcome: Outcome = "already running"
+        if pid is None:
+            self.check_ports()
+            pid = self._launch()
+            outcome = "started"
+        self._wait(pid, started)
+        return ServiceChange(self.name, outcome, pid, self.address, _since(started))
+
+    def _launch(self) -> int:
+        """Prepare (config, data) and spawn the process; its pid."""
+        raise NotImplementedError
+
+    def _wait(self, pid: int, started: float) -> None:
+        """Until it answers (`_wait_until_answering`)."""
         raise NotImplementedError
 
     def stop(self, *, kill: bool = False) -> ServiceChange:
@@ -301,6 +318,25 @@ class LocalService:
             time.sleep(0.1)
         return True
 
+    def _wait_until_answering(self, pid: int, started: float, what: str,
+                              answers: Callable[[], bool], *, poll_s: float) -> None:
+        """Until ``answers()``; a StackError (with the log's tail) when the process exits first
+        or ``STACK_START_TIMEOUT_S`` passes."""
+        title = self.name.capitalize()
+        while True:
+            if not self._alive(pid):
+                self.pid_file.unlink(missing_ok=True)
+                raise StackError(f"{title} exited while starting; {self.log_tail()}")
+            if answers():
+                return
+            if _since(started) > self.settings.stack_start_timeout_s:
+                raise StackError(
+                    f"{title} (pid {pid}) did not {what} on {self.address} within "
+                    f"{self.settings.stack_start_timeout_s:g} s "
+                    f"({ENV_PREFIX}STACK_START_TIMEOUT_S); {self.log_tail()}"
+                )
+            time.sleep(poll_s)
+
     def check_ports(self) -> None:
         ports = self.ports()
         for field, port in ports.items():
@@ -343,26 +379,18 @@ class KafkaService(LocalService):
             ports[SECURE_LISTENERS[protocol]] = port
         return ports
 
-    def start(self) -> ServiceChange:
-        started = time.monotonic()
-        pid = self.pid()
-        outcome: Outcome = "already running"
-        if pid is None:
-            self.check_ports()
-            java = _require("java", "a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
-            libs = self.fetch_jars()
-            tls = self.stack.tls_dir
-            if self.secure_ports("SSL", "SASL_SSL") and not (tls / "server.pem").exists():
-                write_certificates(tls)
-            properties = self._write_properties()
-            if not (self.dir / "data" / "meta.properties").exists():
-                self._format_storage(java, libs, properties)
-            self.check_scram_user()
-            command = [java, *KAFKA_JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(properties)]
-            pid = self._spawn(command)
-            outcome = "started"
-        self._wait(pid, started)
-        return ServiceChange(self.name, outcome, pid, self.address, _since(started))
+    def _launch(self) -> int:
+        java = _require("java", "a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
+        libs = self.fetch_jars()
+        tls = self.stack.tls_dir
+        if self.secure_ports("SSL", "SASL_SSL") and not (tls / "server.pem").exists():
+            write_certificates(tls)
+        properties = self._write_properties()
+        if not (self.dir / "data" / "meta.properties").exists():
+            self._format_storage(java, libs, properties)
+        self.check_scram_user()
+        return self._spawn([java, *KAFKA_JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka",
+                            str(properties)])
 
     def fetch_jars(self) -> Path:
         """Kafka's runtime jars, fetched with Maven on first use and reused afterwards."""
@@ -504,23 +532,11 @@ class KafkaService(LocalService):
             (self.dir / "scram-user.sha256").write_text(self._scram_fingerprint() + "\n")
 
     def _wait(self, pid: int, started: float) -> None:
-        address = self.stack.kafka_bootstrap_servers
         probe = self.stack.client_settings()
-        while True:
-            if not self._alive(pid):
-                self.pid_file.unlink(missing_ok=True)
-                raise StackError(f"Kafka exited while starting; {self.log_tail()}")
-            if _accepts_connections(self.settings.kafka_port) and run_coroutine(
-                kafka_answers(probe)
-            ):
-                return
-            if _since(started) > self.settings.stack_start_timeout_s:
-                raise StackError(
-                    f"Kafka (pid {pid}) did not answer a metadata request on {address} within "
-                    f"{self.settings.stack_start_timeout_s:g} s "
-                    f"({ENV_PREFIX}STACK_START_TIMEOUT_S); {self.log_tail()}"
-                )
-            time.sleep(0.25)
+        self._wait_until_answering(
+            pid, started, "answer a metadata request",
+            lambda: _accepts_connections(self.settings.kafka_port)
+            and run_coroutine(kafka_answers(probe)), poll_s=0.25)
 
 
 class RedisService(LocalService):
@@ -537,17 +553,8 @@ class RedisService(LocalService):
     def ports(self) -> dict[str, int]:
         return {"redis_port": self.settings.redis_port}
 
-    def start(self) -> ServiceChange:
-        started = time.monotonic()
-        pid = self.pid()
-        outcome: Outcome = "already running"
-        if pid is None:
-            self.check_ports()
-            binary = redis_server_binary()
-            pid = self._spawn([binary, str(self._write_conf())])
-            outcome = "started"
-        self._wait(pid, started)
-        return ServiceChange(self.name, outcome, pid, self.address, _since(started))
+    def _launch(self) -> int:
+        return self._spawn([redis_server_binary(), str(self._write_conf())])
 
     def copy_data(self, destination: Path) -> Path:
         """A point-in-time copy of everything Redis holds (``SAVE``, then its ``dump.rdb``
@@ -604,24 +611,15 @@ class RedisService(LocalService):
 
         from streams.connections import redis_sync
 
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except (redis.RedisError, OSError):
+                return False  # not listening yet, or still loading the AOF
+
         client = redis_sync(self.stack.client_settings(), socket_timeout=1.0)
         try:
-            while True:
-                if not self._alive(pid):
-                    self.pid_file.unlink(missing_ok=True)
-                    raise StackError(f"Redis exited while starting; {self.log_tail()}")
-                try:
-                    if client.ping():
-                        return
-                except (redis.RedisError, OSError):
-                    pass  # not listening yet, or still loading the AOF
-                if _since(started) > self.settings.stack_start_timeout_s:
-                    raise StackError(
-                        f"Redis (pid {pid}) did not answer PING on {self.address} within "
-                        f"{self.settings.stack_start_timeout_s:g} s "
-                        f"({ENV_PREFIX}STACK_START_TIMEOUT_S); {self.log_tail()}"
-                    )
-                time.sleep(0.1)
+            self._wait_until_answering(pid, started, "answer PING", answers, poll_s=0.1)
         finally:
             client.close()
 
