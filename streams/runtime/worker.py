@@ -18,6 +18,7 @@ rebalance or with more workers. Older users' lists stay as they were last writte
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import secrets
@@ -722,9 +723,11 @@ class EventProcessor:
                 chunk = [self.lists_to_write.pop()
                          for _ in range(min(len(self.lists_to_write), 256))]
                 for item_id, nbrs in zip(chunk, items.neighbours_many(chunk), strict=True):
-                    pipe.delete(keys.neighbours(item_id))
-                    if nbrs:
-                        pipe.zadd(keys.neighbours(item_id), dict(nbrs))
+                    key = keys.neighbours(item_id)
+                    pipe.delete(key)
+                    if nbrs:  # the ZADD redis-py's zadd() sends, without its walk per call
+                        pipe.execute_command("ZADD", key, *itertools.chain.from_iterable(
+                            (sim, other) for other, sim in nbrs))
                     budget -= 1 + len(nbrs)
             pipe.delete(keys.trending)
             trending = items.trending(self.settings.top_n)
