@@ -6,8 +6,7 @@ The services come from the first of these that works, once per session:
    ``eval "$(tastemaker up)"`` and ``.ci/run`` set), checked to answer;
 2. test containers (``apache/kafka``, ``redis:7``) when a Docker engine answers;
 3. the local stack (`streams.tools.stack`), started here and stopped at the end of the session if
-this
-   session started it.
+   this session started it.
 
 When none works the integration tests skip with the reason, or fail under ``CI=true``: CI must
 never go green by skipping them. Each integration test should take `unique_topics`, settings with

@@ -55,8 +55,7 @@ class Keys:
         """Sorted set: member = item id, score = popularity with time decay."""
         return f"{self.prefix}trending"
 
-    # --- the ranker's model store (streams.runtime.model_store)
-    # ------------------------------------------
+    # --- the ranker's model store (streams.runtime.model_store) ----------------------------------
     def ranker_artefact(self, version: int) -> str:
         """String: an immutable safetensors artefact of one published ranker version."""
         return f"{self.prefix}ranker:artefact:{version}"

@@ -279,8 +279,8 @@ def _reset(settings: Settings) -> None:
     from streams.tools.namespaces import drop_namespaces
     from streams.tools.stack import run_coroutine
 
-    run_coroutine(drop_namespaces([settings]))
-    time.sleep(1.0)  # the broker finishes deleting the topics before they are created again
+    if run_coroutine(drop_namespaces([settings])):
+        time.sleep(1.0)  # the broker finishes deleting the topics before they are created again
     run_coroutine(ensure_topics(settings))
 
 

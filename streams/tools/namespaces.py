@@ -36,24 +36,25 @@ def namespaced(base: Settings, kind: str, tag: str | None = None, **overrides: o
     })
 
 
-async def drop_namespaces(runs: Sequence[Settings]) -> None:
+async def drop_namespaces(runs: Sequence[Settings]) -> list[str]:
     """Delete the runs' topics (and the ``<app_id>-*`` topics Faust made for them) and every
-    Redis key under their key prefixes. Topics and keys that are not there are skipped."""
+    Redis key under their key prefixes. Topics and keys that are not there are skipped. Returns
+    the topics deleted."""
     if not runs:
-        return
+        return []
     if any(not run.key_prefix for run in runs):
         raise ValueError("refusing to delete every Redis key: a run has no key_prefix")
     admin = kafka_admin(runs[0])
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        doomed = set()
+        theirs: set[str] = set()
         for run in runs:
-            doomed |= set(topic_partitions(run))
-            doomed |= {t for t in existing if t.startswith(f"{run.app_id}-")}
-        doomed &= existing
+            theirs |= set(topic_partitions(run))
+            theirs |= {t for t in existing if t.startswith(f"{run.app_id}-")}
+        doomed = sorted(theirs & existing)
         if doomed:
-            await admin.delete_topics(sorted(doomed))
+            await admin.delete_topics(doomed)
     finally:
         await admin.close()
     client = redis_async(runs[0])
@@ -69,3 +70,4 @@ async def drop_namespaces(runs: Sequence[Settings]) -> None:
                 await client.delete(*batch)
     finally:
         await client.aclose()
+    return doomed

@@ -697,12 +697,6 @@ class LocalStack:
             }
         )
 
-    def address(self, name: ServiceName) -> str:
-        return self.service(name).address
-
-    def pid(self, name: ServiceName) -> int | None:
-        return self.service(name).pid()
-
     # --- the whole stack ------------------------------------------------------------------------
     def up(self) -> list[ServiceChange]:
         """Start what is not running, wait until both answer, create missing topics.
