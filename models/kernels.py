@@ -267,22 +267,21 @@ def apply_delta(cols, vals, start, cap, size, top, garbage, norm, powers, popula
         # a pruned row goes to the slab it would grow into at its next new entry: a snug one
         # (`slab_for`) is already over `MAX_LOAD` with one more
         pruned_slab = min(_grown(slab_for(keep)), full)
-        # room for every touched row to move to a larger slab (row i perhaps several times)
-        # and for each to be pruned
-        need = 5 * slab_for(size[i] + n) + (n + 1) * pruned_slab
+        # room for every touched row to move to a larger slab (row i perhaps several times);
+        # a prune makes its own room (reserving it for every row up front made a large
+        # ROW_CAP grow the arena by the delta's length times a pruned slab)
+        need = 5 * slab_for(size[i] + n)
         for p in range(n):
             need += _grown(cap[others[p]])
         if top[0] + need > len(cols):
             cols, vals = room(cols, vals, top, need)
         _add_pairs(cols, vals, start, cap, size, top, garbage, churn, i, others, incs, n, full)
         # the rows over the cap: the delta's own row first, then the others in order
-        if size[i] > row_cap:
-            _prune(cols, vals, start, cap, size, top, garbage, norm, powers, key, i, keep, alpha,
-                   pruned_slab)
-            pruned[i] = True
-        for p in range(n):
-            j = others[p]
+        for p in range(-1, n):
+            j = i if p < 0 else others[p]
             if size[j] > row_cap:
+                if top[0] + pruned_slab > len(cols):
+                    cols, vals = room(cols, vals, top, pruned_slab)
                 _prune(cols, vals, start, cap, size, top, garbage, norm, powers, key, j, keep,
                        alpha, pruned_slab)
                 pruned[j] = True
