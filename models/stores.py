@@ -86,13 +86,9 @@ class RowStore:
         self.cols, self.vals = cols, vals
 
     def compact(self) -> None:
-        """Copy the live slabs to the front of a fresh arena, twice as large again: the slabs
-        rows leave fill the arena up to twice the live ones before the next compaction, and
-        `ensure_items` keeps half as many free again, so that a steady row count never grows
-        it in between (with as much room again, each compaction was followed by a doubling
-        and its copy)."""
+        """Copy the live slabs to the front of a fresh arena (with as much room again)."""
         live = int(self.cap.sum())
-        size = max(1 << 16, 3 * live + (1 << 16))
+        size = max(1 << 16, 2 * live)
         cols = np.full(size, EMPTY, dtype=np.int32)
         vals = np.zeros(size)
         start = np.zeros_like(self.start)
