@@ -57,6 +57,7 @@ from models.kernels import (
     renumbered_rows,
     score_users,
     similarity_rows,
+    similarity_to_recent,
 )
 from models.stores import HistoryStore, RowStore, RowTable
 
@@ -805,6 +806,26 @@ class ItemCooccurrence:
         position = self._scratch(m, len(self._uids))[4][0]
         return similarity_rows(rows, cands, self._table.start[:m], self._table.length[:m],
                                self._table.ids, self._table.sims, position)
+
+    def similarity_to_recent(self, recent: Sequence[Sequence[str]], ptr: np.ndarray,
+                             candidates: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """For many lists at once (list ``g``: candidates ``candidates[ptr[g]:ptr[g + 1]]``,
+        recent items ``recent[g]``): each candidate's similarity to the list's first recent
+        item and its mean similarity to them all — row 0 and the column means (its rows added
+        in order) of `similarity_matrix`, with the neighbour lists refreshed once for all."""
+        index = self._index.get
+        rec_ptr = np.zeros(len(recent) + 1, dtype=np.int64)
+        np.cumsum([len(r) for r in recent], out=rec_ptr[1:])
+        rows = np.fromiter((index(i, -1) for r in recent for i in r), dtype=np.int64,
+                           count=int(rec_ptr[-1]))
+        self._refresh_lists(rows)
+        m = len(self._ids)
+        self._table.ensure_items(m)
+        position = self._scratch(m, len(self._uids))[4][0]
+        return similarity_to_recent(np.asarray(ptr, dtype=np.int64), self.indices(candidates),
+                                    rec_ptr, rows, self._table.start[:m],
+                                    self._table.length[:m], self._table.ids, self._table.sims,
+                                    position)
 
     def diversify(self, pool: Sequence[str], rel: np.ndarray, n: int, lam: float
                   ) -> list[tuple[int, float]]:

@@ -977,6 +977,40 @@ def similarity_rows(rows, cands, nb_start, nb_len, nb_ids, nb_sims, position):
     return out
 
 
+@njit(cache=True)
+def similarity_to_recent(ptr, cands, rec_ptr, rec_rows, nb_start, nb_len, nb_ids, nb_sims,
+                         position):
+    """`similarity_rows` of many lists at once, summarised: list ``g`` is candidates
+    ``cands[ptr[g]:ptr[g + 1]]`` and recent items ``rec_rows[rec_ptr[g]:rec_ptr[g + 1]]``;
+    ``first[c]`` is candidate ``c``'s similarity to the list's first recent item, ``mean[c]``
+    the mean over its recent items (of the `similarity_rows` matrix: its rows added in order,
+    then divided by their number). 0 for lists without recent items."""
+    first = np.zeros(len(cands))
+    mean = np.zeros(len(cands))
+    for g in range(len(ptr) - 1):
+        a, b = ptr[g], ptr[g + 1]
+        r0, r1 = rec_ptr[g], rec_ptr[g + 1]
+        if r1 == r0 or b == a:
+            continue
+        for c in range(a, b):
+            if cands[c] >= 0:
+                position[cands[c]] = c
+        for r in range(r0, r1):
+            j = rec_rows[r]
+            if j >= 0:
+                for e in range(nb_start[j], nb_start[j] + nb_len[j]):
+                    at = position[nb_ids[e]]
+                    if at >= 0:
+                        mean[at] += nb_sims[e]
+                        if r == r0:
+                            first[at] = nb_sims[e]
+        for c in range(a, b):
+            if cands[c] >= 0:
+                position[cands[c]] = -1
+            mean[c] /= r1 - r0
+    return first, mean
+
+
 @njit(cache=True, error_model="numpy")  # x / 0 gives inf or nan (then 0), as numpy does
 def neighbour_lists(items, cols, vals, start, cap, size, norm, powers, churn, key, alpha,
                     n_cap, min_sim, staleness):

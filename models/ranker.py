@@ -194,16 +194,16 @@ def featurise_lists(lists: CandidateLists, users: Sequence[UserContext],
         a, b = int(ptr[k]), int(ptr[k + 1])
         recency += [0.5 ** (position[why] / recency_half_life)
                     if why is not None and why in position else 0.0 for why in because[a:b]]
-        recent = [item_id for item_id, _ in user.recent[:RECENT]]
-        if recent and b > a:
-            near = items.similarity_matrix(recent, lists.item_ids[a:b])
-            out[a:b, COLUMN["last_similarity"]] = near[0]
-            out[a:b, COLUMN["recent_similarity"]] = near.mean(axis=0)
         genre_match += ([
             sum(user.genres.get(genre, 0.0) for genre in catalogue.get(i, ())) / math.sqrt(
                 len(catalogue[i])) if catalogue.get(i) else 0.0 for i in lists.item_ids[a:b]]
             if user.genres else [0.0] * (b - a))
     put("because_recency", recency)
+    last, mean = items.similarity_to_recent(
+        [[item_id for item_id, _ in user.recent[:RECENT]] for user in users], ptr,
+        lists.item_ids)
+    put("last_similarity", last)
+    put("recent_similarity", mean)
     put("user_activity", np.array([math.log1p(u.n_items) for u in users])[group])
     put("genre_match", genre_match)
     if factors is not None:

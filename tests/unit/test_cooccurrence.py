@@ -166,6 +166,34 @@ def test_the_arena_grows_with_the_rows_not_with_the_row_cap():
     assert len(store.cols) <= 1 << 17, len(store.cols)
 
 
+@pytest.mark.parametrize("seed", [3, 4])
+def test_similarity_to_recent_equals_the_matrix_of_each_list(seed):
+    """The ranker's two similarity features of many lists in one kernel pass equal row 0 and
+    the column means of `ItemCooccurrence.similarity_matrix`, list by list: the first to the
+    bit, the means as rows added in order (numpy's ``mean(axis=0)`` adds them in another order:
+    within an ulp); unknown items, lists without recent items or candidates included."""
+    rng = random.Random(seed)
+    model = learn(CooccurrenceRecommender(neighbour_cap=8, row_cap=30),
+                  [(f"u{rng.randrange(30)}", f"i{rng.randrange(50)}", rng.choice([1.0, -1.0]),
+                    TS + n) for n in range(2000)])
+    known = [f"i{k}" for k in range(50)] + ["unknown"]
+    recent = [rng.sample(known, rng.choice([0, 1, 3, 10])) for _ in range(40)]
+    lists = [rng.sample(known, rng.choice([0, 1, 5, 20])) for _ in range(40)]
+    ptr = np.cumsum([0] + [len(c) for c in lists])
+    first, mean = model.items.similarity_to_recent(
+        recent, ptr, [c for candidates in lists for c in candidates])
+    for g, (rows, candidates) in enumerate(zip(recent, lists, strict=True)):
+        a, b = ptr[g], ptr[g + 1]
+        if rows and candidates:
+            near = model.items.similarity_matrix(rows, candidates)
+            assert first[a:b].tolist() == near[0].tolist()
+            in_order = sum(near[1:], start=near[0].copy()) / len(rows)
+            assert mean[a:b].tolist() == in_order.tolist()
+            assert mean[a:b] == pytest.approx(near.mean(axis=0), rel=1e-15, abs=0.0)
+        else:
+            assert not first[a:b].any() and not mean[a:b].any()
+
+
 def test_snapshot_round_trip_gives_identical_recommendations():
     model = learn(CooccurrenceRecommender(), [(f"u{n % 9}", f"i{(n * 7) % 23}", 1.0, TS + n)
                                               for n in range(500)])
