@@ -56,7 +56,8 @@ def null_agent(total: int, out: Path, mode: str) -> None:
     ``stock``, ``take_events`` or ``worker`` (see the module)."""
     import faust
 
-    from streams import connections, faust_consumer
+    from streams import connections
+    from streams.runtime import faust_consumer
     from streams.runtime.worker import SourceMessage
 
     settings = get_settings()

@@ -68,8 +68,8 @@ async def write_lists(settings: Settings, model, movies, users: int) -> list[str
     """Every user's top-N with explanations through the worker's writer; returns the user ids
     written (``users`` of them, the first ones again under ``<id>~<n>`` when there are fewer)."""
     from streams.connections import redis_async
-    from streams.runtime.learning import EventProcessor
     from streams.runtime.state import UserState
+    from streams.runtime.worker import EventProcessor
     from streams.tools.replay import write_item_metadata
 
     client = redis_async(settings)
