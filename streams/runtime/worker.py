@@ -32,7 +32,6 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception, wait_exponential
@@ -88,15 +87,6 @@ COMPACT_MIN_ITEMS = 4096  # empty items worth renumbering the statistics for
 SETTLE_USERS_PER_STEP = 200  # users the settle pass re-ranks per hold of the lock
 ITEM_LIST_ENTRIES_PER_STEP = 25_000  # neighbour-list entries written per settle call
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-# A sorted set replaced by the members and scores in ARGV (score, member, ...), at once: one
-# command per neighbour list where DEL and ZADD were two, and no reader sees it empty between
-# them. ZADD in slices of 500 members: Lua's unpack refuses 8,000 values (its stack limit).
-REPLACE_SORTED_SET = """
-redis.call('DEL', KEYS[1])
-for i = 1, #ARGV, 1000 do
-  redis.call('ZADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-"""
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -204,7 +194,6 @@ class EventProcessor:
     config: CooccurrenceConfig = field(init=False)  # the co-occurrence parameters, built once
     ranking: Ranking = field(init=False)
     store: ModelStore = field(init=False)
-    replace_sorted_set: AsyncScript = field(init=False)  # `REPLACE_SORTED_SET`
     # unique per process (a restarted container has the same host name and pid)
     worker_id: str = field(default_factory=lambda: (
         f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"))
@@ -241,7 +230,6 @@ class EventProcessor:
         self.ranking = Ranking(s)
         self.store = ModelStore(self.client, self.keys, max_bytes=s.ranker_max_artefact_bytes,
                                 keep=s.ranker_keep_versions)
-        self.replace_sorted_set = self.client.register_script(REPLACE_SORTED_SET)
 
     async def start(self) -> None:
         """Load the latest snapshot and catch up with the deltas stream, once."""
@@ -735,10 +723,11 @@ class EventProcessor:
                 chunk = [self.lists_to_write.pop()
                          for _ in range(min(len(self.lists_to_write), 256))]
                 for item_id, nbrs in zip(chunk, items.neighbours_many(chunk), strict=True):
-                    await self.replace_sorted_set(
-                        keys=[keys.neighbours(item_id)], client=pipe,
-                        args=list(itertools.chain.from_iterable((sim, other)
-                                                                for other, sim in nbrs)))
+                    key = keys.neighbours(item_id)
+                    pipe.delete(key)
+                    if nbrs:  # the ZADD redis-py's zadd() sends, without its walk per call
+                        pipe.execute_command("ZADD", key, *itertools.chain.from_iterable(
+                            (sim, other) for other, sim in nbrs))
                     budget -= 1 + len(nbrs)
             pipe.delete(keys.trending)
             trending = items.trending(self.settings.top_n)
