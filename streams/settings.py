@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     recs_ttl_s: Annotated[float, Field(ge=0)] = 0.0
     # a worker that died without leaving the group holds its partitions this long
     session_timeout_s: Annotated[float, Field(ge=6, le=300)] = 10.0
+    # the item statistics are snapshot at most this often, and once the deltas stream holds as
+    # many pair updates since the last snapshot as the statistics hold entries (and at settle)
     snapshot_every_batches: Positive = 50
     web_port: Port = 6066
 

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -308,8 +309,12 @@ def create_app(settings: Settings):  # faust.App, imported lazily
         if "c" in lag_reader:
             await lag_reader["c"].stop()
         if "p" in runtime:
-            await runtime["p"].producer.stop()
-            await runtime["p"].client.aclose()
+            proc = runtime["p"]
+            if proc.snapshot_write is not None:  # the snapshot under way is written first
+                with suppress(Exception):  # (or given up after 10 s: the next one will be)
+                    await asyncio.wait_for(asyncio.shield(proc.snapshot_write), 10)
+            await proc.producer.stop()
+            await proc.client.aclose()
 
     return app
 

@@ -29,6 +29,7 @@ snapshot.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import time
@@ -251,6 +252,8 @@ class RedisState:
         self.last_delta_id = "0-0"
         # our own entries, committed but not yet reached by `follow`: id -> (deltas, sentiment)
         self._own: dict[str, tuple[PackedDeltas, Mapping[str, Sequence[float]]]] = {}
+        self._snapshot_writes = asyncio.Lock()  # one `write_snapshot` at a time
+        self.pairs_since_snapshot = 0  # pair updates applied since the last snapshot taken
 
     # --- ownership ------------------------------------------------------------------------------
     async def claim(self, fields: Iterable[str]) -> None:
@@ -424,6 +427,7 @@ class RedisState:
                 else:
                     deltas, sentiment = decode_entry(fields, self.items), entry_sentiment(fields)
                 self.items.apply_packed(deltas)
+                self.pairs_since_snapshot += deltas.pairs
                 for item_id, (count, total, *_) in sentiment.items():
                     self.items.add_reviews(item_id, count, total)
                 self.last_delta_id = entry_id
@@ -436,18 +440,32 @@ class RedisState:
         return bool(self._own)
 
     async def save_snapshot(self) -> None:
-        """Store the item statistics with the stream id they reflect, then trim the stream to the
-        entries after the previous snapshot: a follower up to one snapshot behind can still catch
-        up from the stream; one further behind reloads the snapshot."""
+        """`take_snapshot`, then `write_snapshot`."""
+        await self.write_snapshot(*await self.take_snapshot())
+
+    async def take_snapshot(self) -> tuple[str, bytes]:
+        """The item statistics, serialised, with the stream id they reflect: what a caller
+        holding the worker lock takes, to write it (`write_snapshot`) once it has let go."""
         await self.follow()
-        previous = await self.client.hget(self.keys.snapshot, "delta_id")
-        await self.client.hset(self.keys.snapshot, mapping={
-            "delta_id": self.last_delta_id, "items": self.items.to_bytes()})
-        if previous is not None:
-            await self.client.hset(self.keys.snapshot, "trimmed_before", previous)
-            await self.client.xtrim(self.keys.deltas, minid=previous.decode(), approximate=False)
-        logger.info("snapshot saved at delta %s (%d items)", self.last_delta_id,
-                    self.items.n_items)
+        self.pairs_since_snapshot = 0
+        return self.last_delta_id, self.items.to_bytes()
+
+    async def write_snapshot(self, delta_id: str, items: bytes) -> None:
+        """Store a `take_snapshot` unless a newer one is stored, then trim the stream to the
+        entries after the previous snapshot: a follower up to one snapshot behind can still
+        catch up from the stream; one further behind reloads the snapshot. One write at a time:
+        a snapshot taken earlier and written later never replaces a newer one."""
+        async with self._snapshot_writes:
+            previous = await self.client.hget(self.keys.snapshot, "delta_id")
+            if previous is not None and _id_tuple(previous) >= _id_tuple(delta_id):
+                return
+            await self.client.hset(self.keys.snapshot, mapping={"delta_id": delta_id,
+                                                                 "items": items})
+            if previous is not None:
+                await self.client.hset(self.keys.snapshot, "trimmed_before", previous)
+                await self.client.xtrim(self.keys.deltas, minid=previous.decode(),
+                                        approximate=False)
+        logger.info("snapshot saved at delta %s (%d bytes)", delta_id, len(items))
 
     async def reload(self) -> None:
         """Start again from what Redis holds: its snapshot (or nothing), then the stream."""
@@ -469,6 +487,7 @@ class RedisState:
             return False
         self.items.load_bytes(blob)
         self.last_delta_id = delta_id.decode()
+        self.pairs_since_snapshot = 0
         self._own.clear()  # entries after the snapshot are read back from the stream
         logger.info("snapshot loaded at delta %s (%d items)", self.last_delta_id,
                     self.items.n_items)
