@@ -454,10 +454,19 @@ class RedisState:
         """Store a `take_snapshot` unless a newer one is stored, then trim the stream to the
         entries after the previous snapshot: a follower up to one snapshot behind can still
         catch up from the stream; one further behind reloads the snapshot. One write at a time:
-        a snapshot taken earlier and written later never replaces a newer one."""
+        a snapshot taken earlier and written later never replaces a newer one, nor goes to a
+        Redis that no longer holds the delta it reflects (restored from an older copy in
+        between: its statistics would count deltas that are read back from Kafka again)."""
         async with self._snapshot_writes:
-            previous = await self.client.hget(self.keys.snapshot, "delta_id")
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hget(self.keys.snapshot, "delta_id")
+                pipe.xrange(self.keys.deltas, min=delta_id, max=delta_id, count=1)
+                previous, held = await pipe.execute()
             if previous is not None and _id_tuple(previous) >= _id_tuple(delta_id):
+                return
+            if delta_id != "0-0" and not held:  # restored from an older copy since it was taken
+                logger.warning("snapshot at delta %s not written: Redis no longer holds that "
+                               "delta (it lost committed writes)", delta_id)
                 return
             await self.client.hset(self.keys.snapshot, mapping={"delta_id": delta_id,
                                                                  "items": items})

@@ -21,10 +21,16 @@ TS = 1.7e9
 
 
 async def test_a_snapshot_taken_earlier_never_replaces_a_newer_one(unique_topics: Settings):
+    """Nor is one written when Redis no longer holds the delta it reflects (restored from an
+    older copy since it was taken)."""
     client = connections.redis_async(unique_topics)
     keys = Keys(unique_topics.key_prefix)
     state = RedisState(client, keys, ItemCooccurrence())
     try:
+        for delta_id in ("4-9", "5-0", "6-0"):
+            await client.xadd(keys.deltas, {"d": b""}, id=delta_id)
+        await state.write_snapshot("7-0", b"lost")  # no delta 7-0 in the stream
+        assert not await client.exists(keys.snapshot)
         await state.write_snapshot("5-0", b"newer")
         await state.write_snapshot("4-9", b"older")  # taken before, its write came after
         assert await client.hmget(keys.snapshot, ["delta_id", "items"]) == [b"5-0", b"newer"]
