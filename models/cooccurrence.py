@@ -797,15 +797,18 @@ class ItemCooccurrence:
     def similarity_matrix(self, item_ids: Sequence[str], candidates: Sequence[str]
                           ) -> np.ndarray:
         """`similarities_to` of several items at once: one row per item of ``item_ids``."""
-        index = self._index.get
-        rows = np.array([index(i, -1) for i in item_ids], dtype=np.int64)
-        cands = np.array([index(c, -1) for c in candidates], dtype=np.int64)
-        self._refresh_lists(rows)
+        rows = self.indices(item_ids)
+        return similarity_rows(rows, self.indices(candidates), *self._neighbour_table(rows))
+
+    def _neighbour_table(self, items: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The neighbour lists as the kernels read them (start, length, ids, similarities per
+        item, and the scratch ``position`` row), those of ``items`` refreshed first."""
+        self._refresh_lists(items)
         m = len(self._ids)
-        self._table.ensure_items(m)
+        table = self._table
+        table.ensure_items(m)
         position = self._scratch(m, len(self._uids))[4][0]
-        return similarity_rows(rows, cands, self._table.start[:m], self._table.length[:m],
-                               self._table.ids, self._table.sims, position)
+        return table.start[:m], table.length[:m], table.ids, table.sims, position
 
     def similarity_to_recent(self, recent: Sequence[Sequence[str]], ptr: np.ndarray,
                              candidates: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -813,33 +816,20 @@ class ItemCooccurrence:
         recent items ``recent[g]``): each candidate's similarity to the list's first recent
         item and its mean similarity to them all — row 0 and the column means (its rows added
         in order) of `similarity_matrix`, with the neighbour lists refreshed once for all."""
-        index = self._index.get
         rec_ptr = np.zeros(len(recent) + 1, dtype=np.int64)
         np.cumsum([len(r) for r in recent], out=rec_ptr[1:])
-        rows = np.fromiter((index(i, -1) for r in recent for i in r), dtype=np.int64,
-                           count=int(rec_ptr[-1]))
-        self._refresh_lists(rows)
-        m = len(self._ids)
-        self._table.ensure_items(m)
-        position = self._scratch(m, len(self._uids))[4][0]
+        rows = self.indices([i for r in recent for i in r])
         return similarity_to_recent(np.asarray(ptr, dtype=np.int64), self.indices(candidates),
-                                    rec_ptr, rows, self._table.start[:m],
-                                    self._table.length[:m], self._table.ids, self._table.sims,
-                                    position)
+                                    rec_ptr, rows, *self._neighbour_table(rows))
 
     def diversify(self, pool: Sequence[str], rel: np.ndarray, n: int, lam: float
                   ) -> list[tuple[int, float]]:
         """Maximal marginal relevance over the candidates ``pool`` with relevance ``rel`` and
         the neighbour lists as similarity: `models.rerank._mmr` in one kernel call
         (`models.kernels.mmr`); (candidate, gain) in the order chosen."""
-        index = np.array([self._index.get(c, -1) for c in pool], dtype=np.int64)
-        self._refresh_lists(index)
-        m = len(self._ids)
-        self._table.ensure_items(m)
-        position = self._scratch(m, len(self._uids))[4][0]
-        picks, gains = mmr(np.asarray(rel, dtype=np.float64), index, self._table.start[:m],
-                           self._table.length[:m], self._table.ids, self._table.sims,
-                           position, lam, n)
+        index = self.indices(pool)
+        picks, gains = mmr(np.asarray(rel, dtype=np.float64), index,
+                           *self._neighbour_table(index), lam, n)
         return list(zip(picks.tolist(), gains.tolist(), strict=True))
 
     @property
