@@ -1427,28 +1427,36 @@ class CooccurrenceRecommender:
         store.ensure_items(len(items._ids))
         changed = np.zeros(len(self._user_ids), dtype=np.bool_)
         pruned = np.zeros(len(items._ids), dtype=np.bool_)
-        # each event makes at most one delta of its own and evicts at most one item (more only
-        # from a history stored over the cap: each over it evicts one more), each delta pairs
-        # an item with at most the rest of the history
-        widest = max(self.history_cap, int(h.size.max(initial=0))) + 1
-        over = int(np.maximum(h.size - self.history_cap, 0).sum())
-        n_deltas = 0 if apply else 2 * n_events + over
+        # sized from the batch's users (not from `history_cap`, which may be huge): each event
+        # makes at most one delta of its own and evicts at most one item (more only from a
+        # history stored over the cap: each over it evicts one more); a delta or a snapshot
+        # holds at most the rest of its user's history, which in this batch stays within
+        # max(its size now, min(its size now + the user's events, the cap))
+        batch_users, per_user, events_of = np.unique(users, return_inverse=True,
+                                                     return_counts=True)
+        size_now = h.size[batch_users]
+        longest = np.maximum(size_now, np.minimum(size_now + events_of, self.history_cap))
+        deltas_of = 2 * events_of + np.maximum(size_now - self.history_cap, 0)
+        n_deltas = 0 if apply else int(deltas_of.sum())
+        n_pairs = 0 if apply else int((deltas_of * longest).sum())
         n_snap = int(snap.sum())
+        n_snapped = int(longest[per_user][snap].sum())
         out_n = np.zeros(3, dtype=np.int64)
         out_item = np.empty(n_deltas, dtype=np.int32)
         out_end = np.empty(n_deltas, dtype=np.int64)
         out_stat = np.empty((n_deltas, 3))
-        out_other = np.empty(n_deltas * widest, dtype=np.int32)
-        out_inc = np.empty(n_deltas * widest)
+        out_other = np.empty(n_pairs, dtype=np.int32)
+        out_inc = np.empty(n_pairs)
         snap_end = np.empty(n_snap, dtype=np.int64)
-        snap_item = np.empty(n_snap * widest, dtype=np.int32)
-        snap_s, snap_t = np.empty(n_snap * widest), np.empty(n_snap * widest)
+        snap_item = np.empty(n_snapped, dtype=np.int32)
+        snap_s, snap_t = np.empty(n_snapped), np.empty(n_snapped)
         h.item, h.s, h.t, h.g, store.cols, store.vals = observe_events(
             h.item, h.s, h.t, h.g, h.start, h.cap, h.size, h.top, h.garbage,
             store.cols, store.vals, store.start, store.cap, store.size, store.top,
             store.garbage, items._norm, items._powers, items._popularity, items._mass,
             items._churn, items._key, pruned, changed, users, item_ids, weights, ts, g, snap,
-            self.history_cap, self.row_cap, self.alpha, self._pairs, apply, out_item, out_end,
+            self.history_cap, int(longest.max(initial=0)), self.row_cap, self.alpha,
+            self._pairs, apply, out_item, out_end,
             out_stat, out_other, out_inc, out_n, snap_end, snap_item, snap_s, snap_t)
         items._drop_neighbours(np.flatnonzero(pruned))
         user_items = {}

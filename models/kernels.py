@@ -428,8 +428,8 @@ def history_room(item, s, t, g, top, need):
 def observe_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garbage,
                    cols, vals, start, cap, size, top, garbage, norm, powers, popularity, mass,
                    churn, key, pruned, changed, ev_user, ev_item, ev_weight, ev_ts, ev_g, ev_snap,
-                   history_cap, row_cap, alpha, pairs, apply, out_item, out_end, out_stat,
-                   out_other, out_inc, out_n, snap_end, snap_item, snap_s, snap_t):
+                   history_cap, longest, row_cap, alpha, pairs, apply, out_item, out_end,
+                   out_stat, out_other, out_inc, out_n, snap_end, snap_item, snap_s, snap_t):
     """Learn the events in order: each updates its user's history (``changed[u]`` set) and
     makes deltas — the event's own, then one per item evicted over ``history_cap`` (the
     oldest, ties: smaller item key). With ``apply`` the deltas are applied to the item
@@ -441,8 +441,8 @@ def observe_events(h_item, h_s, h_t, h_g, h_start, h_cap, h_size, h_top, h_garba
     time are copied to the ``snap_*`` arrays (snapshot ``k`` ends at ``snap_end[k]``; count in
     ``out_n[2]``). Counts the co-occurrence pairs in ``pairs[0]``. Returns the history and row
     arenas (new arrays when they had to grow)."""
-    others = np.empty(history_cap + 1, np.int32)
-    incs = np.empty(history_cap + 1)
+    others = np.empty(longest, np.int32)
+    incs = np.empty(longest)
     for e in range(len(ev_user)):
         u, item, w, ts, g = ev_user[e], ev_item[e], ev_weight[e], ev_ts[e], ev_g[e]
         hs, n = h_start[u], h_size[u]

@@ -166,6 +166,23 @@ def test_the_arena_grows_with_the_rows_not_with_the_row_cap():
     assert len(store.cols) <= 1 << 17, len(store.cols)
 
 
+def test_a_batch_allocates_for_its_users_histories_not_for_the_history_cap():
+    """``HISTORY_CAP`` bounds a history; a batch's scratch and output arrays are sized from its
+    own users' histories (sized for ``history_cap`` per event, a cap of 10**9 asked numpy for
+    tens of GB a batch and failed), with the same results as a model with a small cap."""
+    events = [(f"u{n % 3}", f"i{n % 7}", 1.0, TS + n) for n in range(40)]
+    huge, small = (CooccurrenceRecommender(history_cap=cap) for cap in (10**9, 50))
+    huge.learn_many(events)
+    small.learn_many(events)
+    assert huge.recommend("u0", 5) == small.recommend("u0", 5)
+    observer = CooccurrenceRecommender(history_cap=10**9)
+    deltas, snapshots = observer.observe_many(events, snapshot=[True] * len(events))
+    expected, _ = CooccurrenceRecommender(history_cap=50).observe_many(events)
+    assert deltas.end.tolist() == expected.end.tolist()
+    assert deltas.other.tolist() == expected.other.tolist()
+    assert len(snapshots.size) == len(events)
+
+
 @pytest.mark.parametrize("seed", [3, 4])
 def test_similarity_to_recent_equals_the_matrix_of_each_list(seed):
     """The ranker's two similarity features of many lists in one kernel pass equal row 0 and
