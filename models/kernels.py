@@ -343,7 +343,7 @@ def drop_items(cols, vals, start, cap, size, gone, touched):
         touched[r] = True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # snapshots are serialised in a thread beside the batches
 def renumbered_rows(cols, vals, start, cap, size, new_index, n_new):
     """The rows as CSR (sizes, columns, counts) under a new numbering: row ``i`` becomes
     row ``new_index[i]`` (-1: dropped, and so are its entries in other rows), each row's

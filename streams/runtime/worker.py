@@ -785,9 +785,10 @@ class EventProcessor:
         at least as many pair updates as the statistics hold entries: reading the stream back
         then costs about what loading a snapshot does, and a large state under a high rate is
         not rewritten every few seconds (ML-100K's statistics, 17 MB, were rewritten every 2.5 s
-        at 2,000 events/s). Serialised under the lock and written to Redis by a task of its own
-        while the next batches go on (the write, ~90 ms, made the slowest 1% of events at that
-        rate: `bench.freshness`); one write at a time."""
+        at 2,000 events/s). Copied under the lock (~17 ms at ML-100K's size), serialised in a
+        thread and written to Redis by a task of its own while the next batches go on (the
+        write, ~90 ms, and then the serialising, ~100 ms, under the lock made the slowest 1% of
+        events at that rate: `bench.freshness`); one write at a time."""
         if not owner or self.batches_since_snapshot < self.settings.snapshot_every_batches or (
                 self.snapshot_write is not None and not self.snapshot_write.done()) or (
                 self.state.pairs_since_snapshot < self.state.items.n_entries()):

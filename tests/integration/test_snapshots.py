@@ -8,7 +8,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from models.cooccurrence import ItemCooccurrence
+from models.cooccurrence import Delta, FrozenStatistics, ItemCooccurrence
 from streams import connections
 from streams.contract.keys import Keys
 from streams.runtime.state import RedisState
@@ -20,6 +20,13 @@ pytestmark = pytest.mark.integration
 TS = 1.7e9
 
 
+def statistics_of(item_id: str) -> FrozenStatistics:
+    """A copy of statistics that hold one pair, of ``item_id`` and "y"."""
+    items = ItemCooccurrence()
+    items.apply_packed(items.pack([Delta(item_id, ("y",), (2.0,), 1.0, 1.0)]))
+    return items.frozen()
+
+
 async def test_a_snapshot_taken_earlier_never_replaces_a_newer_one(unique_topics: Settings):
     """Nor is one written when Redis no longer holds the delta it reflects (restored from an
     older copy since it was taken)."""
@@ -29,14 +36,19 @@ async def test_a_snapshot_taken_earlier_never_replaces_a_newer_one(unique_topics
     try:
         for delta_id in ("4-9", "5-0", "6-0"):
             await client.xadd(keys.deltas, {"d": b""}, id=delta_id)
-        await state.write_snapshot("7-0", b"lost")  # no delta 7-0 in the stream
+        lost, older, newer, newest = map(statistics_of, ("lost", "older", "newer", "newest"))
+        await state.write_snapshot("7-0", lost)  # no delta 7-0 in the stream
         assert not await client.exists(keys.snapshot)
-        await state.write_snapshot("5-0", b"newer")
-        await state.write_snapshot("4-9", b"older")  # taken before, its write came after
-        assert await client.hmget(keys.snapshot, ["delta_id", "items"]) == [b"5-0", b"newer"]
-        await state.write_snapshot("6-0", b"newest")
+        await state.write_snapshot("5-0", newer)
+        await state.write_snapshot("4-9", older)  # taken before, its write came after
+        assert await client.hmget(keys.snapshot, ["delta_id", "items"]) == [
+            b"5-0", newer.to_bytes()]
+        await state.write_snapshot("6-0", newest)
         assert await client.hmget(keys.snapshot, ["delta_id", "items", "trimmed_before"]) == [
-            b"6-0", b"newest", b"5-0"]
+            b"6-0", newest.to_bytes(), b"5-0"]
+        reloaded = ItemCooccurrence()
+        reloaded.load_bytes(newest.to_bytes())
+        assert reloaded.row("newest") == {"y": 2.0}
     finally:
         await client.aclose()
 

@@ -166,6 +166,21 @@ def test_the_arena_grows_with_the_rows_not_with_the_row_cap():
     assert len(store.cols) <= 1 << 17, len(store.cols)
 
 
+def test_a_frozen_copy_serialises_the_statistics_of_its_moment():
+    """A snapshot is copied under the worker lock and serialised later, while batches go on:
+    what it serialises is what `to_bytes` gave when it was taken, whatever was learned since
+    (new items, grown and pruned rows, a compaction)."""
+    rng = random.Random(5)
+    model = learn(CooccurrenceRecommender(history_cap=5, neighbour_cap=5, row_cap=10), [
+        (f"u{rng.randrange(20)}", f"i{rng.randrange(30)}", 1.0, TS + n) for n in range(400)])
+    frozen, expected = model.items.frozen(), model.items.to_bytes()
+    learn(model, [(f"u{rng.randrange(20)}", f"j{rng.randrange(60)}", rng.choice([1.0, -1.0]),
+                   TS + 400 + n) for n in range(600)])
+    assert model.compact()  # items every history has let go of
+    assert model.items.to_bytes() != expected
+    assert frozen.to_bytes() == expected
+
+
 def test_a_batch_allocates_for_its_users_histories_not_for_the_history_cap():
     """``HISTORY_CAP`` bounds a history; a batch's scratch and output arrays are sized from its
     own users' histories (sized for ``history_cap`` per event, a cap of 10**9 asked numpy for
