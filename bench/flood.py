@@ -30,6 +30,7 @@ import orjson
 from bench.speed import OUT_DIR, bench_settings, create_topics, machine
 from streams import connections
 from streams.contract.keys import Keys
+from streams.runtime.app import tune_gc
 from streams.runtime.worker import EventProcessor, SourceMessage
 from streams.settings import Settings, get_settings
 from streams.tools.namespaces import drop_namespaces
@@ -84,6 +85,7 @@ async def run(settings: Settings, n: int, users: int, run_length: int) -> dict[s
         await proc.start()
         size = settings.batch_size
         await proc.process(flood(settings, 0, size, users, run_length))
+        tune_gc()  # as the worker, once started
         baseline = rss_bytes()[0]
         redis_before = (await client.info("memory"))["used_memory"]
         samples = []

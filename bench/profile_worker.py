@@ -39,6 +39,7 @@ import orjson
 
 from bench.speed import OUT_DIR, baseline_checkout, bench_settings, create_topics
 from streams import connections
+from streams.runtime.app import tune_gc
 from streams.runtime.worker import EventProcessor, SourceMessage
 from streams.settings import Settings, get_settings
 from streams.tools.namespaces import drop_namespaces
@@ -97,6 +98,7 @@ async def run(settings: Settings, messages: list[SourceMessage], cprofile: int
         await proc.start()
         size = settings.batch_size
         await proc.process(messages[:size])  # the kernels compiled, the first lookups done
+        tune_gc()  # as the worker, once started
         # on the classes (their instances have slots); this process holds one of each
         for name in STEPS:
             setattr(EventProcessor, name, timed(totals, name, getattr(EventProcessor, name)))

@@ -319,6 +319,16 @@ def create_app(settings: Settings):  # faust.App, imported lazily
     return app
 
 
+def tune_gc() -> None:
+    """The garbage collector as a worker runs it (and the harnesses that drive its batch code
+    in-process, `bench.profile_worker` and `bench.flood`). A worker keeps many long-lived
+    objects (the item index, the similar-user index): the default thresholds run a full
+    collection every ~70k allocations, each walking all of them (a batch of 500 events
+    allocates several times that); measured 5-10% of a batch."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Run one worker until stopped (``tastemaker worker``)."""
     from faust import Worker
@@ -332,11 +342,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     # none), not in the first batch: that batch's latency, and the worker's memory from the start
     warm_up()
     warm_up_sentiment()
-    # the worker keeps many long-lived objects (the item index, the similar-user index): the
-    # default thresholds run a full collection every ~70k allocations, each walking all of them
-    # (a batch of 500 events allocates several times that); measured 5-10% of a batch
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    tune_gc()
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
