@@ -79,7 +79,8 @@ class Keys:
         """Stream: what the trainer did, an entry per fit attempt (``kind`` "attempt":
         ``fitting`` 1 or 0, ``read`` example records read by then) and per guard decision
         (``kind`` "decision": ``published`` 1 or 0, ``candidate_ndcg``, ``current_ndcg``,
-        ``against``, ``holdout_groups``); the newest ~1,000 kept."""
+        ``against``, ``holdout_groups``, and ``error`` when the guard passed a ranker that could
+        not be published: its artefact over the size limit); the newest ~1,000 kept."""
         return f"{self.prefix}ranker:trainer-log"
 
     @property

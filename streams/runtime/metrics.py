@@ -48,7 +48,7 @@ TRAINER_LOSS = Gauge("tastemaker_trainer_loss", "Ranker loss of the last trainin
                      ["split"])  # split = train | holdout
 TRAINER_GUARD = Counter("tastemaker_trainer_guard_total",
                         "Trained rankers by the publication guard's decision",
-                        ["decision"])  # decision = published | refused
+                        ["decision"])  # published | refused | too_large (over the artefact limit)
 TRAINER_EXAMPLES = Counter("tastemaker_trainer_examples_total",
                            "Training examples the trainer read", ["outcome"])  # read | rejected
 TRAINER_PUBLISHED = Gauge("tastemaker_trainer_published_version",

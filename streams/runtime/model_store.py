@@ -24,6 +24,9 @@ from streams.contract.keys import Keys
 logger = logging.getLogger(__name__)
 
 
+_WIDEST_VERSION = 2**63 - 1  # Redis's INCR goes no higher
+
+
 class ModelStore:
     def __init__(self, client: aioredis.Redis, keys: Keys, *, max_bytes: int, keep: int) -> None:
         self.client = client
@@ -37,12 +40,15 @@ class ModelStore:
         return int(raw) if raw is not None else 0
 
     async def publish(self, model: RankerMLP, metrics: Mapping[str, object]) -> int:
-        """Store ``model`` as a new immutable version, point workers at it, prune old ones."""
+        """Store ``model`` as a new immutable version, point workers at it, prune old ones.
+        `ArtefactError` when its artefact is over ``max_bytes``: checked before a version number
+        is taken (with the widest one: the artefact holds its version), so none is used up."""
+        widest = len(to_artefact(model, version=_WIDEST_VERSION, metrics=metrics))
+        if widest > self.max_bytes:
+            raise ArtefactError(f"artefact of {widest} bytes is over the {self.max_bytes} "
+                                "byte limit (TASTEMAKER_RANKER_MAX_ARTEFACT_BYTES)")
         version = int(await self.client.incr(self.keys.ranker_next_version))
         data = to_artefact(model, version=version, metrics=metrics)
-        if len(data) > self.max_bytes:
-            raise ArtefactError(f"artefact of {len(data)} bytes is over the {self.max_bytes} "
-                                "byte limit (TASTEMAKER_RANKER_MAX_ARTEFACT_BYTES)")
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.ranker_artefact(version), data, nx=True)
             pipe.zadd(self.keys.ranker_versions, {str(version): time.time()})

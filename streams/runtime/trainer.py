@@ -25,7 +25,7 @@ import signal
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import orjson
@@ -247,7 +247,6 @@ class Trainer:
         TRAINER_LOSS.labels("train").set(result.fit.train_loss)
         TRAINER_LOSS.labels("holdout").set(result.candidate["loss"])
         decision = "published" if result.published else "refused"
-        TRAINER_GUARD.labels(decision).inc()
         factors = result.model.factors
         against = (f"version {self.current_version}" if self.current is not None
                    else "co-occurrence order")
@@ -258,14 +257,23 @@ class Trainer:
                     self.settings.trainer_epochs, result.fit.device, result.fit.seconds,
                     f"{len(factors.ids)} x {factors.rank} in {result.factor_seconds:.2f} s"
                     if factors is not None else "none")
+        failure = {}
+        if result.published:
+            try:
+                version = await self.store.publish(result.model, {
+                    "holdout": result.candidate, "previous": result.current,
+                    "trained_on": result.train_groups})
+            except ArtefactError as exc:  # over RANKER_MAX_ARTEFACT_BYTES (long item ids)
+                logger.error("the fine-tuned ranker cannot be published (%s); still serving "
+                             "version %d", exc, self.current_version)
+                decision, failure = "too_large", {"error": str(exc)}
+                result = replace(result, published=False)
+        TRAINER_GUARD.labels(decision).inc()
         await self._record(kind="decision", published=int(result.published),
                            candidate_ndcg=result.candidate["ndcg@10"],
                            current_ndcg=result.current["ndcg@10"], against=against,
-                           holdout_groups=result.holdout_groups)
+                           holdout_groups=result.holdout_groups, **failure)
         if result.published:
-            version = await self.store.publish(result.model, {
-                "holdout": result.candidate, "previous": result.current,
-                "trained_on": result.train_groups})
             self.current, self.current_version = result.model, version
             TRAINER_PUBLISHED.set(version)
             await producer.send_and_wait(self.settings.topic_model_updates, orjson.dumps({

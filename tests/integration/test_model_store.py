@@ -9,11 +9,12 @@ import sys
 import orjson
 import pytest
 
-from models.ranker import ArtefactError, RankerMLP
+from models.ranker import ArtefactError, RankerMLP, toy_groups
 from streams import connections
 from streams.contract.keys import Keys
 from streams.runtime.model_store import ModelStore
-from streams.settings import Settings
+from streams.runtime.trainer import Example, Trainer
+from streams.settings import Settings, load_settings
 from streams.tools.supervisor import ROOT, settings_env
 from tests.integration.harness import read_topic
 
@@ -60,3 +61,46 @@ def test_versions_are_immutable_pruned_and_rolled_back(unique_topics: Settings):
                                        idle_s=3))
     assert [orjson.loads(v)["version"] for _, _, v in announced] == [published[3]]
 
+
+
+def test_a_ranker_over_the_artefact_limit_is_not_published_and_the_trainer_goes_on(
+        unique_topics: Settings):
+    """The guard passes a fine-tuned ranker whose artefact is over RANKER_MAX_ARTEFACT_BYTES
+    (the MLP alone is ~5 KB here): the trainer logs it, records the decision as not published
+    with the error, and fits again later; no version number is used up by the refusal."""
+    settings = load_settings(**{**unique_topics.model_dump(), "ranker_max_artefact_bytes": 4096,
+                                "ranker_factor_items": 10, "trainer_epochs": 15,
+                                "trainer_device": "cpu"})
+    groups = toy_groups(n_groups=400, seed=8)  # a first model the guard publishes
+    width = groups.x.shape[1]
+    examples = [Example(f"u{g % 20}", groups.x[g], int(groups.positive[g]),
+                        float(groups.ts[g]), tuple(f"i{c}" for c in range(width)), ())
+                for g in range(len(groups))]
+
+    async def fit_twice() -> tuple[list, int, bytes | None, list]:
+        trainer = Trainer(settings)
+        producer = connections.kafka_producer(settings, acks="all")
+        await producer.start()
+        try:
+            trainer.window.update((f"e{n}", e) for n, e in enumerate(examples))
+            refused = await trainer.fit(producer)
+            after_refusal = await trainer.store.current_version()
+            next_version = await trainer.client.get(Keys(settings.key_prefix).ranker_next_version)
+            trainer.store.max_bytes = 1 << 20  # an operator raised the limit
+            published = await trainer.fit(producer)
+            log = await trainer.client.xrange(Keys(settings.key_prefix).trainer_log)
+            return ([refused, published], after_refusal, next_version,
+                    [fields for _, fields in log if fields[b"kind"] == b"decision"])
+        finally:
+            await producer.stop()
+            await trainer.client.aclose()
+
+    (refused, published), after_refusal, next_version, decisions = asyncio.run(fit_twice())
+    assert refused is not None and not refused.published and after_refusal == 0
+    assert next_version is None  # the refusal took no version number
+    assert decisions[0][b"published"] == b"0"
+    assert b"byte limit" in decisions[0][b"error"]
+    assert published is not None and published.published
+    assert decisions[1][b"published"] == b"1" and b"error" not in decisions[1]
+    r = connections.redis_sync(settings)
+    assert int(r.get(Keys(settings.key_prefix).ranker_current)) == 1
