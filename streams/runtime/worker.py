@@ -650,7 +650,8 @@ class EventProcessor:
         at most `ITEM_LIST_ENTRIES_PER_STEP` neighbour-list entries per call — so a batch or a
         rebalance never waits long behind it. A batch that comes in between makes the users'
         part start again at the next quiet moment; item lists left over are written by the next
-        calls. The partitions are marked settled when both are done."""
+        calls. The partitions are marked settled when both are done; the statistics' snapshot
+        that follows is copied under the lock and serialised and written after it."""
         if time.monotonic() - self.last_batch_at < self.settings.settle_after_s:
             return 0
         await self.start()
@@ -680,6 +681,7 @@ class EventProcessor:
                     self.state.user_states, users[start:start + SETTLE_USERS_PER_STEP])
                 model = self.config.batch_model(self.state.items, states)
                 await self._retrying(self._write_recommendations, model, states)
+        snapshot = None
         async with self.lock:
             if self._settle_marker() != marker:
                 return len(users)
@@ -691,12 +693,14 @@ class EventProcessor:
             if writes_items and self.lists_pending:
                 if not await self._retrying(self._write_item_lists):
                     return len(users)
-                await self._retrying(self.state.save_snapshot)
+                snapshot = await self._retrying(self.state.take_snapshot)
                 self.batches_since_snapshot = 0
                 self.lists_pending = False
             if assigned:
                 await self._retrying(self.client.hset, self.keys.settled, None, None, {
                     offset_field(t, p): marker[1] for t, p in assigned})
+        if snapshot is not None:  # serialised and written with the lock let go
+            await self._retrying(self.state.write_snapshot, *snapshot)
         return len(users)
 
     def _settle_marker(self) -> tuple[float, str, int]:
