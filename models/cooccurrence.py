@@ -931,19 +931,34 @@ class ItemCooccurrence:
     def neighbours_many(self, item_ids: Sequence[str], *, fresh: bool = False
                         ) -> list[list[tuple[str, float]]]:
         """`neighbours` of many items, the stale lists refreshed in one kernel call."""
+        lengths, ids, sims = self.neighbours_flat(item_ids, fresh=fresh)
+        out, at = [], 0
+        for n in lengths:
+            out.append(list(zip(ids[at:at + n], sims[at:at + n], strict=True)))
+            at += n
+        return out
+
+    def neighbours_flat(self, item_ids: Sequence[str], *, fresh: bool = False
+                        ) -> tuple[list[int], list[str], list[float]]:
+        """`neighbours_many` as flat lists, without a tuple per entry: each item's list length,
+        then the lists' neighbour ids and similarities one list after another.
+
+        >>> model = CooccurrenceRecommender()
+        >>> model.learn_many([("ann", "x", 1.0, 1e9), ("ann", "y", 1.0, 1e9),
+        ...                   ("bob", "x", 1.0, 1e9), ("bob", "z", 1.0, 1e9)])
+        >>> lengths, ids, sims = model.items.neighbours_flat(["y", "unknown", "x"])
+        >>> lengths, ids[0], sorted(ids[1:]), round(sims[0], 4)
+        ([1, 0, 2], 'x', ['y', 'z'], 0.7071)
+        """
         index = self._index.get
         rows = np.array([index(i, -1) for i in item_ids], dtype=np.int64)
         self._refresh_lists(rows, fresh=fresh)
-        table, ids = self._table, self._ids
-        out = []
-        for i in rows.tolist():
-            if i < 0:
-                out.append([])
-                continue
-            a, n = int(table.start[i]), int(table.length[i])
-            out.append(list(zip([ids[k] for k in table.ids[a:a + n].tolist()],
-                                table.sims[a:a + n].tolist(), strict=True)))
-        return out
+        table, known = self._table, np.maximum(rows, 0)
+        lengths = np.where(rows >= 0, table.length[known], 0)
+        # entry p of item k's list is table slot start[k] + p - (the entries before item k)
+        slots = (np.repeat(table.start[known] - np.cumsum(lengths) + lengths, lengths)
+                 + np.arange(int(lengths.sum())))
+        return lengths.tolist(), self.names(table.ids[slots]), table.sims[slots].tolist()
 
     def trending(self, n: int, *, exclude: frozenset[str] | set[str] = frozenset()
                  ) -> list[tuple[str, float]]:

@@ -45,6 +45,7 @@ from models.cooccurrence import (
 from models.feedback import FeedbackWeights
 from models.ranker import ArtefactError
 from models.summary import ReviewDigest
+from streams.connections import write_pipelined
 from streams.contract.dlq import dead_letter
 from streams.contract.events import (
     Event,
@@ -729,22 +730,25 @@ class EventProcessor:
         self.lists_to_write.update(self.dropped_items)
         self.dropped_items.clear()
         budget = ITEM_LIST_ENTRIES_PER_STEP
-        async with self.client.pipeline(transaction=False) as pipe:
-            while self.lists_to_write and budget > 0:
-                chunk = [self.lists_to_write.pop()
-                         for _ in range(min(len(self.lists_to_write), 256))]
-                for item_id, nbrs in zip(chunk, items.neighbours_many(chunk), strict=True):
-                    key = keys.neighbours(item_id)
-                    pipe.delete(key)
-                    if nbrs:  # the ZADD redis-py's zadd() sends, without its walk per call
-                        pipe.execute_command("ZADD", key, *itertools.chain.from_iterable(
-                            (sim, other) for other, sim in nbrs))
-                    budget -= 1 + len(nbrs)
-            pipe.delete(keys.trending)
-            trending = items.trending(self.settings.top_n)
-            if trending:
-                pipe.zadd(keys.trending, dict(trending))
-            await pipe.execute()
+        commands: list[tuple] = []
+        while self.lists_to_write and budget > 0:
+            chunk = [self.lists_to_write.pop() for _ in range(min(len(self.lists_to_write), 256))]
+            lengths, ids, sims = items.neighbours_flat(chunk)
+            commands.append(("DEL", *map(keys.neighbours, chunk)))
+            at = 0
+            for item_id, n in zip(chunk, lengths, strict=True):
+                if n:  # ZADD key score member score member ...
+                    pairs: list = [None] * (2 * n)
+                    pairs[0::2], pairs[1::2] = sims[at:at + n], ids[at:at + n]
+                    commands.append(("ZADD", keys.neighbours(item_id), *pairs))
+                    at += n
+                budget -= 1 + n
+        commands.append(("DEL", keys.trending))
+        trending = items.trending(self.settings.top_n)
+        if trending:
+            commands.append(("ZADD", keys.trending,
+                             *itertools.chain.from_iterable((s, i) for i, s in trending)))
+        await write_pipelined(self.client, commands)
         return not self.lists_to_write
 
     async def _drop_evicted(self, users: Mapping[str, UserState]) -> None:
