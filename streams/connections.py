@@ -148,8 +148,8 @@ def hiredis_packing(base: type) -> type:
 async def write_pipelined(client: aioredis.Redis, commands: Sequence[Sequence[Any]]) -> None:
     """Send ``commands`` (writes whose replies are not needed) in one write on one of the
     client's connections, and read their replies under one deadline (the connection's
-    ``socket_timeout``) instead of one per reply: redis-py's pipeline turns every reply into a
-    Python call with its own timeout, ~20 µs a command, most of the time of the settle pass's
+    ``socket_timeout``) instead of one per reply: redis-py's pipeline handles every reply in
+    Python, each under a timeout of its own — a large part of writing the settle pass's
     neighbour lists (two commands a list, hundreds of thousands after a flood of new items).
     An error reply raises it (`redis.exceptions.ResponseError`) once read; on any failure the
     connection is dropped, not reused with replies unread.
