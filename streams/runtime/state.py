@@ -445,10 +445,6 @@ class RedisState:
         interned indices: the items may not be renumbered meanwhile)."""
         return bool(self._own)
 
-    async def save_snapshot(self) -> None:
-        """`take_snapshot`, then `write_snapshot`."""
-        await self.write_snapshot(*await self.take_snapshot())
-
     async def take_snapshot(self) -> tuple[str, FrozenStatistics]:
         """A copy of the item statistics with the stream id they reflect: what a caller
         holding the worker lock takes (~17 ms at ML-100K's size), to serialise and write it

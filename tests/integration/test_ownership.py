@@ -164,7 +164,7 @@ def test_a_follower_that_finds_unread_entries_trimmed_between_pages_reloads_the_
             async def two_snapshots() -> None:  # the second trims the entries up to the first
                 for start in (60, 80):
                     await writer.process(messages[start:start + 20])
-                    await writer.state.save_snapshot()
+                    await writer.state.write_snapshot(*await writer.state.take_snapshot())
                 await writer.process(messages[100:120])
 
             follower.state.client = TrimAfterFirstPage(follower.state.client, two_snapshots)
