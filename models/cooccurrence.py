@@ -950,8 +950,7 @@ class ItemCooccurrence:
         >>> lengths, ids[0], sorted(ids[1:]), round(sims[0], 4)
         ([1, 0, 2], 'x', ['y', 'z'], 0.7071)
         """
-        index = self._index.get
-        rows = np.array([index(i, -1) for i in item_ids], dtype=np.int64)
+        rows = self.indices(item_ids)
         self._refresh_lists(rows, fresh=fresh)
         table, known = self._table, np.maximum(rows, 0)
         lengths = np.where(rows >= 0, table.length[known], 0)

@@ -154,15 +154,14 @@ async def write_pipelined(client: aioredis.Redis, commands: Sequence[Sequence[An
     An error reply raises it (`redis.exceptions.ResponseError`) once read; on any failure the
     connection is dropped, not reused with replies unread.
     """
-    import hiredis
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     if not commands:
         return
-    payload = b"".join([hiredis.pack_command(tuple(command)) for command in commands])
     pool = client.connection_pool
     connection = await pool.get_connection()
     try:
+        payload = connection.pack_commands(commands)  # its own packer: `hiredis_packing`
         async with asyncio.timeout(connection.socket_timeout):
             await connection.send_packed_command(payload)
             for _ in range(len(commands)):

@@ -802,10 +802,10 @@ class EventProcessor:
                 self.state.pairs_since_snapshot < self.state.items.n_entries()):
             return
         async with self.lock:
-            delta_id, items = await self._retrying(self.state.take_snapshot)
+            delta_id, frozen = await self._retrying(self.state.take_snapshot)
             self.batches_since_snapshot = 0
         self.snapshot_write = asyncio.create_task(
-            self._retrying(self.state.write_snapshot, delta_id, items))
+            self._retrying(self.state.write_snapshot, delta_id, frozen))
         self.snapshot_write.add_done_callback(_log_failure)
 
     # --- resilience -----------------------------------------------------------------------------
